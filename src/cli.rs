@@ -1,0 +1,129 @@
+//! Command-line arguments (clap derive), and nothing else.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "git-tally",
+    version,
+    about = "Keep LLM/API usage files exact across machines, with git as the store",
+    long_about = "git-tally merges usage-statistics files (requests, tokens, cost) semantically and \
+exactly, and keeps them in sync between machines through a git remote you already have."
+)]
+pub struct Cli {
+    /// Run as if started in <path> (like git -C).
+    #[arg(short = 'C', global = true, value_name = "path")]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The git merge driver: merge %O %A %B into %A (see `install`).
+    Merge(MergeArgs),
+    /// Register the merge driver in git config and write the attribute lines.
+    Install(InstallArgs),
+    /// Undo `install`.
+    Uninstall(InstallArgs),
+    /// Explain what is missing for the driver to apply to the usage files.
+    Doctor,
+    /// Validate usage files against their profile.
+    Check(CheckArgs),
+    /// Apply usage events (JSON lines on stdin, or --event) to the usage file.
+    Record(Later),
+    /// Commit local usage changes, fetch and integrate (pull-before-write).
+    Pull(Later),
+    /// Pull, then push; retry rejected pushes; never force.
+    Sync(Later),
+    /// Pre-shutdown sync: commit locally, then push within a time bound.
+    Flush(Later),
+    /// Long-running interval and debounced sync; flush on SIGTERM/SIGINT.
+    Daemon(Later),
+    /// Repository, lock, pending events and driver state.
+    Status(Later),
+    /// Generate or install systemd timer, service and flush units.
+    Systemd(Later),
+    /// Install or remove the git hooks that keep invalid usage files out of history.
+    Hooks(Later),
+    /// Totals and breakdowns of the usage file.
+    Stats(Later),
+    /// Export records and aggregates as CSV or JSON.
+    Export(Later),
+    /// How the usage file changed over git history.
+    History(Later),
+    /// Write the usage file as it was at a revision or date.
+    Restore(Later),
+    /// Clear records, keeping aggregates.
+    ClearHistory(Later),
+    /// Zero the aggregates (merges as a reset).
+    Reset(Later),
+    /// Import Claude Code transcripts into usage records.
+    Import(Later),
+    /// Two simulated machines and a remote, converging exactly.
+    Demo(Later),
+    /// List the known usage-file profiles.
+    Profiles,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The common ancestor (%O); an empty file is an empty document.
+    pub base: PathBuf,
+    /// Ours (%A); the result is written here.
+    pub ours: PathBuf,
+    /// Theirs (%B).
+    pub theirs: PathBuf,
+    /// The path of the file in the repository (%P), for detection and messages.
+    #[arg(short = 'p', value_name = "path")]
+    pub path: Option<String>,
+    /// Conflict marker size (%L).
+    #[arg(short = 'l', value_name = "size", default_value_t = 7)]
+    pub marker_size: usize,
+    /// Label of the ancestor (%S).
+    #[arg(short = 's', value_name = "label")]
+    pub base_label: Option<String>,
+    /// Label of ours (%X).
+    #[arg(short = 'x', value_name = "label")]
+    pub ours_label: Option<String>,
+    /// Label of theirs (%Y).
+    #[arg(short = 'y', value_name = "label")]
+    pub theirs_label: Option<String>,
+    /// Use this profile instead of detecting one.
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Register in the global git config (and the global attributes file).
+    #[arg(long)]
+    pub global: bool,
+    /// Write the attributes to .git/info/attributes instead of .gitattributes.
+    #[arg(long)]
+    pub local_attributes: bool,
+    /// Files the driver applies to (default: usage/*.json and usage.json).
+    #[arg(long = "pattern", value_name = "GLOB")]
+    pub patterns: Vec<String>,
+    /// Force a profile for these files (the tally-profile attribute).
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Usage files to validate.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Use this profile instead of detecting one.
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+/// Arguments of commands that later work fills in.
+#[derive(Debug, Args)]
+pub struct Later {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}

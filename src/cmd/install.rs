@@ -1,0 +1,208 @@
+//! `install` / `uninstall`: register the merge driver in git config and write the
+//! attribute lines in a marked block, so that running it twice changes nothing and
+//! `uninstall` removes exactly what `install` wrote.
+
+use crate::cli::InstallArgs;
+use crate::error::{Error, Result};
+use crate::git::{Git, Scope};
+use crate::profile;
+use crate::{exit, fsutil};
+use std::path::{Path, PathBuf};
+
+pub const DRIVER: &str = "git-tally merge %O %A %B -p %P -l %L -s %S -x %X -y %Y";
+pub const DEFAULT_PATTERNS: [&str; 2] = ["usage/*.json", "usage.json"];
+const BEGIN: &str = "# >>> git-tally: usage files merge with `git tally merge` >>>";
+const END: &str = "# <<< git-tally <<<";
+
+fn scope(args: &InstallArgs) -> Scope {
+    if args.global {
+        Scope::Global
+    } else {
+        Scope::Local
+    }
+}
+
+/// The attributes file this install writes to.
+fn attributes_file(git: &Git, args: &InstallArgs) -> Result<PathBuf> {
+    if args.global {
+        if let Some(p) = git.config_get_in(Scope::Global, "core.attributesFile")? {
+            return Ok(expand_home(&p));
+        }
+        let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => PathBuf::from(x),
+            None => home()?.join(".config"),
+        };
+        return Ok(base.join("git").join("attributes"));
+    }
+    if args.local_attributes {
+        return Ok(git.git_dir()?.join("info").join("attributes"));
+    }
+    let top = git.toplevel().map_err(|e| {
+        Error::Usage(format!(
+            "not inside a git work tree ({}); use --global to install for every repository",
+            e.stderr
+        ))
+    })?;
+    Ok(top.join(".gitattributes"))
+}
+
+fn home() -> Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::Usage("HOME is not set".into()))
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => home()
+            .map(|h| h.join(rest))
+            .unwrap_or_else(|_| PathBuf::from(p)),
+        None => PathBuf::from(p),
+    }
+}
+
+fn block(args: &InstallArgs) -> Result<String> {
+    if let Some(p) = &args.profile {
+        if profile::by_name(p).is_none() {
+            return Err(Error::Usage(format!(
+                "unknown profile {p:?}; known: {}",
+                profile::names().join(", ")
+            )));
+        }
+    }
+    let patterns: Vec<&str> = if args.patterns.is_empty() {
+        DEFAULT_PATTERNS.to_vec()
+    } else {
+        args.patterns.iter().map(String::as_str).collect()
+    };
+    let mut s = format!("{BEGIN}\n");
+    for p in patterns {
+        s.push_str(p);
+        s.push_str(" merge=tally");
+        if let Some(prof) = &args.profile {
+            s.push_str(&format!(" tally-profile={prof}"));
+        }
+        s.push('\n');
+    }
+    s.push_str(END);
+    s.push('\n');
+    Ok(s)
+}
+
+/// `text` without the managed block (and whether there was one).
+fn strip_block(text: &str) -> (String, bool) {
+    let (Some(start), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+        return (text.to_string(), false);
+    };
+    let end = text[end..].find('\n').map_or(text.len(), |i| end + i + 1);
+    (format!("{}{}", &text[..start], &text[end..]), true)
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+pub fn install(dir: &Path, args: &InstallArgs) -> Result<i32> {
+    let git = Git::new(dir);
+    let scope = scope(args);
+    if scope == Scope::Local {
+        git.git_dir()
+            .map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
+    }
+    let block = block(args)?;
+    git.config_set(
+        scope,
+        "merge.tally.name",
+        "git-tally: exact merge of usage statistics",
+    )?;
+    git.config_set(scope, "merge.tally.driver", DRIVER)?;
+    // The driver must also build the virtual ancestor of criss-cross merges.
+    git.config_unset(scope, "merge.tally.recursive")?;
+    let file = attributes_file(&git, args)?;
+    let old = read_text(&file)?;
+    let (rest, _) = strip_block(&old);
+    let mut new = rest.clone();
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    new.push_str(&block);
+    if new != old {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        fsutil::write_atomic(&file, new.as_bytes())?;
+        println!("wrote the merge=tally lines to {}", file.display());
+    } else {
+        println!("{} already has the merge=tally lines", file.display());
+    }
+    let where_ = if args.global { "global" } else { "repository" };
+    println!("registered merge driver \"tally\" in the {where_} git config: {DRIVER}");
+    if which_git_tally().is_none() {
+        eprintln!("warning: git-tally is not on PATH; git will not find the driver until it is");
+    }
+    Ok(exit::OK)
+}
+
+pub fn uninstall(dir: &Path, args: &InstallArgs) -> Result<i32> {
+    let git = Git::new(dir);
+    let scope = scope(args);
+    git.config_remove_section(scope, "merge.tally")?;
+    let file = attributes_file(&git, args)?;
+    let old = read_text(&file)?;
+    let (rest, had) = strip_block(&old);
+    if had {
+        if rest.trim().is_empty() {
+            std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
+        } else {
+            fsutil::write_atomic(&file, rest.as_bytes())?;
+        }
+        println!("removed the git-tally lines from {}", file.display());
+    }
+    println!(
+        "removed merge driver \"tally\" from the {} git config",
+        if args.global { "global" } else { "repository" }
+    );
+    Ok(exit::OK)
+}
+
+/// The `git-tally` git would run: PATH, then git's exec path.
+pub fn which_git_tally() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Ok(p) = Git::new(".").exec_path() {
+        dirs.insert(0, p);
+    }
+    dirs.into_iter()
+        .map(|d| d.join("git-tally"))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_is_replaced_not_repeated() {
+        let args = InstallArgs {
+            global: false,
+            local_attributes: false,
+            patterns: vec![],
+            profile: None,
+        };
+        let b = block(&args).unwrap();
+        let text = format!("*.png binary\n{b}");
+        let (rest, had) = strip_block(&text);
+        assert!(had);
+        assert_eq!(rest, "*.png binary\n");
+    }
+}

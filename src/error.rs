@@ -1,0 +1,52 @@
+//! The library's error type: every error carries the file or command it concerns and
+//! maps to one of the documented exit codes.
+
+use crate::exit;
+use std::path::PathBuf;
+
+/// A git process that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("`{command}` failed{}: {stderr}", status.map(|s| format!(" (exit {s})")).unwrap_or_default())]
+pub struct GitError {
+    pub command: String,
+    pub status: Option<i32>,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Bad arguments, configuration or repository state (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A check that failed, already reported (exit 1).
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Git(_) | Error::Io { .. } => exit::TRANSIENT,
+            Error::Usage(_) | Error::NotImplemented(_) => exit::USAGE,
+            Error::Failed(_) => exit::CONFLICT,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,208 @@
+//! The one place git processes are started. Every call names its directory with `-C`,
+//! captures stderr into the error, and never inherits a terminal prompt.
+
+use crate::error::GitError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Where a `git config` write goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Local,
+    Global,
+}
+
+impl Scope {
+    fn flag(self) -> &'static str {
+        match self {
+            Scope::Local => "--local",
+            Scope::Global => "--global",
+        }
+    }
+}
+
+/// Git commands run in one directory.
+#[derive(Clone, Debug)]
+pub struct Git {
+    dir: PathBuf,
+}
+
+impl Git {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Git { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("git");
+        c.arg("-C").arg(&self.dir).args(args);
+        c.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
+        c
+    }
+
+    fn describe(&self, args: &[&str]) -> String {
+        format!("git -C {} {}", self.dir.display(), args.join(" "))
+    }
+
+    fn output(&self, args: &[&str]) -> Result<Output, GitError> {
+        self.command(args).output().map_err(|e| GitError {
+            command: self.describe(args),
+            status: None,
+            stderr: format!("could not start git: {e}"),
+        })
+    }
+
+    /// Runs git; stdout (trailing newline trimmed) on success, an error with stderr otherwise.
+    pub fn run(&self, args: &[&str]) -> Result<String, GitError> {
+        let out = self.output(args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .trim_end_matches('\n')
+                .to_string())
+        } else {
+            Err(GitError {
+                command: self.describe(args),
+                status: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Like `run`, but exit status 1 (git's "not found" for config) is `None`.
+    pub fn run_optional(&self, args: &[&str]) -> Result<Option<String>, GitError> {
+        let out = self.output(args)?;
+        match out.status.code() {
+            Some(0) => Ok(Some(
+                String::from_utf8_lossy(&out.stdout)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            )),
+            Some(1) => Ok(None),
+            status => Err(GitError {
+                command: self.describe(args),
+                status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+        }
+    }
+
+    pub fn config_get(&self, key: &str) -> Result<Option<String>, GitError> {
+        self.run_optional(&["config", "--get", key])
+    }
+
+    pub fn config_get_all(&self, key: &str) -> Result<Vec<String>, GitError> {
+        Ok(self
+            .run_optional(&["config", "--get-all", key])?
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default())
+    }
+
+    pub fn config_get_in(&self, scope: Scope, key: &str) -> Result<Option<String>, GitError> {
+        self.run_optional(&["config", scope.flag(), "--get", key])
+    }
+
+    pub fn config_set(&self, scope: Scope, key: &str, value: &str) -> Result<(), GitError> {
+        self.run(&["config", scope.flag(), key, value]).map(drop)
+    }
+
+    pub fn config_unset(&self, scope: Scope, key: &str) -> Result<(), GitError> {
+        // Exit 5: the key was not set, which is what we want.
+        match self.run(&["config", scope.flag(), "--unset-all", key]) {
+            Err(e) if e.status == Some(5) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    pub fn config_remove_section(&self, scope: Scope, section: &str) -> Result<(), GitError> {
+        match self.run(&["config", scope.flag(), "--remove-section", section]) {
+            Err(e) if e.status == Some(128) && e.stderr.contains("no such section") => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// The value of a git attribute for a path, `None` when unspecified.
+    pub fn check_attr(&self, attr: &str, path: &str) -> Result<Option<String>, GitError> {
+        let out = self.run(&["check-attr", "-z", attr, "--", path])?;
+        let value = out.split('\0').nth(2).unwrap_or("unspecified").to_string();
+        Ok((value != "unspecified" && value != "unset").then_some(value))
+    }
+
+    /// The top of the work tree.
+    pub fn toplevel(&self) -> Result<PathBuf, GitError> {
+        self.run(&["rev-parse", "--show-toplevel"])
+            .map(PathBuf::from)
+    }
+
+    /// The repository's git directory, absolute.
+    pub fn git_dir(&self) -> Result<PathBuf, GitError> {
+        self.run(&["rev-parse", "--absolute-git-dir"])
+            .map(PathBuf::from)
+    }
+
+    pub fn exec_path(&self) -> Result<PathBuf, GitError> {
+        self.run(&["--exec-path"]).map(PathBuf::from)
+    }
+}
+
+/// Line-based 3-way merge (`git merge-file --diff3`), for conflicts and for inputs that
+/// are not JSON. Returns the merged text and the number of conflicts.
+pub fn merge_file(
+    dir: &Path,
+    base: &[u8],
+    ours: &[u8],
+    theirs: &[u8],
+    labels: [&str; 3],
+    marker_size: usize,
+) -> Result<(Vec<u8>, usize), GitError> {
+    let tmp = tempfile::tempdir().map_err(|e| GitError {
+        command: "git merge-file".into(),
+        status: None,
+        stderr: format!("could not create a temporary directory: {e}"),
+    })?;
+    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, GitError> {
+        let p = tmp.path().join(name);
+        std::fs::File::create(&p)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| GitError {
+                command: "git merge-file".into(),
+                status: None,
+                stderr: format!("could not write {}: {e}", p.display()),
+            })?;
+        Ok(p)
+    };
+    let (o, a, b) = (
+        write("base", base)?,
+        write("ours", ours)?,
+        write("theirs", theirs)?,
+    );
+    let marker = format!("--marker-size={marker_size}");
+    let args: Vec<&str> = vec![
+        "merge-file",
+        "-p",
+        "--diff3",
+        &marker,
+        "-L",
+        labels[1],
+        "-L",
+        labels[0],
+        "-L",
+        labels[2],
+        a.to_str().unwrap_or_default(),
+        o.to_str().unwrap_or_default(),
+        b.to_str().unwrap_or_default(),
+    ];
+    let git = Git::new(dir);
+    let out = git.output(&args)?;
+    match out.status.code() {
+        Some(n) if (0..128).contains(&n) => Ok((out.stdout, n as usize)),
+        status => Err(GitError {
+            command: git.describe(&args),
+            status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
+    }
+}

@@ -1,0 +1,245 @@
+//! Reading and writing usage files as people and other tools wrote them. A merge must not
+//! reformat a file: indent, line endings, BOM and trailing newline are detected from one
+//! input and reproduced, and bad input is described by file, line and column.
+
+use serde_json::Value;
+use std::fmt;
+
+/// How a JSON file is laid out, so that a rewrite looks like the original.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub bom: bool,
+    pub crlf: bool,
+    /// `None` writes compact JSON on one line.
+    pub indent: Option<String>,
+    pub trailing_newline: bool,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            bom: false,
+            crlf: false,
+            indent: Some("  ".into()),
+            trailing_newline: true,
+        }
+    }
+}
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl Layout {
+    /// Detects the layout from the first indented line; cheap on large files.
+    pub fn detect(bytes: &[u8]) -> Layout {
+        let bom = bytes.starts_with(BOM);
+        let body = if bom { &bytes[3..] } else { bytes };
+        let trimmed_end = body
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        let trailing_newline = body[trimmed_end..].contains(&b'\n');
+        let content = &body[..trimmed_end];
+        let Some(nl) = content.iter().position(|&b| b == b'\n') else {
+            return Layout {
+                bom,
+                crlf: false,
+                indent: None,
+                trailing_newline,
+            };
+        };
+        let crlf = nl > 0 && content[nl - 1] == b'\r';
+        let indent: String = content[nl + 1..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .map(|&b| b as char)
+            .collect();
+        let indent = if indent.is_empty() {
+            "  ".to_string()
+        } else {
+            indent
+        };
+        Layout {
+            bom,
+            crlf,
+            indent: Some(indent),
+            trailing_newline,
+        }
+    }
+
+    /// Serialises `value` in this layout.
+    pub fn write(&self, value: &Value) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        if self.bom {
+            out.extend_from_slice(BOM);
+        }
+        match &self.indent {
+            Some(indent) => {
+                let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+                let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+                serde::Serialize::serialize(value, &mut ser)
+                    .expect("writing JSON to memory cannot fail");
+            }
+            None => {
+                serde_json::to_writer(&mut out, value).expect("writing JSON to memory cannot fail")
+            }
+        }
+        if self.trailing_newline {
+            out.push(b'\n');
+        }
+        if self.crlf {
+            // JSON strings escape raw newlines, so every b'\n' here is a line break.
+            let mut crlf = Vec::with_capacity(out.len() + out.len() / 16);
+            for &b in &out {
+                if b == b'\n' {
+                    crlf.push(b'\r');
+                }
+                crlf.push(b);
+            }
+            out = crlf;
+        }
+        out
+    }
+}
+
+/// What is wrong with an input file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Empty,
+    NotUtf8,
+    ConflictMarkers {
+        line: usize,
+    },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Empty => write!(f, "the file is empty"),
+            Problem::NotUtf8 => write!(f, "the file is not UTF-8 text"),
+            Problem::ConflictMarkers { line } => {
+                write!(
+                    f,
+                    "line {line}: contains merge conflict markers; resolve them first"
+                )
+            }
+            Problem::Syntax {
+                line,
+                column,
+                message,
+            } => {
+                write!(f, "line {line}, column {column}: invalid JSON: {message}")
+            }
+        }
+    }
+}
+
+/// Parses a usage file. An empty (or whitespace-only) file is `Problem::Empty`; callers
+/// decide whether that means "empty document" (a missing ancestor) or an error.
+pub fn parse(bytes: &[u8]) -> Result<Value, Problem> {
+    let body = bytes.strip_prefix(BOM).unwrap_or(bytes);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::Empty);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            // Markers are never valid JSON, so look for them only once parsing failed.
+            if let Some(line) = conflict_marker_line(body) {
+                return Err(Problem::ConflictMarkers { line });
+            }
+            if std::str::from_utf8(body).is_err() {
+                return Err(Problem::NotUtf8);
+            }
+            Err(Problem::Syntax {
+                line: e.line(),
+                column: e.column(),
+                message: strip_position(&e.to_string()),
+            })
+        }
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The 1-based line of the first git conflict marker, if any.
+pub fn conflict_marker_line(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .split(|&b| b == b'\n')
+        .position(is_marker)
+        .map(|i| i + 1)
+}
+
+fn is_marker(line: &[u8]) -> bool {
+    for m in [b'<', b'=', b'>', b'|'] {
+        let run = line.iter().take_while(|&&b| b == m).count();
+        if run >= 7 && (line.len() == run || line[run] == b' ' || line[run] == b'\r') {
+            return true;
+        }
+    }
+    false
+}
+
+/// Canonical text of a value (sorted keys, compact): used for deterministic tie-breaks.
+pub fn canonical(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string(&sorted(v)).expect("serialising a Value cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips_crlf_bom_and_four_spaces() {
+        let text = "\u{feff}{\r\n    \"a\": 1,\r\n    \"b\": [\r\n        2\r\n    ]\r\n}\r\n";
+        let layout = Layout::detect(text.as_bytes());
+        assert!(layout.bom && layout.crlf && layout.trailing_newline);
+        assert_eq!(layout.indent.as_deref(), Some("    "));
+        let v = parse(text.as_bytes()).unwrap();
+        assert_eq!(layout.write(&v), text.as_bytes());
+    }
+
+    #[test]
+    fn compact_without_newline_stays_compact() {
+        let text = br#"{"a":1,"b":{"c":[1,2]}}"#;
+        let layout = Layout::detect(text);
+        assert_eq!(layout.write(&parse(text).unwrap()), text);
+    }
+
+    #[test]
+    fn problems_are_located() {
+        assert_eq!(parse(b"  \n"), Err(Problem::Empty));
+        assert_eq!(
+            parse(b"{\n<<<<<<< ours\n\"a\":1\n=======\n>>>>>>> theirs\n}"),
+            Err(Problem::ConflictMarkers { line: 2 })
+        );
+        match parse(b"{\n  \"a\": 1,\n  \"b\": ") {
+            Err(Problem::Syntax { line: 3, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! A merge of three usage files as bytes: parse, pick the profile, run the engine, and
+//! write the result laid out like ours. When values conflict (only `generic` has such),
+//! it also renders the base and theirs variants so that a line-based 3-way merge of the
+//! three texts puts markers around the conflicting lines only.
+
+use crate::engine::{self, remove_path, set_path, Conflict, MergeError, Side};
+use crate::json::{self, Layout, Problem};
+use crate::profile::{self, Profile};
+use serde_json::Value;
+
+/// A merge result.
+#[derive(Debug)]
+pub struct Merged {
+    pub profile: &'static Profile,
+    /// The merged document (ours at conflicting paths), laid out like ours.
+    pub output: Vec<u8>,
+    pub conflicts: Vec<Conflict>,
+    /// With conflicts: the (base, ours, theirs) texts to merge line by line.
+    pub variants: Option<[Vec<u8>; 3]>,
+}
+
+/// Why three files could not be merged semantically.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{side}: {problem}")]
+    Input { side: Side, problem: Problem },
+    #[error(transparent)]
+    Engine(#[from] MergeError),
+}
+
+/// Parses one side; an empty base is the empty document (add/add), an empty side is not.
+fn parse_side(bytes: &[u8], side: Side) -> Result<Option<Value>, Failure> {
+    match json::parse(bytes) {
+        Ok(v) => Ok(Some(v)),
+        Err(Problem::Empty) if side == Side::Base => Ok(None),
+        Err(problem) => Err(Failure::Input { side, problem }),
+    }
+}
+
+/// Merges three texts. `profile` overrides detection.
+pub fn merge_bytes(
+    profile: Option<&'static Profile>,
+    base: &[u8],
+    ours: &[u8],
+    theirs: &[u8],
+) -> Result<Merged, Failure> {
+    let o = parse_side(base, Side::Base)?;
+    let a = parse_side(ours, Side::Ours)?;
+    let b = parse_side(theirs, Side::Theirs)?;
+    let profile = profile.unwrap_or_else(|| profile::detect(&[a.as_ref(), b.as_ref(), o.as_ref()]));
+    let layout = Layout::detect(ours);
+    let outcome = engine::merge(profile, o, a, b)?;
+    let output = layout.write(&outcome.value);
+    let variants = (!outcome.conflicts.is_empty()).then(|| {
+        let variant = |pick: fn(&Conflict) -> &Option<Value>| {
+            let mut v = outcome.value.clone();
+            for c in &outcome.conflicts {
+                match pick(c) {
+                    Some(x) => set_path(&mut v, &c.path, x.clone()),
+                    None => remove_path(&mut v, &c.path),
+                }
+            }
+            layout.write(&v)
+        };
+        [variant(|c| &c.base), output.clone(), variant(|c| &c.theirs)]
+    });
+    Ok(Merged {
+        profile,
+        output,
+        conflicts: outcome.conflicts,
+        variants,
+    })
+}

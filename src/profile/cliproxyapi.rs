@@ -1,0 +1,294 @@
+//! CLIProxyAPI's usage snapshot (SPEC §3.1), bare or inside its export envelope. Every
+//! counter is explained by request details, so merges and file-mode ingestion are exact.
+
+use super::{
+    add_u64, day_and_hour, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError,
+    Kind, Profile, RecordSpec, Rule,
+};
+use crate::event::Event;
+use crate::num::Num;
+use serde_json::{json, Value};
+
+const COUNTERS: [&str; 4] = [
+    "total_requests",
+    "success_count",
+    "failure_count",
+    "total_tokens",
+];
+const SERIES: [&str; 4] = [
+    "requests_by_day",
+    "tokens_by_day",
+    "requests_by_hour",
+    "tokens_by_hour",
+];
+
+static RULES: &[Rule] = &[
+    rule(&["total_requests"], Kind::Counter),
+    rule(&["success_count"], Kind::Counter),
+    rule(&["failure_count"], Kind::Counter),
+    rule(&["total_tokens"], Kind::Counter),
+    rule(&["apis"], Kind::Map),
+    rule(&["apis", "*"], Kind::Object),
+    rule(&["apis", "*", "total_requests"], Kind::Counter),
+    rule(&["apis", "*", "total_tokens"], Kind::Counter),
+    rule(&["apis", "*", "models"], Kind::Map),
+    rule(&["apis", "*", "models", "*"], Kind::Object),
+    rule(
+        &["apis", "*", "models", "*", "total_requests"],
+        Kind::Counter,
+    ),
+    rule(&["apis", "*", "models", "*", "total_tokens"], Kind::Counter),
+    rule(&["apis", "*", "models", "*", "details"], Kind::Records),
+    rule(&["requests_by_day"], Kind::Map),
+    rule(&["tokens_by_day"], Kind::Map),
+    rule(&["requests_by_hour"], Kind::Map),
+    rule(&["tokens_by_hour"], Kind::Map),
+    rule(&["requests_by_day", "*"], Kind::Counter),
+    rule(&["tokens_by_day", "*"], Kind::Counter),
+    rule(&["requests_by_hour", "*"], Kind::Counter),
+    rule(&["tokens_by_hour", "*"], Kind::Counter),
+];
+
+static ENVELOPE_RULES: &[Rule] = &[
+    rule(&["version"], Kind::Later),
+    rule(&["exported_at"], Kind::Later),
+];
+
+pub static CLIPROXYAPI: Profile = Profile {
+    name: "cliproxyapi",
+    description: "CLIProxyAPI usage snapshot or export envelope",
+    detect,
+    envelope: Some(("usage", is_envelope)),
+    envelope_rules: ENVELOPE_RULES,
+    rules: RULES,
+    records: Some(RecordSpec {
+        container: &["apis", "*", "models", "*", "details"],
+        identity,
+        contribute,
+        time: |r| r.get("timestamp").and_then(parse_instant),
+        contribution_by_identity: true,
+        keep_newest: |_| None,
+    }),
+    finish: None,
+    strict: true,
+    empty,
+    apply: Some(apply),
+    invariants,
+};
+
+fn is_snapshot(v: &Value) -> bool {
+    v.get("apis").is_some_and(Value::is_object)
+        || (v.get("total_requests").is_some() && v.get("requests_by_day").is_some())
+}
+
+fn is_envelope(v: &Value) -> bool {
+    v.get("usage").is_some_and(is_snapshot) && !is_snapshot(v)
+}
+
+fn detect(v: &Value) -> bool {
+    is_snapshot(v) || is_envelope(v)
+}
+
+fn empty() -> Value {
+    json!({
+        "total_requests": 0, "success_count": 0, "failure_count": 0, "total_tokens": 0,
+        "apis": {}, "requests_by_day": {}, "requests_by_hour": {}, "tokens_by_day": {}, "tokens_by_hour": {}
+    })
+}
+
+struct Detail {
+    input: u64,
+    output: u64,
+    reasoning: u64,
+    cached: u64,
+    total: u64,
+    failed: bool,
+}
+
+fn read_detail(r: &Value) -> Result<Detail, FieldError> {
+    let t = match r.get("tokens") {
+        None | Some(Value::Null) => &Value::Null,
+        Some(t @ Value::Object(_)) => t,
+        Some(_) => return Err(FieldError::new("tokens", "an object")),
+    };
+    let field = |f: &str| {
+        u64_field(t, f).map_err(|e| FieldError::new(format!("tokens.{}", e.field), e.expected))
+    };
+    let input = field("input_tokens")?;
+    let output = field("output_tokens")?;
+    let reasoning = field("reasoning_tokens")?;
+    let total = match t.get("total_tokens") {
+        None | Some(Value::Null) => input + output + reasoning,
+        Some(_) => field("total_tokens")?,
+    };
+    let failed = match r.get("failed") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(FieldError::new("failed", "true or false")),
+    };
+    Ok(Detail {
+        input,
+        output,
+        reasoning,
+        cached: field("cached_tokens")?,
+        total,
+        failed,
+    })
+}
+
+fn identity(caps: &[String], r: &Value) -> Result<String, FieldError> {
+    let d = read_detail(r)?;
+    let ts = r
+        .get("timestamp")
+        .ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let (secs, nanos) = parse_instant(ts)
+        .filter(|_| ts.is_string())
+        .ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let auth = match r.get("auth_index") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(_) => {
+            return Err(FieldError::new(
+                "auth_index",
+                "a string or an unsigned integer",
+            ))
+        }
+    };
+    let source = str_field(r, "source")?;
+    Ok(format!(
+        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{source}\u{1f}{auth}\u{1f}{}\u{1f}{}/{}/{}/{}/{}",
+        caps[0], caps[1], d.failed as u8, d.input, d.output, d.reasoning, d.cached, d.total
+    ))
+}
+
+fn contribute(caps: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError> {
+    let d = read_detail(r)?;
+    let ts = str_field(r, "timestamp")?;
+    let (day, hour) =
+        day_and_hour(ts).ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let one = Num::Int(1);
+    let tokens = Num::Int(i128::from(d.total));
+    let (api, model) = (caps[0].as_str(), caps[1].as_str());
+    emit(&["total_requests"], one);
+    emit(
+        &[if d.failed {
+            "failure_count"
+        } else {
+            "success_count"
+        }],
+        one,
+    );
+    emit(&["total_tokens"], tokens);
+    emit(&["apis", api, "total_requests"], one);
+    emit(&["apis", api, "total_tokens"], tokens);
+    emit(&["apis", api, "models", model, "total_requests"], one);
+    emit(&["apis", api, "models", model, "total_tokens"], tokens);
+    emit(&["requests_by_day", &day], one);
+    emit(&["tokens_by_day", &day], tokens);
+    emit(&["requests_by_hour", &hour], one);
+    emit(&["tokens_by_hour", &hour], tokens);
+    Ok(())
+}
+
+fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
+    let root = if is_envelope(doc) {
+        doc.get_mut("usage").expect("envelope has usage")
+    } else {
+        doc
+    };
+    let total = e.total_tokens;
+    let mut detail = json!({ "timestamp": e.timestamp_text() });
+    if let Some(l) = e.latency_ms {
+        detail["latency_ms"] = json!(l);
+    }
+    detail["source"] = json!(e.source);
+    detail["auth_index"] = json!(e.auth_index);
+    detail["tokens"] = json!({
+        "input_tokens": e.input_tokens, "output_tokens": e.output_tokens,
+        "reasoning_tokens": e.reasoning_tokens, "cached_tokens": e.cached_tokens, "total_tokens": total
+    });
+    detail["failed"] = json!(e.failed);
+    for k in COUNTERS {
+        add_u64(root, k, 0)?;
+    }
+    add_u64(root, "total_requests", 1)?;
+    add_u64(
+        root,
+        if e.failed {
+            "failure_count"
+        } else {
+            "success_count"
+        },
+        1,
+    )?;
+    add_u64(root, "total_tokens", total)?;
+    let (day, hour) = (e.day(), e.timestamp.format("%H").to_string());
+    add_u64(obj_mut(root, "requests_by_day"), &day, 1)?;
+    add_u64(obj_mut(root, "tokens_by_day"), &day, total)?;
+    add_u64(obj_mut(root, "requests_by_hour"), &hour, 1)?;
+    add_u64(obj_mut(root, "tokens_by_hour"), &hour, total)?;
+    let api = obj_mut(obj_mut(root, "apis"), &e.api);
+    add_u64(api, "total_requests", 1)?;
+    add_u64(api, "total_tokens", total)?;
+    let model = obj_mut(obj_mut(api, "models"), &e.model);
+    add_u64(model, "total_requests", 1)?;
+    add_u64(model, "total_tokens", total)?;
+    match model
+        .as_object_mut()
+        .expect("object")
+        .entry("details")
+        .or_insert_with(|| json!([]))
+    {
+        Value::Array(a) => a.push(detail),
+        _ => {
+            return Err(FieldError::new(
+                format!("apis.{}.models.{}.details", e.api, e.model),
+                "an array",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// CLIProxyAPI increments every aggregate together, so these sums always hold.
+fn invariants(doc: &Value, report: &mut dyn FnMut(String, String)) {
+    let root = if is_envelope(doc) { &doc["usage"] } else { doc };
+    let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let total = n(root, "total_requests");
+    if n(root, "success_count") + n(root, "failure_count") != total {
+        report(
+            "total_requests".into(),
+            "success_count + failure_count differs from total_requests".into(),
+        );
+    }
+    let apis = root.get("apis").and_then(Value::as_object);
+    let api_sum: u64 = apis.map_or(0, |m| m.values().map(|a| n(a, "total_requests")).sum());
+    if apis.is_some() && api_sum != total {
+        report(
+            "apis".into(),
+            format!("the apis' total_requests add up to {api_sum}, total_requests is {total}"),
+        );
+    }
+    for (name, api) in apis.into_iter().flatten() {
+        let models = api.get("models").and_then(Value::as_object);
+        let sum: u64 = models.map_or(0, |m| m.values().map(|m| n(m, "total_requests")).sum());
+        if sum != n(api, "total_requests") {
+            report(
+                format!("apis.{name}.total_requests"),
+                format!("its models add up to {sum}"),
+            );
+        }
+    }
+    for s in SERIES.iter().filter(|s| s.starts_with("requests")) {
+        if let Some(m) = root.get(*s).and_then(Value::as_object) {
+            let sum: u64 = m.values().filter_map(Value::as_u64).sum();
+            if sum != total {
+                report(
+                    (*s).into(),
+                    format!("buckets add up to {sum}, total_requests is {total}"),
+                );
+            }
+        }
+    }
+}

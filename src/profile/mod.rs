@@ -1,0 +1,252 @@
+//! Profiles: what the merge engine needs to know about one usage-file format, as data.
+//! A profile is a table of path rules (which values are counters, times, maps, series…),
+//! an optional description of where the records live and what each contributes to the
+//! counters, and a few hooks. The engine reads these values; it has no special cases.
+
+mod ccu;
+mod cliproxyapi;
+mod generic;
+mod proxypal;
+mod tally;
+
+use crate::event::Event;
+use crate::num::Num;
+use serde_json::Value;
+use std::fmt;
+
+pub use tally::{NATIVE_FORMAT, RECENT_LIMIT};
+
+/// How the engine merges the value at one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A number merged by deltas: O + (A−O) + (B−O), exact with record contributions.
+    Counter,
+    /// A time or version: the later / greater wins.
+    Later,
+    /// A creation time: the earlier wins.
+    Earlier,
+    /// Any value merged 3-way; changed differently on both sides is a conflict.
+    Scalar,
+    /// An object whose keys keep the order of ours.
+    Object,
+    /// An object used as a map: keys written sorted.
+    Map,
+    /// An array of `{label, value}` objects: union by label, values are counters, written
+    /// in label order, optionally only the newest `keep` labels.
+    Series {
+        label: &'static str,
+        value: &'static str,
+        keep: Option<usize>,
+    },
+    /// An array of objects keyed by `key`: of two versions of an entry the one with the
+    /// later `by` wins, and the arrays under `union` are united.
+    LatestEntry {
+        key: &'static str,
+        by: &'static str,
+        union: &'static str,
+    },
+    /// Where the profile's records live; filled by the record engine.
+    Records,
+    /// Recomputed from the merged records by the profile's `finish` hook.
+    Derived,
+    /// No rule: inferred from the values and the key name (the `generic` rules).
+    Infer,
+}
+
+/// A path pattern: literal keys, or `*` for any key or array entry.
+pub struct Rule {
+    pub pattern: &'static [&'static str],
+    pub kind: Kind,
+}
+
+pub const fn rule(pattern: &'static [&'static str], kind: Kind) -> Rule {
+    Rule { pattern, kind }
+}
+
+/// A problem with one field of a record or document, located by the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub expected: &'static str,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, expected: &'static str) -> Self {
+        FieldError {
+            field: field.into(),
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: expected {}", self.field, self.expected)
+    }
+}
+
+/// A seconds/nanoseconds instant, for ordering records.
+pub type Instant = (i64, u32);
+
+/// Receives `(path relative to the profile root, amount)` contributions of one record.
+pub type Emit<'a> = dyn FnMut(&[&str], Num) + 'a;
+
+/// Where a profile's records live and how they relate to the counters.
+pub struct RecordSpec {
+    /// Path of the arrays holding records; `*` segments are captured (e.g. api, model).
+    pub container: &'static [&'static str],
+    /// The record's identity; two records with the same identity are one record.
+    pub identity: fn(captures: &[String], record: &Value) -> Result<String, FieldError>,
+    /// What the record adds to the counters.
+    pub contribute:
+        fn(captures: &[String], record: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError>,
+    /// When the record happened: output order, and which records are newest.
+    pub time: fn(record: &Value) -> Option<Instant>,
+    /// True when `contribute` reads only identity fields, so two records with one identity
+    /// always contribute the same (saves comparing them).
+    pub contribution_by_identity: bool,
+    /// How many records to keep (the newest), read from the merged document.
+    pub keep_newest: fn(root: &Value) -> Option<usize>,
+}
+
+/// One usage-file format.
+pub struct Profile {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Recognises a document of this format (envelope included).
+    pub detect: fn(&Value) -> bool,
+    /// Key of an envelope around the document proper (`usage` for CLIProxyAPI exports),
+    /// and a test telling whether a document is enveloped.
+    pub envelope: Option<(&'static str, fn(&Value) -> bool)>,
+    pub envelope_rules: &'static [Rule],
+    pub rules: &'static [Rule],
+    pub records: Option<RecordSpec>,
+    /// Recomputes `Kind::Derived` values once the records are merged.
+    pub finish: Option<fn(&mut Value) -> Result<(), FieldError>>,
+    /// Strict profiles reject values of the wrong type; `generic` merges them 3-way.
+    pub strict: bool,
+    /// The empty document, as `record` creates it.
+    pub empty: fn() -> Value,
+    /// Applies one usage event (the write path); `None` when the format has no events.
+    pub apply: Option<fn(&mut Value, &Event) -> Result<(), FieldError>>,
+    /// Invariants beyond "every counter covers its records", for `check`.
+    pub invariants: fn(&Value, &mut dyn FnMut(String, String)),
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every profile, in detection order; `generic` matches anything and comes last.
+pub fn all() -> [&'static Profile; 7] {
+    [
+        &tally::TALLY,
+        &cliproxyapi::CLIPROXYAPI,
+        &proxypal::AGGREGATE,
+        &proxypal::HISTORY,
+        &ccu::USAGE,
+        &ccu::MANIFEST,
+        &generic::GENERIC,
+    ]
+}
+
+pub fn by_name(name: &str) -> Option<&'static Profile> {
+    all().into_iter().find(|p| p.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|p| p.name).collect()
+}
+
+/// The profile of the first document that a specific profile recognises (ours first),
+/// else `generic`.
+pub fn detect(docs: &[Option<&Value>]) -> &'static Profile {
+    for doc in docs.iter().flatten() {
+        if let Some(p) = all()
+            .into_iter()
+            .find(|p| p.name != "generic" && (p.detect)(doc))
+        {
+            return p;
+        }
+    }
+    &generic::GENERIC
+}
+
+pub fn generic() -> &'static Profile {
+    &generic::GENERIC
+}
+
+// Small readers shared by the profiles.
+
+pub(crate) fn u64_field(v: &Value, field: &str) -> Result<u64, FieldError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(0),
+        Some(x) => x
+            .as_u64()
+            .ok_or_else(|| FieldError::new(field, "a non-negative integer")),
+    }
+}
+
+pub(crate) fn str_field<'a>(v: &'a Value, field: &str) -> Result<&'a str, FieldError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(""),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(FieldError::new(field, "a string")),
+    }
+}
+
+/// RFC 3339 text or epoch milliseconds, as an instant.
+pub(crate) fn parse_instant(v: &Value) -> Option<Instant> {
+    match v {
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| (t.timestamp(), t.timestamp_subsec_nanos())),
+        Value::Number(n) => {
+            let ms = n.as_i64()?;
+            Some((
+                ms.div_euclid(1000),
+                (ms.rem_euclid(1000) * 1_000_000) as u32,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The `YYYY-MM-DD` and `HH` of an RFC 3339 timestamp in its own offset.
+pub(crate) fn day_and_hour(ts: &str) -> Option<(String, String)> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    Some((t.format("%Y-%m-%d").to_string(), t.format("%H").to_string()))
+}
+
+pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
+    let map = v.as_object_mut().expect("profile documents are objects");
+    map.entry(key.to_string())
+        .or_insert_with(|| Value::Object(Default::default()))
+}
+
+pub(crate) fn add_u64(v: &mut Value, key: &str, n: u64) -> Result<(), FieldError> {
+    let map = v.as_object_mut().expect("profile documents are objects");
+    let cur = match map.get(key) {
+        None | Some(Value::Null) => 0,
+        Some(x) => x
+            .as_u64()
+            .ok_or_else(|| FieldError::new(key, "a non-negative integer"))?,
+    };
+    let sum = cur
+        .checked_add(n)
+        .ok_or_else(|| FieldError::new(key, "a counter that fits 64 bits"))?;
+    map.insert(key.to_string(), Value::from(sum));
+    Ok(())
+}
+
+pub(crate) fn add_f64(v: &mut Value, key: &str, x: f64) -> Result<(), FieldError> {
+    let map = v.as_object_mut().expect("profile documents are objects");
+    let cur = match map.get(key) {
+        None | Some(Value::Null) => 0.0,
+        Some(c) => c.as_f64().ok_or_else(|| FieldError::new(key, "a number"))?,
+    };
+    map.insert(key.to_string(), Value::from(cur + x));
+    Ok(())
+}

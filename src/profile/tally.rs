@@ -1,0 +1,305 @@
+//! The native format (SPEC §3.4), written by `record` when no other profile applies.
+//! Its size grows with days × keys, not with requests: per-day counters by device,
+//! provider and model, all-time totals, and a bounded list of recent records with ids.
+//! The counters are record-backed, so trimming `recent` never changes a total.
+
+use super::{
+    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError, Kind,
+    Profile, RecordSpec, Rule,
+};
+use crate::event::Event;
+use crate::num::Num;
+use serde_json::{json, Value};
+
+/// The `format` value of native files.
+pub const NATIVE_FORMAT: &str = "git-tally/1";
+/// Default length of the `recent` list.
+pub const RECENT_LIMIT: usize = 500;
+
+/// The counters kept for the totals and for every day/device/provider/model cell.
+pub const COUNTERS: [&str; 8] = [
+    "requests",
+    "failed",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "cost_usd",
+];
+
+static RULES: &[Rule] = &[
+    rule(&["format"], Kind::Later),
+    rule(&["created_at"], Kind::Earlier),
+    rule(&["updated_at"], Kind::Later),
+    rule(&["recent_limit"], Kind::Scalar),
+    rule(&["totals"], Kind::Object),
+    rule(&["totals", "*"], Kind::Counter),
+    rule(&["days"], Kind::Map),
+    rule(&["days", "*"], Kind::Map),
+    rule(&["days", "*", "*"], Kind::Map),
+    rule(&["days", "*", "*", "*"], Kind::Map),
+    rule(&["days", "*", "*", "*", "*"], Kind::Object),
+    rule(&["days", "*", "*", "*", "*", "*"], Kind::Counter),
+    rule(&["devices"], Kind::Map),
+    rule(&["devices", "*"], Kind::Object),
+    rule(&["devices", "*", "first_seen"], Kind::Earlier),
+    rule(&["devices", "*", "last_seen"], Kind::Later),
+    rule(&["recent"], Kind::Records),
+];
+
+pub static TALLY: Profile = Profile {
+    name: "tally",
+    description: "git-tally's native format (per-day counters by device, provider and model)",
+    detect: |v| {
+        v.get("format")
+            .and_then(Value::as_str)
+            .is_some_and(|f| f.starts_with("git-tally/"))
+    },
+    envelope: None,
+    envelope_rules: &[],
+    rules: RULES,
+    records: Some(RecordSpec {
+        container: &["recent"],
+        identity: |_, r| match r.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(FieldError::new("id", "a non-empty string")),
+        },
+        contribute,
+        time: |r| r.get("timestamp").and_then(parse_instant),
+        contribution_by_identity: false,
+        keep_newest: |root| {
+            Some(
+                root.get("recent_limit")
+                    .and_then(Value::as_u64)
+                    .map_or(RECENT_LIMIT, |n| n as usize),
+            )
+        },
+    }),
+    finish: None,
+    strict: true,
+    empty,
+    apply: Some(apply),
+    invariants,
+};
+
+fn empty() -> Value {
+    let zero: serde_json::Map<String, Value> = COUNTERS
+        .iter()
+        .map(|k| {
+            (
+                k.to_string(),
+                if *k == "cost_usd" {
+                    json!(0.0)
+                } else {
+                    json!(0)
+                },
+            )
+        })
+        .collect();
+    json!({
+        "format": NATIVE_FORMAT,
+        "recent_limit": RECENT_LIMIT,
+        "totals": zero,
+        "days": {},
+        "devices": {},
+        "recent": []
+    })
+}
+
+/// One record's counter values, in `COUNTERS` order.
+fn amounts(r: &Value) -> Result<[Num; 8], FieldError> {
+    let failed = match r.get("failed") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(FieldError::new("failed", "true or false")),
+    };
+    let int = |f: &str| u64_field(r, f).map(|n| Num::Int(i128::from(n)));
+    let cost = r.get("cost_usd").map_or(Ok(0.0), |c| {
+        c.as_f64()
+            .ok_or_else(|| FieldError::new("cost_usd", "a number"))
+    })?;
+    Ok([
+        Num::Int(1),
+        Num::Int(failed as i128),
+        int("input_tokens")?,
+        int("output_tokens")?,
+        int("reasoning_tokens")?,
+        int("cached_tokens")?,
+        int("total_tokens")?,
+        Num::Float(cost),
+    ])
+}
+
+fn cell(r: &Value) -> Result<[String; 4], FieldError> {
+    let ts = str_field(r, "timestamp")?;
+    let day = chrono::DateTime::parse_from_rfc3339(ts)
+        .map_err(|_| FieldError::new("timestamp", "an RFC 3339 timestamp"))?
+        .format("%Y-%m-%d")
+        .to_string();
+    let name = |f: &str| {
+        str_field(r, f).map(|s| {
+            if s.is_empty() {
+                "unknown".to_string()
+            } else {
+                s.to_string()
+            }
+        })
+    };
+    Ok([day, name("device")?, name("provider")?, name("model")?])
+}
+
+fn contribute(_: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError> {
+    let amounts = amounts(r)?;
+    let [day, device, provider, model] = cell(r)?;
+    for (k, n) in COUNTERS.iter().zip(amounts) {
+        emit(&["totals", k], n);
+        emit(&["days", &day, &device, &provider, &model, k], n);
+    }
+    Ok(())
+}
+
+/// The record `record` stores for an event.
+pub fn record_of(e: &Event, id: &str) -> Value {
+    let mut r = json!({
+        "id": id,
+        "timestamp": e.timestamp_text(),
+        "device": e.device,
+        "provider": e.provider,
+        "model": e.model,
+    });
+    if e.api != e.provider {
+        r["api"] = json!(e.api);
+    }
+    if let Some(s) = e.status {
+        r["status"] = json!(s);
+    }
+    r["failed"] = json!(e.failed);
+    r["input_tokens"] = json!(e.input_tokens);
+    r["output_tokens"] = json!(e.output_tokens);
+    r["reasoning_tokens"] = json!(e.reasoning_tokens);
+    r["cached_tokens"] = json!(e.cached_tokens);
+    r["total_tokens"] = json!(e.total_tokens);
+    r["cost_usd"] = json!(e.cost_usd);
+    if let Some(l) = e.latency_ms {
+        r["latency_ms"] = json!(l);
+    }
+    r
+}
+
+fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
+    let id = match &e.id {
+        Some(id) => id.clone(),
+        None => format!(
+            "{}-{}",
+            e.device,
+            e.timestamp.timestamp_nanos_opt().unwrap_or_default()
+        ),
+    };
+    let seen = doc.get("recent").and_then(Value::as_array);
+    if seen.is_some_and(|l| {
+        l.iter()
+            .any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str()))
+    }) {
+        return Ok(()); // a retried event counts once
+    }
+    let rec = record_of(e, &id);
+    let amounts = amounts(&rec)?;
+    let [day, device, provider, model] = cell(&rec)?;
+    let ts = e.timestamp_text();
+    let map = doc.as_object_mut().expect("native documents are objects");
+    map.entry("format").or_insert_with(|| json!(NATIVE_FORMAT));
+    let later = |old: Option<&Value>, keep_earlier: bool| match old.and_then(parse_instant) {
+        Some(t)
+            if (t
+                <= (
+                    e.timestamp.timestamp(),
+                    e.timestamp.timestamp_subsec_nanos(),
+                ))
+                == keep_earlier =>
+        {
+            false
+        }
+        _ => true,
+    };
+    if later(map.get("created_at"), true) {
+        map.insert("created_at".into(), json!(ts));
+    }
+    if later(map.get("updated_at"), false) {
+        map.insert("updated_at".into(), json!(ts));
+    }
+    let totals = obj_mut(doc, "totals");
+    let bump = |target: &mut Value| -> Result<(), FieldError> {
+        for (k, n) in COUNTERS.iter().zip(amounts) {
+            match n {
+                Num::Float(f) => add_f64(target, k, f)?,
+                Num::Int(i) => add_u64(target, k, i as u64)?,
+            }
+        }
+        Ok(())
+    };
+    bump(totals)?;
+    let cell = obj_mut(
+        obj_mut(
+            obj_mut(obj_mut(obj_mut(doc, "days"), &day), &device),
+            &provider,
+        ),
+        &model,
+    );
+    bump(cell)?;
+    let dev = obj_mut(obj_mut(doc, "devices"), &device);
+    if later(dev.get("first_seen"), true) {
+        dev["first_seen"] = json!(ts);
+    }
+    if later(dev.get("last_seen"), false) {
+        dev["last_seen"] = json!(ts);
+    }
+    let limit = doc
+        .get("recent_limit")
+        .and_then(Value::as_u64)
+        .map_or(RECENT_LIMIT, |n| n as usize);
+    let recent = doc
+        .as_object_mut()
+        .expect("object")
+        .entry("recent")
+        .or_insert_with(|| json!([]));
+    let Value::Array(list) = recent else {
+        return Err(FieldError::new("recent", "an array"));
+    };
+    list.push(rec);
+    list.sort_by_key(|r| r.get("timestamp").and_then(parse_instant));
+    if list.len() > limit {
+        let excess = list.len() - limit;
+        list.drain(..excess);
+    }
+    Ok(())
+}
+
+fn invariants(doc: &Value, report: &mut dyn FnMut(String, String)) {
+    let Some(days) = doc.get("days").and_then(Value::as_object) else {
+        return;
+    };
+    for k in COUNTERS {
+        let mut sum = 0.0;
+        for devices in days.values() {
+            for providers in devices.as_object().into_iter().flat_map(|m| m.values()) {
+                for models in providers.as_object().into_iter().flat_map(|m| m.values()) {
+                    for c in models.as_object().into_iter().flat_map(|m| m.values()) {
+                        sum += c.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                    }
+                }
+            }
+        }
+        let total = doc
+            .get("totals")
+            .and_then(|t| t.get(k))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        if (sum - total).abs() > 1e-6 * total.abs().max(1.0) {
+            report(
+                format!("totals.{k}"),
+                format!("the days add up to {sum}, the total is {total}"),
+            );
+        }
+    }
+}

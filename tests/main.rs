@@ -1,0 +1,1 @@
+//! Integration tests: one binary (see Cargo.toml), one module per area.
