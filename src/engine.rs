@@ -46,11 +46,7 @@ pub fn path_text(path: &[Seg]) -> String {
     let mut s = String::from("$");
     for seg in path {
         match seg {
-            Seg::Key(k)
-                if !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
-            {
+            Seg::Key(k) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {
                 s.push('.');
                 s.push_str(k);
             }
@@ -65,11 +61,7 @@ pub fn path_text(path: &[Seg]) -> String {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MergeError {
     #[error("{side}: {path}: {message}")]
-    Invalid {
-        side: Side,
-        path: String,
-        message: String,
-    },
+    Invalid { side: Side, path: String, message: String },
     #[error("{path}: the merged counter does not fit a 64-bit integer")]
     Overflow { path: String },
 }
@@ -121,9 +113,7 @@ pub fn merge(
     let mut docs = [base, ours, theirs];
     let sides = [Side::Base, Side::Ours, Side::Theirs];
     // A bare CLIProxyAPI snapshot merged with an export envelope is wrapped to match.
-    let env = profile
-        .envelope
-        .and_then(|(key, is_env)| docs.iter().flatten().any(is_env).then_some(key));
+    let env = profile.envelope.and_then(|(key, is_env)| docs.iter().flatten().any(is_env).then_some(key));
     if let (Some(key), Some((_, is_env))) = (env, profile.envelope) {
         for doc in docs.iter_mut().flatten() {
             if !is_env(doc) {
@@ -136,18 +126,12 @@ pub fn merge(
         for (doc, side) in docs.iter().zip(sides) {
             if let Some(d) = doc {
                 if !d.is_object() {
-                    return Err(invalid(
-                        side,
-                        &[],
-                        format!("expected a JSON object for a {} file", profile.name),
-                    ));
+                    return Err(invalid(side, &[], format!("expected a JSON object for a {} file", profile.name)));
                 }
             }
         }
     }
-    let root: Path = env
-        .map(|k| vec![Seg::Key(k.to_string())])
-        .unwrap_or_default();
+    let root: Path = env.map(|k| vec![Seg::Key(k.to_string())]).unwrap_or_default();
 
     let mut containers = Containers::default();
     let mut records: [HashMap<RecKey, Value>; 3] = Default::default();
@@ -161,96 +145,55 @@ pub fn merge(
     }
     let [o_recs, mut a_recs, mut b_recs] = records;
     let mut merged_recs: Vec<(RecKey, Value)> = Vec::new();
-    let mut deltas: HashMap<Path, [Num; 3]> = HashMap::new();
+    let mut deltas: HashMap<Path, Num> = HashMap::new();
     if let Some(spec) = &profile.records {
-        let mut work: Vec<(RecKey, Vec<(Path, [Num; 3])>)> = Vec::new();
-        let mut contribution = |key: &RecKey,
-                                o: Option<&Value>,
-                                a: Option<&Value>,
-                                b: Option<&Value>,
-                                r: Option<&Value>| {
-            contributions(
-                spec,
-                &containers.captures[key.0 as usize],
-                &root,
-                o,
-                a,
-                b,
-                r,
-            )
-            .map(|c| work.push((key.clone(), c)))
-        };
-        for (k, vo) in &o_recs {
-            if !a_recs.contains_key(k) && !b_recs.contains_key(k) {
-                contribution(k, Some(vo), None, None, None)
-                    .map_err(|e| invalid(Side::Base, &root, e))?;
-            }
-        }
+        // A + B − O counts every request once, except those both sides hold: correct by
+        // c(A_k) + c(B_k) − c(O_k) − c(R_k) for each such record k. Records dropped on
+        // either side (trimmed) keep their counts, as every profile's aggregates do.
+        let mut work: Vec<(RecKey, Vec<(Path, Num)>)> = Vec::new();
         for (k, va) in a_recs.drain() {
-            let vb = b_recs.remove(&k);
             let vo = o_recs.get(&k);
-            let deleted = vo.is_some() && vb.is_none();
-            let trivial = vo.is_some()
-                && vb.is_some()
-                && (spec.contribution_by_identity || (Some(&va) == vo && vb.as_ref() == vo));
-            let take_a = vb.as_ref().is_none_or(|vb| prefer_ours(vo, &va, vb));
-            if !trivial {
-                let kept = match (&vb, deleted) {
-                    (_, true) => None,
-                    (Some(vb), false) if !take_a => Some(vb),
-                    _ => Some(&va),
-                };
-                contribution(&k, vo, Some(&va), vb.as_ref(), kept)
-                    .map_err(|e| invalid(Side::Ours, &root, e))?;
-            }
-            if !deleted {
-                merged_recs.push((
-                    k,
-                    if take_a {
-                        va
-                    } else {
-                        vb.expect("theirs preferred")
-                    },
-                ));
-            }
-        }
-        for (k, vb) in b_recs.drain() {
-            let vo = o_recs.get(&k);
-            let kept = vo.is_none();
-            contribution(&k, vo, None, Some(&vb), kept.then_some(&vb))
-                .map_err(|e| invalid(Side::Theirs, &root, e))?;
-            if kept {
-                merged_recs.push((k, vb));
-            }
-        }
-        work.sort_by(|x, y| x.0.cmp(&y.0));
-        for (_, list) in work {
-            for (path, d) in list {
-                let slot = deltas.entry(path.clone()).or_insert([Num::ZERO; 3]);
-                for i in 0..3 {
-                    slot[i] = slot[i].add(d[i]).map_err(|_| MergeError::Overflow {
-                        path: path_text(&path),
-                    })?;
+            let Some(vb) = b_recs.remove(&k) else {
+                if vo.is_none() {
+                    merged_recs.push((k, va));
                 }
+                continue;
+            };
+            let take_a = prefer_ours(vo, &va, &vb);
+            let trivial = vo.is_some() && (spec.contribution_by_identity || (Some(&va) == vo && Some(&vb) == vo));
+            if !trivial {
+                let caps = &containers.captures[k.0 as usize];
+                let mut acc = Vec::new();
+                let kept = if take_a { &va } else { &vb };
+                let terms = [
+                    (Some(&va), 1, Side::Ours),
+                    (Some(&vb), 1, Side::Theirs),
+                    (vo, -1, Side::Base),
+                    (Some(kept), -1, Side::Ours),
+                ];
+                for (rec, sign, side) in terms {
+                    if let Some(rec) = rec {
+                        contribution(spec, caps, &root, rec, sign, &mut acc).map_err(|e| invalid(side, &root, e))?;
+                    }
+                }
+                work.push((k.clone(), acc));
             }
+            merged_recs.push((k, if take_a { va } else { vb }));
+        }
+        merged_recs.extend(b_recs.drain().filter(|(k, _)| !o_recs.contains_key(k)));
+        // Sum in key order so that float totals do not depend on hash order.
+        work.sort_by(|x, y| x.0.cmp(&y.0));
+        for (path, n) in work.into_iter().flat_map(|(_, list)| list) {
+            let slot = deltas.entry(path.clone()).or_insert(Num::ZERO);
+            *slot = slot.plus(n).map_err(|_| MergeError::Overflow { path: path_text(&path) })?;
         }
     }
 
     let [base, ours, theirs] = docs;
-    let mut w = Walker {
-        profile,
-        env,
-        deltas,
-        o_contrib: None,
-        o_records: &o_recs,
-        containers: &containers,
-        root: &root,
-        conflicts: Vec::new(),
-    };
+    let mut w = Walker { profile, env, deltas, conflicts: Vec::new() };
     let mut path = Vec::new();
-    let mut value = w
-        .node(&mut path, base.as_ref(), ours.as_ref(), theirs.as_ref())?
-        .unwrap_or_else(|| (profile.empty)());
+    let mut value =
+        w.node(&mut path, base.as_ref(), ours.as_ref(), theirs.as_ref())?.unwrap_or_else(|| (profile.empty)());
     // Counters that only the records know of (inputs whose aggregates lacked them).
     let mut rest: Vec<Path> = w.deltas.keys().cloned().collect();
     rest.sort();
@@ -266,18 +209,11 @@ pub fn merge(
         let r = at_path_mut(&mut value, &root).expect("root exists");
         finish(r).map_err(|e| invalid(Side::Ours, &root, e))?;
     }
-    Ok(Outcome {
-        value,
-        conflicts: w.conflicts,
-    })
+    Ok(Outcome { value, conflicts: w.conflicts })
 }
 
 fn invalid(side: Side, path: &[Seg], e: impl fmt::Display) -> MergeError {
-    MergeError::Invalid {
-        side,
-        path: path_text(path),
-        message: e.to_string(),
-    }
+    MergeError::Invalid { side, path: path_text(path), message: e.to_string() }
 }
 
 fn at_path_mut<'v>(v: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
@@ -285,10 +221,10 @@ fn at_path_mut<'v>(v: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
     for seg in path {
         cur = match seg {
             Seg::Key(k) => cur.get_mut(k)?,
-            Seg::Elem { field, id } => cur.as_array_mut()?.iter_mut().find(|e| {
-                e.get(field)
-                    .is_some_and(|x| id_text(x).as_deref() == Some(id.as_str()))
-            })?,
+            Seg::Elem { field, id } => cur
+                .as_array_mut()?
+                .iter_mut()
+                .find(|e| e.get(field).is_some_and(|x| id_text(x).as_deref() == Some(id.as_str())))?,
         };
     }
     Some(cur)
@@ -307,10 +243,7 @@ pub fn set_path(root: &mut Value, path: &[Seg], value: Value) {
                 if !cur.is_object() {
                     *cur = Value::Object(Map::new());
                 }
-                cur.as_object_mut()
-                    .expect("object")
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Object(Map::new()))
+                cur.as_object_mut().expect("object").entry(k.clone()).or_insert_with(|| Value::Object(Map::new()))
             }
             Seg::Elem { .. } => match at_path_mut(cur, std::slice::from_ref(seg)) {
                 Some(c) => c,
@@ -370,16 +303,7 @@ fn take_records(
     let mut out = HashMap::new();
     let mut caps = Vec::new();
     let mut path = prefix.to_vec();
-    take_at(
-        root,
-        spec.container,
-        spec,
-        side,
-        &mut caps,
-        &mut path,
-        containers,
-        &mut out,
-    )?;
+    take_at(root, spec.container, spec, side, &mut caps, &mut path, containers, &mut out)?;
     Ok(out)
 }
 
@@ -447,52 +371,38 @@ fn prefer_ours(o: Option<&Value>, a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Per counter path: (c(A)−c(O), c(B)−c(O), c(R)−c(O)) for one record identity.
-fn contributions(
+/// Adds `sign` × what `rec` contributes to each counter path into `acc`.
+fn contribution(
     spec: &RecordSpec,
     caps: &[String],
     root: &[Seg],
-    o: Option<&Value>,
-    a: Option<&Value>,
-    b: Option<&Value>,
-    r: Option<&Value>,
-) -> Result<Vec<(Path, [Num; 3])>, FieldError> {
-    let mut acc: Vec<(Path, [Num; 3])> = Vec::new();
-    let mut add = |which: &[usize], sign: i128, rec: &Value| -> Result<(), FieldError> {
-        let mut err = None;
-        (spec.contribute)(caps, rec, &mut |p: &[&str], n: Num| {
-            let mut path = root.to_vec();
-            path.extend(p.iter().map(|s| Seg::Key((*s).to_string())));
-            let n = if sign < 0 { n.neg() } else { n };
-            let idx = match acc.iter().position(|(q, _)| *q == path) {
-                Some(i) => i,
-                None => {
-                    acc.push((path, [Num::ZERO; 3]));
-                    acc.len() - 1
-                }
-            };
-            for &w in which {
-                match acc[idx].1[w].add(n) {
-                    Ok(s) => acc[idx].1[w] = s,
-                    Err(_) => err = Some(FieldError::new("tokens", "counts that fit 64 bits")),
-                }
+    rec: &Value,
+    sign: i8,
+    acc: &mut Vec<(Path, Num)>,
+) -> Result<(), FieldError> {
+    let mut overflow = false;
+    (spec.contribute)(caps, rec, &mut |p: &[&str], n: Num| {
+        let n = if sign < 0 { n.negated() } else { n };
+        let same = |q: &Path| {
+            q.len() == root.len() + p.len()
+                && q[root.len()..].iter().zip(p).all(|(s, k)| matches!(s, Seg::Key(x) if x == k))
+        };
+        match acc.iter_mut().find(|(q, _)| same(q)) {
+            Some((_, slot)) => match slot.plus(n) {
+                Ok(v) => *slot = v,
+                Err(_) => overflow = true,
+            },
+            None => {
+                let mut path = root.to_vec();
+                path.extend(p.iter().map(|s| Seg::Key((*s).to_string())));
+                acc.push((path, n));
             }
-        })?;
-        err.map_or(Ok(()), Err)
-    };
-    if let Some(o) = o {
-        add(&[0, 1, 2], -1, o)?;
+        }
+    })?;
+    if overflow {
+        return Err(FieldError::new("tokens", "counts that fit 64 bits"));
     }
-    if let Some(a) = a {
-        add(&[0], 1, a)?;
-    }
-    if let Some(b) = b {
-        add(&[1], 1, b)?;
-    }
-    if let Some(r) = r {
-        add(&[2], 1, r)?;
-    }
-    Ok(acc)
+    Ok(())
 }
 
 fn place_records(
@@ -521,22 +431,14 @@ fn place_records(
         let mut path = root.to_vec();
         let mut caps = containers.captures[cid].iter();
         for seg in spec.container {
-            let key = if *seg == "*" {
-                caps.next().expect("one capture per *").clone()
-            } else {
-                (*seg).to_string()
-            };
+            let key = if *seg == "*" { caps.next().expect("one capture per *").clone() } else { (*seg).to_string() };
             path.push(Seg::Key(key));
         }
         let exists = at_path_mut(value, &path).is_some();
         if group.is_empty() && !exists {
             continue;
         }
-        set_path(
-            value,
-            &path,
-            Value::Array(group.into_iter().map(|(_, v)| v).collect()),
-        );
+        set_path(value, &path, Value::Array(group.into_iter().map(|(_, v)| v).collect()));
     }
 }
 
@@ -544,12 +446,8 @@ fn place_records(
 struct Walker<'a> {
     profile: &'a Profile,
     env: Option<&'static str>,
-    deltas: HashMap<Path, [Num; 3]>,
-    /// Absolute contributions of the base's records, computed only if both sides reset.
-    o_contrib: Option<HashMap<Path, Num>>,
-    o_records: &'a HashMap<RecKey, Value>,
-    containers: &'a Containers,
-    root: &'a [Seg],
+    /// Per counter path, what records both sides hold add beyond counting them once.
+    deltas: HashMap<Path, Num>,
     conflicts: Vec<Conflict>,
 }
 
@@ -622,20 +520,16 @@ impl Walker<'_> {
         match self.plan(path, [o, a, b]) {
             Plan::Array => self.array(path, o, a, b),
             Plan::Kind(kind) => match kind {
-                Kind::Counter => {
-                    match self.type_check(path, [o, a, b], Value::is_number, "a number")? {
-                        true => self.counter(path, o, a, b),
-                        false => Ok(self.scalar(path, o, a, b)),
-                    }
-                }
+                Kind::Counter => match self.type_check(path, [o, a, b], Value::is_number, "a number")? {
+                    true => self.counter(path, o, a, b),
+                    false => Ok(self.scalar(path, o, a, b)),
+                },
                 Kind::Later | Kind::Earlier => Ok(self.time(kind == Kind::Earlier, o, a, b)),
                 Kind::Scalar | Kind::Infer => Ok(self.scalar(path, o, a, b)),
-                Kind::Object | Kind::Map => {
-                    match self.type_check(path, [o, a, b], Value::is_object, "an object")? {
-                        true => self.object(path, o, a, b, kind == Kind::Map),
-                        false => Ok(self.scalar(path, o, a, b)),
-                    }
-                }
+                Kind::Object | Kind::Map => match self.type_check(path, [o, a, b], Value::is_object, "an object")? {
+                    true => self.object(path, o, a, b, kind == Kind::Map),
+                    false => Ok(self.scalar(path, o, a, b)),
+                },
                 Kind::Series { label, value, keep } => {
                     self.type_check(path, [o, a, b], Value::is_array, "an array")?;
                     self.series(path, [o, a, b], label, value, keep)
@@ -644,7 +538,10 @@ impl Walker<'_> {
                     self.type_check(path, [o, a, b], Value::is_array, "an array")?;
                     self.latest(path, [o, a, b], key, by, union)
                 }
-                Kind::Records => Ok((a.is_some() || b.is_some()).then(|| Value::Array(Vec::new()))),
+                // Kept in place (and key order) if both sides still have the container;
+                // `place_records` recreates it wherever merged records need it.
+                Kind::Records => Ok((a.is_some() && b.is_some() || o.is_none() && (a.is_some() || b.is_some()))
+                    .then(|| Value::Array(Vec::new()))),
                 Kind::Derived => Ok(a.or(b).cloned()),
             },
         }
@@ -662,11 +559,7 @@ impl Walker<'_> {
             if let Some(v) = v {
                 if !ok(v) && !v.is_null() {
                     if self.profile.strict {
-                        return Err(invalid(
-                            side,
-                            path,
-                            format!("expected {expected}, found {}", type_name(v)),
-                        ));
+                        return Err(invalid(side, path, format!("expected {expected}, found {}", type_name(v))));
                     }
                     return Ok(false);
                 }
@@ -679,11 +572,7 @@ impl Walker<'_> {
         match v.and_then(Num::from_value) {
             None => Ok(Num::ZERO),
             Some(Ok(n)) => Ok(n),
-            Some(Err(_)) => Err(invalid(
-                side,
-                path,
-                "a number too large to count exactly (beyond 64-bit integers)",
-            )),
+            Some(Err(_)) => Err(invalid(side, path, "a number too large to count exactly (beyond 64-bit integers)")),
         }
     }
 
@@ -694,30 +583,18 @@ impl Walker<'_> {
         a: Option<&Value>,
         b: Option<&Value>,
     ) -> Result<Option<Value>, MergeError> {
-        let overflow = |_: NumProblem| MergeError::Overflow {
-            path: path_text(path),
-        };
+        let overflow = |_: NumProblem| MergeError::Overflow { path: path_text(path) };
         let no = self.num(path, o, Side::Base)?;
         let na = self.num(path, a, Side::Ours)?;
         let nb = self.num(path, b, Side::Theirs)?;
-        let d = self.deltas.remove(path).unwrap_or([Num::ZERO; 3]);
-        // Residual deltas: how much each side's counter moved beyond its records.
-        let da = na.sub(no).and_then(|x| x.sub(d[0])).map_err(overflow)?;
-        let db = nb.sub(no).and_then(|x| x.sub(d[1])).map_err(overflow)?;
+        let d = self.deltas.remove(path).unwrap_or(Num::ZERO);
+        let da = na.minus(no).map_err(overflow)?;
+        let db = nb.minus(no).map_err(overflow)?;
         let m = if decreased(da, no) && decreased(db, no) {
-            // Both sides reset: what each kept after its reset adds up.
-            let co = self.o_contribution(path)?;
-            let ra = na.sub(co).and_then(|x| x.sub(d[0]));
-            let rb = nb.sub(co).and_then(|x| x.sub(d[1]));
-            ra.and_then(|ra| rb.and_then(|rb| ra.add(rb)))
-                .and_then(|s| s.add(co))
-                .and_then(|s| s.add(d[2]))
-                .map_err(overflow)?
+            // Both sides reset: what each counted since its reset adds up.
+            na.plus(nb).and_then(|s| s.minus(d)).map_err(overflow)?
         } else {
-            da.add(db)
-                .and_then(|s| no.add(s))
-                .and_then(|s| s.add(d[2]))
-                .map_err(overflow)?
+            da.plus(db).and_then(|s| no.plus(s)).and_then(|s| s.minus(d)).map_err(overflow)?
         };
         let gone = (o.is_some() && (a.is_none() || b.is_none())) || (a.is_none() && b.is_none());
         if m.is_zero() && gone {
@@ -726,61 +603,14 @@ impl Walker<'_> {
         m.to_value().map(Some).map_err(overflow)
     }
 
-    fn o_contribution(&mut self, path: &[Seg]) -> Result<Num, MergeError> {
-        if self.o_contrib.is_none() {
-            let spec = self.profile.records.as_ref();
-            let mut all: HashMap<Path, Num> = HashMap::new();
-            if let Some(spec) = spec {
-                let mut keys: Vec<&RecKey> = self.o_records.keys().collect();
-                keys.sort();
-                for k in keys {
-                    let caps = &self.containers.captures[k.0 as usize];
-                    let list = contributions(
-                        spec,
-                        caps,
-                        self.root,
-                        None,
-                        None,
-                        None,
-                        Some(&self.o_records[k]),
-                    )
-                    .map_err(|e| invalid(Side::Base, self.root, e))?;
-                    for (p, n) in list {
-                        let slot = all.entry(p).or_insert(Num::ZERO);
-                        *slot = slot.add(n[2]).map_err(|_| MergeError::Overflow {
-                            path: path_text(path),
-                        })?;
-                    }
-                }
-            }
-            self.o_contrib = Some(all);
-        }
-        Ok(self
-            .o_contrib
-            .as_ref()
-            .and_then(|m| m.get(path))
-            .copied()
-            .unwrap_or(Num::ZERO))
-    }
-
-    fn time(
-        &self,
-        earlier: bool,
-        o: Option<&Value>,
-        a: Option<&Value>,
-        b: Option<&Value>,
-    ) -> Option<Value> {
+    fn time(&self, earlier: bool, o: Option<&Value>, a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
         if deleted_on_one_side(o, a, b) {
             return None;
         }
         match (a, b) {
             (Some(x), Some(y)) => {
                 let ord = cmp_time(x, y);
-                let pick_x = if earlier {
-                    ord != Ordering::Greater
-                } else {
-                    ord != Ordering::Less
-                };
+                let pick_x = if earlier { ord != Ordering::Greater } else { ord != Ordering::Less };
                 Some(if pick_x { x } else { y }.clone())
             }
             (Some(x), None) | (None, Some(x)) => Some(x.clone()),
@@ -788,13 +618,7 @@ impl Walker<'_> {
         }
     }
 
-    fn scalar(
-        &mut self,
-        path: &[Seg],
-        o: Option<&Value>,
-        a: Option<&Value>,
-        b: Option<&Value>,
-    ) -> Option<Value> {
+    fn scalar(&mut self, path: &[Seg], o: Option<&Value>, a: Option<&Value>, b: Option<&Value>) -> Option<Value> {
         if a == b || b == o {
             a.cloned()
         } else if a == o {
@@ -834,23 +658,15 @@ impl Walker<'_> {
         let mut out = Map::new();
         for k in keys {
             path.push(Seg::Key(k.clone()));
-            let child = self.node(
-                path,
-                mo.and_then(|m| m.get(k)),
-                ma.and_then(|m| m.get(k)),
-                mb.and_then(|m| m.get(k)),
-            )?;
+            let child =
+                self.node(path, mo.and_then(|m| m.get(k)), ma.and_then(|m| m.get(k)), mb.and_then(|m| m.get(k)))?;
             path.pop();
             if let Some(c) = child {
                 out.insert(k.clone(), c);
             }
         }
         let gone = (o.is_some() && (a.is_none() || b.is_none())) || (a.is_none() && b.is_none());
-        Ok(if out.is_empty() && gone {
-            None
-        } else {
-            Some(Value::Object(out))
-        })
+        Ok(if out.is_empty() && gone { None } else { Some(Value::Object(out)) })
     }
 
     fn series<'v>(
@@ -863,18 +679,10 @@ impl Walker<'_> {
     ) -> Result<Option<Value>, MergeError> {
         let mut idx: [HashMap<String, &'v Value>; 3] = Default::default();
         let mut labels: Vec<String> = Vec::new();
-        for (i, (v, side)) in vals
-            .iter()
-            .zip([Side::Base, Side::Ours, Side::Theirs])
-            .enumerate()
-        {
+        for (i, (v, side)) in vals.iter().zip([Side::Base, Side::Ours, Side::Theirs]).enumerate() {
             for e in v.and_then(Value::as_array).into_iter().flatten() {
                 let Some(l) = e.get(label).and_then(Value::as_str) else {
-                    return Err(invalid(
-                        side,
-                        path,
-                        format!("expected entries with a string {label:?}"),
-                    ));
+                    return Err(invalid(side, path, format!("expected entries with a string {label:?}")));
                 };
                 if idx[i].insert(l.to_string(), e).is_none() && !labels.iter().any(|x| x == l) {
                     labels.push(l.to_string());
@@ -885,14 +693,9 @@ impl Walker<'_> {
         let mut out = Vec::new();
         for l in labels {
             let [eo, ea, eb] = [0, 1, 2].map(|i| idx[i].get(&l).copied());
-            path.push(Seg::Elem {
-                field: label.to_string(),
-                id: l.clone(),
-            });
+            path.push(Seg::Elem { field: label.to_string(), id: l.clone() });
             path.push(Seg::Key(value.to_string()));
-            let get = |e: Option<&'v Value>| -> Option<&'v Value> {
-                e.map(|e| e.get(value).unwrap_or(&Value::Null))
-            };
+            let get = |e: Option<&'v Value>| -> Option<&'v Value> { e.map(|e| e.get(value).unwrap_or(&Value::Null)) };
             let merged = self.counter(path, get(eo), get(ea), get(eb))?;
             path.pop();
             path.pop();
@@ -909,11 +712,7 @@ impl Walker<'_> {
             }
         }
         let gone = vals[1].is_none() && vals[2].is_none();
-        Ok(if out.is_empty() && gone {
-            None
-        } else {
-            Some(Value::Array(out))
-        })
+        Ok(if out.is_empty() && gone { None } else { Some(Value::Array(out)) })
     }
 
     fn latest(
@@ -925,27 +724,16 @@ impl Walker<'_> {
         union: &str,
     ) -> Result<Option<Value>, MergeError> {
         let mut idx: [Vec<(String, &Value)>; 3] = Default::default();
-        for (i, (v, side)) in vals
-            .iter()
-            .zip([Side::Base, Side::Ours, Side::Theirs])
-            .enumerate()
-        {
+        for (i, (v, side)) in vals.iter().zip([Side::Base, Side::Ours, Side::Theirs]).enumerate() {
             for e in v.and_then(Value::as_array).into_iter().flatten() {
                 let Some(k) = e.get(key).and_then(id_text) else {
-                    return Err(invalid(
-                        side,
-                        path,
-                        format!("expected entries with a {key:?}"),
-                    ));
+                    return Err(invalid(side, path, format!("expected entries with a {key:?}")));
                 };
                 idx[i].push((k, e));
             }
         }
         let find = |i: usize, k: &str| idx[i].iter().find(|(x, _)| x == k).map(|(_, e)| *e);
-        let order = merged_order(
-            &idx.each_ref()
-                .map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
-        );
+        let order = merged_order(&idx.each_ref().map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()));
         let mut out = Vec::new();
         for k in order {
             let (eo, ea, eb) = (find(0, &k), find(1, &k), find(2, &k));
@@ -954,23 +742,21 @@ impl Walker<'_> {
             }
             let chosen = match (ea, eb) {
                 (Some(x), Some(y)) if x == y => x,
-                (Some(x), Some(y)) => match cmp_time(
-                    x.get(by).unwrap_or(&Value::Null),
-                    y.get(by).unwrap_or(&Value::Null),
-                ) {
-                    Ordering::Greater => x,
-                    Ordering::Less => y,
-                    Ordering::Equal if Some(x) == eo => y,
-                    Ordering::Equal if Some(y) == eo => x,
-                    Ordering::Equal if canonical(x) >= canonical(y) => x,
-                    Ordering::Equal => y,
-                },
+                (Some(x), Some(y)) => {
+                    match cmp_time(x.get(by).unwrap_or(&Value::Null), y.get(by).unwrap_or(&Value::Null)) {
+                        Ordering::Greater => x,
+                        Ordering::Less => y,
+                        Ordering::Equal if Some(x) == eo => y,
+                        Ordering::Equal if Some(y) == eo => x,
+                        Ordering::Equal if canonical(x) >= canonical(y) => x,
+                        Ordering::Equal => y,
+                    }
+                }
                 (Some(x), None) | (None, Some(x)) => x,
                 (None, None) => continue,
             };
             let mut entry = chosen.clone();
-            let lists =
-                [eo, ea, eb].map(|e| e.and_then(|e| e.get(union)).and_then(Value::as_array));
+            let lists = [eo, ea, eb].map(|e| e.and_then(|e| e.get(union)).and_then(Value::as_array));
             if lists.iter().any(Option::is_some) {
                 entry[union] = Value::Array(scalar_union(lists));
             }
@@ -990,35 +776,22 @@ impl Walker<'_> {
         let lists: [Option<&Vec<Value>>; 3] = [o, a, b].map(|v| v.and_then(Value::as_array));
         if let Some(field) = identity_field(&lists) {
             let keyed = lists.map(|l| {
-                l.map(|l| {
-                    l.iter()
-                        .map(|e| (id_text(&e[field]).expect("checked"), e))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
+                l.map(|l| l.iter().map(|e| (id_text(&e[field]).expect("checked"), e)).collect::<Vec<_>>())
+                    .unwrap_or_default()
             });
-            let order = merged_order(
-                &keyed
-                    .each_ref()
-                    .map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
-            );
-            let maps: [HashMap<&str, &Value>; 3] = keyed
-                .each_ref()
-                .map(|l| l.iter().map(|(k, e)| (k.as_str(), *e)).collect());
+            let order = merged_order(&keyed.each_ref().map(|l| l.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()));
+            let maps: [HashMap<&str, &Value>; 3] =
+                keyed.each_ref().map(|l| l.iter().map(|(k, e)| (k.as_str(), *e)).collect());
             let mut out = Vec::new();
             for k in order {
                 let [eo, ea, eb] = [0, 1, 2].map(|i| maps[i].get(k.as_str()).copied());
-                path.push(Seg::Elem {
-                    field: field.to_string(),
-                    id: k.clone(),
-                });
-                let merged = self.node(path, eo, ea, eb)?;
+                path.push(Seg::Elem { field: field.to_string(), id: k.clone() });
+                // The same record added on both sides is one record.
+                let merged =
+                    if eo.is_none() && ea.is_some() && ea == eb { ea.cloned() } else { self.node(path, eo, ea, eb)? };
                 path.pop();
                 if let Some(mut m) = merged {
-                    if let (Some(obj), Some(idv)) = (
-                        m.as_object_mut(),
-                        ea.or(eb).or(eo).and_then(|e| e.get(field)),
-                    ) {
+                    if let (Some(obj), Some(idv)) = (m.as_object_mut(), ea.or(eb).or(eo).and_then(|e| e.get(field))) {
                         if !obj.contains_key(field) {
                             obj.insert(field.to_string(), idv.clone());
                         }
@@ -1026,18 +799,10 @@ impl Walker<'_> {
                     out.push(m);
                 }
             }
-            let gone =
-                (o.is_some() && (a.is_none() || b.is_none())) || (a.is_none() && b.is_none());
-            return Ok(if out.is_empty() && gone {
-                None
-            } else {
-                Some(Value::Array(out))
-            });
+            let gone = (o.is_some() && (a.is_none() || b.is_none())) || (a.is_none() && b.is_none());
+            return Ok(if out.is_empty() && gone { None } else { Some(Value::Array(out)) });
         }
-        let scalars = lists
-            .iter()
-            .flatten()
-            .all(|l| l.iter().all(|e| !e.is_object() && !e.is_array()));
+        let scalars = lists.iter().flatten().all(|l| l.iter().all(|e| !e.is_object() && !e.is_array()));
         if scalars {
             if deleted_on_one_side(o, a, b) {
                 return Ok(None);
@@ -1078,24 +843,13 @@ fn deleted_on_one_side(o: Option<&Value>, a: Option<&Value>, b: Option<&Value>) 
 /// creation times "earlier", ids 3-way scalars; `None` leaves numbers as counters.
 fn name_kind(name: &str) -> Option<Kind> {
     let lower = name.to_ascii_lowercase();
-    if lower == "id"
-        || lower == "uuid"
-        || lower.ends_with("_id")
-        || name.ends_with("Id")
-        || lower.ends_with("uuid")
-    {
+    if lower == "id" || lower == "uuid" || lower.ends_with("_id") || name.ends_with("Id") || lower.ends_with("uuid") {
         return Some(Kind::Scalar);
     }
-    if lower.contains("created")
-        || lower.contains("first")
-        || lower.starts_with("oldest")
-        || lower == "since"
-    {
+    if lower.contains("created") || lower.contains("first") || lower.starts_with("oldest") || lower == "since" {
         return Some(Kind::Earlier);
     }
-    let later = [
-        "time", "date", "version", "updated", "last", "newest", "modified", "until",
-    ];
+    let later = ["time", "date", "version", "updated", "last", "newest", "modified", "until"];
     if later.iter().any(|w| lower.contains(w)) || lower.ends_with("_at") || name.ends_with("At") {
         return Some(Kind::Later);
     }
@@ -1106,11 +860,9 @@ fn name_kind(name: &str) -> Option<Kind> {
 fn cmp_time(x: &Value, y: &Value) -> Ordering {
     use crate::profile::parse_instant;
     let ord = match (x, y) {
-        (Value::Number(a), Value::Number(b)) => a
-            .as_f64()
-            .unwrap_or(0.0)
-            .partial_cmp(&b.as_f64().unwrap_or(0.0))
-            .unwrap_or(Ordering::Equal),
+        (Value::Number(a), Value::Number(b)) => {
+            a.as_f64().unwrap_or(0.0).partial_cmp(&b.as_f64().unwrap_or(0.0)).unwrap_or(Ordering::Equal)
+        }
         (Value::String(a), Value::String(b)) => match (parse_instant(x), parse_instant(y)) {
             (Some(p), Some(q)) => p.cmp(&q),
             _ => cmp_version(a, b),
@@ -1153,11 +905,7 @@ fn identity_field(lists: &[Option<&Vec<Value>>; 3]) -> Option<&'static str> {
     ID_FIELDS.into_iter().find(|f| {
         present.iter().all(|l| {
             let mut seen = HashSet::new();
-            l.iter().all(|e| {
-                e.get(*f)
-                    .and_then(id_text)
-                    .is_some_and(|id| seen.insert(id))
-            })
+            l.iter().all(|e| e.get(*f).and_then(id_text).is_some_and(|id| seen.insert(id)))
         })
     })
 }
@@ -1172,18 +920,9 @@ fn merged_order(keys: &[Vec<String>; 3]) -> Vec<String> {
             out.push(k.clone());
         }
     }
-    let new = |i: usize| {
-        keys[i]
-            .iter()
-            .filter(|k| !keys[0].contains(k))
-            .collect::<Vec<_>>()
-    };
+    let new = |i: usize| keys[i].iter().filter(|k| !keys[0].contains(k)).collect::<Vec<_>>();
     let (ga, gb) = (new(1), new(2));
-    let groups = if ga.first() <= gb.first() || gb.is_empty() {
-        [ga, gb]
-    } else {
-        [gb, ga]
-    };
+    let groups = if ga.first() <= gb.first() || gb.is_empty() { [ga, gb] } else { [gb, ga] };
     for g in groups {
         for k in g {
             if seen.insert(k) {
@@ -1211,11 +950,7 @@ fn scalar_union(lists: [Option<&Vec<Value>>; 3]) -> Vec<Value> {
     for k in merged_order(&keys) {
         let [co, ca, cb] = [0, 1, 2].map(|i| counts[i].get(&k).copied().unwrap_or(0));
         let (da, db) = (ca - co, cb - co);
-        let n = if da.signum() == db.signum() {
-            co + if da.abs() >= db.abs() { da } else { db }
-        } else {
-            co + da + db
-        };
+        let n = if da.signum() == db.signum() { co + if da.abs() >= db.abs() { da } else { db } } else { co + da + db };
         for _ in 0..n.max(0) {
             out.push(firsts[&k].clone());
         }
@@ -1233,22 +968,12 @@ pub struct Finding {
 /// Validates one document: types (by merging it with itself), counters that fall short of
 /// what their records contribute, and the profile's own invariants.
 pub fn check(profile: &Profile, doc: &Value) -> Result<Vec<Finding>, MergeError> {
-    merge(
-        profile,
-        Some(doc.clone()),
-        Some(doc.clone()),
-        Some(doc.clone()),
-    )?;
+    merge(profile, Some(doc.clone()), Some(doc.clone()), Some(doc.clone()))?;
     let mut findings = Vec::new();
     if let Some(spec) = &profile.records {
         let mut copy = doc.clone();
-        let env = profile
-            .envelope
-            .filter(|(_, is_env)| is_env(doc))
-            .map(|(k, _)| k);
-        let root: Path = env
-            .map(|k| vec![Seg::Key(k.to_string())])
-            .unwrap_or_default();
+        let env = profile.envelope.filter(|(_, is_env)| is_env(doc)).map(|(k, _)| k);
+        let root: Path = env.map(|k| vec![Seg::Key(k.to_string())]).unwrap_or_default();
         let mut containers = Containers::default();
         let r = at_path_mut(&mut copy, &root).expect("root exists");
         let recs = take_records(r, spec, Side::Ours, &root, &mut containers)?;
@@ -1256,21 +981,12 @@ pub fn check(profile: &Profile, doc: &Value) -> Result<Vec<Finding>, MergeError>
         keys.sort();
         let mut explained: HashMap<Path, Num> = HashMap::new();
         for k in keys {
-            let list = contributions(
-                spec,
-                &containers.captures[k.0 as usize],
-                &root,
-                None,
-                None,
-                None,
-                Some(&recs[k]),
-            )
-            .map_err(|e| invalid(Side::Ours, &root, e))?;
+            let mut list = Vec::new();
+            contribution(spec, &containers.captures[k.0 as usize], &root, &recs[k], 1, &mut list)
+                .map_err(|e| invalid(Side::Ours, &root, e))?;
             for (p, n) in list {
                 let slot = explained.entry(p).or_insert(Num::ZERO);
-                *slot = slot.add(n[2]).map_err(|_| MergeError::Overflow {
-                    path: path_text(&root),
-                })?;
+                *slot = slot.plus(n).map_err(|_| MergeError::Overflow { path: path_text(&root) })?;
             }
         }
         let mut paths: Vec<&Path> = explained.keys().collect();
@@ -1284,10 +1000,7 @@ pub fn check(profile: &Profile, doc: &Value) -> Result<Vec<Finding>, MergeError>
                     Seg::Elem { .. } => None,
                 });
             }
-            let have = cur
-                .and_then(Num::from_value)
-                .and_then(Result::ok)
-                .unwrap_or(Num::ZERO);
+            let have = cur.and_then(Num::from_value).and_then(Result::ok).unwrap_or(Num::ZERO);
             if have.as_f64() + 1e-9 * want.as_f64().abs() < want.as_f64() {
                 let show = |n: Num| n.to_value().map(|v| v.to_string()).unwrap_or_default();
                 findings.push(Finding {
@@ -1297,11 +1010,6 @@ pub fn check(profile: &Profile, doc: &Value) -> Result<Vec<Finding>, MergeError>
             }
         }
     }
-    (profile.invariants)(doc, &mut |path, message| {
-        findings.push(Finding {
-            path: format!("$.{path}"),
-            message,
-        })
-    });
+    (profile.invariants)(doc, &mut |path, message| findings.push(Finding { path: format!("$.{path}"), message }));
     Ok(findings)
 }

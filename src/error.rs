@@ -18,10 +18,7 @@ pub enum Error {
     #[error(transparent)]
     Git(#[from] GitError),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// Bad arguments, configuration or repository state (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -34,10 +31,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub fn exit_code(&self) -> i32 {

@@ -85,11 +85,7 @@ pub enum EventError {
 
 impl Event {
     /// Parses one event; `now` and `device` fill what the event leaves out.
-    pub fn parse(
-        text: &str,
-        now: DateTime<FixedOffset>,
-        device: &str,
-    ) -> Result<Event, EventError> {
+    pub fn parse(text: &str, now: DateTime<FixedOffset>, device: &str) -> Result<Event, EventError> {
         let w: Wire = serde_json::from_str(text)?;
         let t = w.tokens.unwrap_or_default();
         let input = w.input_tokens.or(t.input_tokens).unwrap_or(0);
@@ -98,10 +94,7 @@ impl Event {
         let cached = w.cached_tokens.or(t.cached_tokens).unwrap_or(0);
         let total = match w.total_tokens.or(t.total_tokens) {
             Some(n) => n,
-            None => input
-                .checked_add(output)
-                .and_then(|s| s.checked_add(reasoning))
-                .ok_or(EventError::Overflow)?,
+            None => input.checked_add(output).and_then(|s| s.checked_add(reasoning)).ok_or(EventError::Overflow)?,
         };
         let timestamp = match w.timestamp {
             Some(s) => DateTime::parse_from_rfc3339(&s).map_err(|_| EventError::Timestamp(s))?,
@@ -121,18 +114,8 @@ impl Event {
         Ok(Event {
             id: w.id.filter(|s| !s.is_empty()),
             timestamp,
-            api: w.api.unwrap_or_else(|| {
-                if provider.is_empty() {
-                    "default".into()
-                } else {
-                    provider.clone()
-                }
-            }),
-            provider: if provider.is_empty() {
-                "unknown".into()
-            } else {
-                provider
-            },
+            api: w.api.unwrap_or_else(|| if provider.is_empty() { "default".into() } else { provider.clone() }),
+            provider: if provider.is_empty() { "unknown".into() } else { provider },
             model: w.model.unwrap_or_else(|| "unknown".into()),
             source: w.source.unwrap_or_default(),
             auth_index,
@@ -175,16 +158,9 @@ mod tests {
 
     #[test]
     fn aliases_and_defaults() {
-        let e = Event::parse(
-            r#"{"tokens_in":10,"tokens_out":5,"status":500,"duration_ms":7}"#,
-            now(),
-            "laptop",
-        )
-        .unwrap();
-        assert_eq!(
-            (e.input_tokens, e.output_tokens, e.total_tokens),
-            (10, 5, 15)
-        );
+        let e =
+            Event::parse(r#"{"tokens_in":10,"tokens_out":5,"status":500,"duration_ms":7}"#, now(), "laptop").unwrap();
+        assert_eq!((e.input_tokens, e.output_tokens, e.total_tokens), (10, 5, 15));
         assert!(e.failed);
         assert_eq!(e.latency_ms, Some(7));
         assert_eq!(e.device, "laptop");
@@ -193,12 +169,7 @@ mod tests {
 
     #[test]
     fn nested_tokens_and_bad_timestamp() {
-        let e = Event::parse(
-            r#"{"tokens":{"input_tokens":1,"total_tokens":9}}"#,
-            now(),
-            "d",
-        )
-        .unwrap();
+        let e = Event::parse(r#"{"tokens":{"input_tokens":1,"total_tokens":9}}"#, now(), "d").unwrap();
         assert_eq!((e.input_tokens, e.total_tokens), (1, 9));
         assert!(Event::parse(r#"{"timestamp":"yesterday"}"#, now(), "d").is_err());
     }

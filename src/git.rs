@@ -60,9 +60,7 @@ impl Git {
     pub fn run(&self, args: &[&str]) -> Result<String, GitError> {
         let out = self.output(args)?;
         if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout)
-                .trim_end_matches('\n')
-                .to_string())
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
         } else {
             Err(GitError {
                 command: self.describe(args),
@@ -76,11 +74,7 @@ impl Git {
     pub fn run_optional(&self, args: &[&str]) -> Result<Option<String>, GitError> {
         let out = self.output(args)?;
         match out.status.code() {
-            Some(0) => Ok(Some(
-                String::from_utf8_lossy(&out.stdout)
-                    .trim_end_matches('\n')
-                    .to_string(),
-            )),
+            Some(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())),
             Some(1) => Ok(None),
             status => Err(GitError {
                 command: self.describe(args),
@@ -133,14 +127,12 @@ impl Git {
 
     /// The top of the work tree.
     pub fn toplevel(&self) -> Result<PathBuf, GitError> {
-        self.run(&["rev-parse", "--show-toplevel"])
-            .map(PathBuf::from)
+        self.run(&["rev-parse", "--show-toplevel"]).map(PathBuf::from)
     }
 
     /// The repository's git directory, absolute.
     pub fn git_dir(&self) -> Result<PathBuf, GitError> {
-        self.run(&["rev-parse", "--absolute-git-dir"])
-            .map(PathBuf::from)
+        self.run(&["rev-parse", "--absolute-git-dir"]).map(PathBuf::from)
     }
 
     pub fn exec_path(&self) -> Result<PathBuf, GitError> {
@@ -165,20 +157,14 @@ pub fn merge_file(
     })?;
     let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, GitError> {
         let p = tmp.path().join(name);
-        std::fs::File::create(&p)
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| GitError {
-                command: "git merge-file".into(),
-                status: None,
-                stderr: format!("could not write {}: {e}", p.display()),
-            })?;
+        std::fs::File::create(&p).and_then(|mut f| f.write_all(bytes)).map_err(|e| GitError {
+            command: "git merge-file".into(),
+            status: None,
+            stderr: format!("could not write {}: {e}", p.display()),
+        })?;
         Ok(p)
     };
-    let (o, a, b) = (
-        write("base", base)?,
-        write("ours", ours)?,
-        write("theirs", theirs)?,
-    );
+    let (o, a, b) = (write("base", base)?, write("ours", ours)?, write("theirs", theirs)?);
     let marker = format!("--marker-size={marker_size}");
     let args: Vec<&str> = vec![
         "merge-file",

@@ -17,12 +17,7 @@ pub struct Layout {
 
 impl Default for Layout {
     fn default() -> Self {
-        Layout {
-            bom: false,
-            crlf: false,
-            indent: Some("  ".into()),
-            trailing_newline: true,
-        }
+        Layout { bom: false, crlf: false, indent: Some("  ".into()), trailing_newline: true }
     }
 }
 
@@ -33,37 +28,17 @@ impl Layout {
     pub fn detect(bytes: &[u8]) -> Layout {
         let bom = bytes.starts_with(BOM);
         let body = if bom { &bytes[3..] } else { bytes };
-        let trimmed_end = body
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
+        let trimmed_end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
         let trailing_newline = body[trimmed_end..].contains(&b'\n');
         let content = &body[..trimmed_end];
         let Some(nl) = content.iter().position(|&b| b == b'\n') else {
-            return Layout {
-                bom,
-                crlf: false,
-                indent: None,
-                trailing_newline,
-            };
+            return Layout { bom, crlf: false, indent: None, trailing_newline };
         };
         let crlf = nl > 0 && content[nl - 1] == b'\r';
-        let indent: String = content[nl + 1..]
-            .iter()
-            .take_while(|&&b| b == b' ' || b == b'\t')
-            .map(|&b| b as char)
-            .collect();
-        let indent = if indent.is_empty() {
-            "  ".to_string()
-        } else {
-            indent
-        };
-        Layout {
-            bom,
-            crlf,
-            indent: Some(indent),
-            trailing_newline,
-        }
+        let indent: String =
+            content[nl + 1..].iter().take_while(|&&b| b == b' ' || b == b'\t').map(|&b| b as char).collect();
+        let indent = if indent.is_empty() { "  ".to_string() } else { indent };
+        Layout { bom, crlf, indent: Some(indent), trailing_newline }
     }
 
     /// Serialises `value` in this layout.
@@ -76,12 +51,9 @@ impl Layout {
             Some(indent) => {
                 let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
                 let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-                serde::Serialize::serialize(value, &mut ser)
-                    .expect("writing JSON to memory cannot fail");
+                serde::Serialize::serialize(value, &mut ser).expect("writing JSON to memory cannot fail");
             }
-            None => {
-                serde_json::to_writer(&mut out, value).expect("writing JSON to memory cannot fail")
-            }
+            None => serde_json::to_writer(&mut out, value).expect("writing JSON to memory cannot fail"),
         }
         if self.trailing_newline {
             out.push(b'\n');
@@ -106,14 +78,8 @@ impl Layout {
 pub enum Problem {
     Empty,
     NotUtf8,
-    ConflictMarkers {
-        line: usize,
-    },
-    Syntax {
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    ConflictMarkers { line: usize },
+    Syntax { line: usize, column: usize, message: String },
 }
 
 impl fmt::Display for Problem {
@@ -122,16 +88,9 @@ impl fmt::Display for Problem {
             Problem::Empty => write!(f, "the file is empty"),
             Problem::NotUtf8 => write!(f, "the file is not UTF-8 text"),
             Problem::ConflictMarkers { line } => {
-                write!(
-                    f,
-                    "line {line}: contains merge conflict markers; resolve them first"
-                )
+                write!(f, "line {line}: contains merge conflict markers; resolve them first")
             }
-            Problem::Syntax {
-                line,
-                column,
-                message,
-            } => {
+            Problem::Syntax { line, column, message } => {
                 write!(f, "line {line}, column {column}: invalid JSON: {message}")
             }
         }
@@ -155,11 +114,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Problem> {
             if std::str::from_utf8(body).is_err() {
                 return Err(Problem::NotUtf8);
             }
-            Err(Problem::Syntax {
-                line: e.line(),
-                column: e.column(),
-                message: strip_position(&e.to_string()),
-            })
+            Err(Problem::Syntax { line: e.line(), column: e.column(), message: strip_position(&e.to_string()) })
         }
     }
 }
@@ -173,10 +128,7 @@ fn strip_position(msg: &str) -> String {
 
 /// The 1-based line of the first git conflict marker, if any.
 pub fn conflict_marker_line(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .split(|&b| b == b'\n')
-        .position(is_marker)
-        .map(|i| i + 1)
+    bytes.split(|&b| b == b'\n').position(is_marker).map(|i| i + 1)
 }
 
 fn is_marker(line: &[u8]) -> bool {
@@ -196,11 +148,7 @@ pub fn canonical(v: &Value) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
-                Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), sorted(&m[k])))
-                        .collect(),
-                )
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
             }
             Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
             other => other.clone(),

@@ -64,10 +64,5 @@ pub fn merge_bytes(
         };
         [variant(|c| &c.base), output.clone(), variant(|c| &c.theirs)]
     });
-    Ok(Merged {
-        profile,
-        output,
-        conflicts: outcome.conflicts,
-        variants,
-    })
+    Ok(Merged { profile, output, conflicts: outcome.conflicts, variants })
 }

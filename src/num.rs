@@ -64,24 +64,22 @@ impl Num {
         }
     }
 
-    pub fn add(self, other: Num) -> Result<Num, NumProblem> {
+    pub fn plus(self, other: Num) -> Result<Num, NumProblem> {
         match (self, other) {
-            (Num::Int(a), Num::Int(b)) => {
-                a.checked_add(b).map(Num::Int).ok_or(NumProblem::Overflow)
-            }
+            (Num::Int(a), Num::Int(b)) => a.checked_add(b).map(Num::Int).ok_or(NumProblem::Overflow),
             (a, b) => Ok(Num::Float(a.as_f64() + b.as_f64())),
         }
     }
 
-    pub fn neg(self) -> Num {
+    pub fn negated(self) -> Num {
         match self {
             Num::Int(i) => Num::Int(-i),
             Num::Float(f) => Num::Float(-f),
         }
     }
 
-    pub fn sub(self, other: Num) -> Result<Num, NumProblem> {
-        self.add(other.neg())
+    pub fn minus(self, other: Num) -> Result<Num, NumProblem> {
+        self.plus(other.negated())
     }
 
     /// Back to JSON: integers must fit i64 or u64.
@@ -96,9 +94,7 @@ impl Num {
                     Err(NumProblem::Overflow)
                 }
             }
-            Num::Float(f) => Number::from_f64(f)
-                .map(Value::Number)
-                .ok_or(NumProblem::Overflow),
+            Num::Float(f) => Number::from_f64(f).map(Value::Number).ok_or(NumProblem::Overflow),
         }
     }
 }
@@ -112,15 +108,12 @@ mod tests {
         let v: Value = serde_json::from_str("18446744073709551616").unwrap();
         assert_eq!(Num::from_value(&v), Some(Err(NumProblem::TooLarge)));
         let max = Num::Int(i128::from(u64::MAX));
-        assert_eq!(
-            max.add(Num::Int(1)).unwrap().to_value(),
-            Err(NumProblem::Overflow)
-        );
+        assert_eq!(max.plus(Num::Int(1)).unwrap().to_value(), Err(NumProblem::Overflow));
         assert_eq!(max.to_value().unwrap(), serde_json::json!(u64::MAX));
     }
 
     #[test]
     fn mixed_int_and_float_sum_as_float() {
-        assert_eq!(Num::Int(1).add(Num::Float(0.5)).unwrap(), Num::Float(1.5));
+        assert_eq!(Num::Int(1).plus(Num::Float(0.5)).unwrap(), Num::Float(1.5));
     }
 }

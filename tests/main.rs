@@ -1,1 +1,5 @@
 //! Integration tests: one binary (see Cargo.toml), one module per area.
+
+mod cases;
+mod common;
+mod failing;

@@ -14,11 +14,7 @@ pub fn run(dir: &Path, args: &CheckArgs) -> Result<i32> {
     let forced = profile_arg(args.profile.as_deref())?;
     let mut failed = 0;
     for file in &args.files {
-        let path = if file.is_absolute() {
-            file.clone()
-        } else {
-            dir.join(file)
-        };
+        let path = if file.is_absolute() { file.clone() } else { dir.join(file) };
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let name = file.display();
         let doc = match json::parse(&bytes) {
@@ -46,9 +42,5 @@ pub fn run(dir: &Path, args: &CheckArgs) -> Result<i32> {
             }
         }
     }
-    Ok(if failed == 0 {
-        exit::OK
-    } else {
-        exit::CONFLICT
-    })
+    Ok(if failed == 0 { exit::OK } else { exit::CONFLICT })
 }

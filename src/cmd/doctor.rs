@@ -11,8 +11,7 @@ pub const DEFAULT_FILE: &str = "usage/usage.json";
 
 pub fn run(dir: &Path) -> Result<i32> {
     let git = Git::new(dir);
-    git.git_dir()
-        .map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
+    git.git_dir().map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
     let mut problems = 0;
     let mut report = |ok: bool, what: String, fix: &str| {
         if ok {
@@ -31,14 +30,10 @@ pub fn run(dir: &Path) -> Result<i32> {
         ),
     }
     match git.config_get("merge.tally.driver")? {
-        Some(d) if d.contains("merge %O %A %B") => {
-            report(true, format!("merge.tally.driver = {d}"), "")
+        Some(d) if d.contains("merge %O %A %B") => report(true, format!("merge.tally.driver = {d}"), ""),
+        Some(d) => {
+            report(false, format!("merge.tally.driver is {d:?}, not the git-tally driver"), "run `git tally install`")
         }
-        Some(d) => report(
-            false,
-            format!("merge.tally.driver is {d:?}, not the git-tally driver"),
-            "run `git tally install`",
-        ),
         None => report(
             false,
             "the merge driver \"tally\" is not registered (merge.tally.driver unset)".into(),
@@ -48,7 +43,9 @@ pub fn run(dir: &Path) -> Result<i32> {
     if let Some(r) = git.config_get("merge.tally.recursive")? {
         report(
             false,
-            format!("merge.tally.recursive = {r}: criss-cross merges would not use the driver for the virtual ancestor"),
+            format!(
+                "merge.tally.recursive = {r}: criss-cross merges would not use the driver for the virtual ancestor"
+            ),
             "git config --unset merge.tally.recursive",
         );
     }
@@ -61,10 +58,7 @@ pub fn run(dir: &Path) -> Result<i32> {
             Some(v) if v == "tally" => report(true, format!("{f}: merge=tally applies"), ""),
             other => report(
                 false,
-                format!(
-                    "{f}: the merge attribute is {}, not tally",
-                    other.as_deref().unwrap_or("unspecified")
-                ),
+                format!("{f}: the merge attribute is {}, not tally", other.as_deref().unwrap_or("unspecified")),
                 &format!("run `git tally install --pattern '{f}'` (the driver is {DRIVER})"),
             ),
         }

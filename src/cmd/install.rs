@@ -38,25 +38,18 @@ fn attributes_file(git: &Git, args: &InstallArgs) -> Result<PathBuf> {
         return Ok(git.git_dir()?.join("info").join("attributes"));
     }
     let top = git.toplevel().map_err(|e| {
-        Error::Usage(format!(
-            "not inside a git work tree ({}); use --global to install for every repository",
-            e.stderr
-        ))
+        Error::Usage(format!("not inside a git work tree ({}); use --global to install for every repository", e.stderr))
     })?;
     Ok(top.join(".gitattributes"))
 }
 
 fn home() -> Result<PathBuf> {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .ok_or_else(|| Error::Usage("HOME is not set".into()))
+    std::env::var_os("HOME").map(PathBuf::from).ok_or_else(|| Error::Usage("HOME is not set".into()))
 }
 
 fn expand_home(p: &str) -> PathBuf {
     match p.strip_prefix("~/") {
-        Some(rest) => home()
-            .map(|h| h.join(rest))
-            .unwrap_or_else(|_| PathBuf::from(p)),
+        Some(rest) => home().map(|h| h.join(rest)).unwrap_or_else(|_| PathBuf::from(p)),
         None => PathBuf::from(p),
     }
 }
@@ -64,10 +57,7 @@ fn expand_home(p: &str) -> PathBuf {
 fn block(args: &InstallArgs) -> Result<String> {
     if let Some(p) = &args.profile {
         if profile::by_name(p).is_none() {
-            return Err(Error::Usage(format!(
-                "unknown profile {p:?}; known: {}",
-                profile::names().join(", ")
-            )));
+            return Err(Error::Usage(format!("unknown profile {p:?}; known: {}", profile::names().join(", "))));
         }
     }
     let patterns: Vec<&str> = if args.patterns.is_empty() {
@@ -110,15 +100,10 @@ pub fn install(dir: &Path, args: &InstallArgs) -> Result<i32> {
     let git = Git::new(dir);
     let scope = scope(args);
     if scope == Scope::Local {
-        git.git_dir()
-            .map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
+        git.git_dir().map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
     }
     let block = block(args)?;
-    git.config_set(
-        scope,
-        "merge.tally.name",
-        "git-tally: exact merge of usage statistics",
-    )?;
+    git.config_set(scope, "merge.tally.name", "git-tally: exact merge of usage statistics")?;
     git.config_set(scope, "merge.tally.driver", DRIVER)?;
     // The driver must also build the virtual ancestor of criss-cross merges.
     git.config_unset(scope, "merge.tally.recursive")?;
@@ -171,15 +156,12 @@ pub fn uninstall(dir: &Path, args: &InstallArgs) -> Result<i32> {
 
 /// The `git-tally` git would run: PATH, then git's exec path.
 pub fn which_git_tally() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     if let Ok(p) = Git::new(".").exec_path() {
         dirs.insert(0, p);
     }
-    dirs.into_iter()
-        .map(|d| d.join("git-tally"))
-        .find(|p| is_executable(p))
+    dirs.into_iter().map(|d| d.join("git-tally")).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -193,12 +175,7 @@ mod tests {
 
     #[test]
     fn block_is_replaced_not_repeated() {
-        let args = InstallArgs {
-            global: false,
-            local_attributes: false,
-            patterns: vec![],
-            profile: None,
-        };
+        let args = InstallArgs { global: false, local_attributes: false, patterns: vec![], profile: None };
         let b = block(&args).unwrap();
         let text = format!("*.png binary\n{b}");
         let (rest, had) = strip_block(&text);

@@ -15,10 +15,7 @@ use crate::profile::{self, Profile};
 use std::path::Path;
 
 pub fn run(dir: &Path, args: &MergeArgs) -> Result<i32> {
-    let name = args
-        .path
-        .clone()
-        .unwrap_or_else(|| args.ours.display().to_string());
+    let name = args.path.clone().unwrap_or_else(|| args.ours.display().to_string());
     let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
     let (base, ours, theirs) = (read(&args.base)?, read(&args.ours)?, read(&args.theirs)?);
     let labels = [
@@ -33,14 +30,9 @@ pub fn run(dir: &Path, args: &MergeArgs) -> Result<i32> {
         Ok(exit::CONFLICT)
     };
     if std::env::var("GIT_TALLY_MERGE").as_deref() == Ok("0") {
-        let (text, conflicts) =
-            git::merge_file(dir, &base, &ours, &theirs, labels, args.marker_size)?;
+        let (text, conflicts) = git::merge_file(dir, &base, &ours, &theirs, labels, args.marker_size)?;
         write_atomic(&args.ours, &text)?;
-        return Ok(if conflicts == 0 {
-            exit::OK
-        } else {
-            exit::CONFLICT
-        });
+        return Ok(if conflicts == 0 { exit::OK } else { exit::CONFLICT });
     }
     let profile = match profile_arg(args.profile.as_deref())? {
         Some(p) => Some(p),

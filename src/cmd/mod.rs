@@ -48,10 +48,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 fn profile_arg(name: Option<&str>) -> Result<Option<&'static profile::Profile>> {
     name.map(|n| {
         profile::by_name(n).ok_or_else(|| {
-            Error::Usage(format!(
-                "unknown profile {n:?}; known profiles: {}",
-                profile::names().join(", ")
-            ))
+            Error::Usage(format!("unknown profile {n:?}; known profiles: {}", profile::names().join(", ")))
         })
     })
     .transpose()

@@ -2,9 +2,8 @@
 //! them out (SPEC §3.3): records keyed by session and message, statistics derived from
 //! the records, and a manifest keyed by machine.
 
-use super::{
-    parse_instant, rule, str_field, u64_field, FieldError, Kind, Profile, RecordSpec, Rule,
-};
+use super::Instant;
+use super::{parse_instant, rule, str_field, u64_field, FieldError, Kind, Profile, RecordSpec, Rule};
 use crate::event::Event;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -12,8 +11,8 @@ use std::collections::HashSet;
 static USAGE_RULES: &[Rule] = &[
     rule(&["machine_name"], Kind::Scalar),
     rule(&["export_date"], Kind::Later),
-    rule(&["data_range", "oldest"], Kind::Earlier),
-    rule(&["data_range", "newest"], Kind::Later),
+    rule(&["data_range", "oldest"], Kind::Derived),
+    rule(&["data_range", "newest"], Kind::Derived),
     rule(&["records"], Kind::Records),
     rule(&["statistics", "total_records"], Kind::Derived),
     rule(&["statistics", "total_sessions"], Kind::Derived),
@@ -30,13 +29,7 @@ pub static USAGE: Profile = Profile {
     rules: USAGE_RULES,
     records: Some(RecordSpec {
         container: &["records"],
-        identity: |_, r| {
-            Ok(format!(
-                "{}\u{1f}{}",
-                str_field(r, "session_id")?,
-                str_field(r, "message_uuid")?
-            ))
-        },
+        identity: |_, r| Ok(format!("{}\u{1f}{}", str_field(r, "session_id")?, str_field(r, "message_uuid")?)),
         contribute: |_, _, _| Ok(()),
         time: |r| r.get("timestamp").and_then(parse_instant),
         contribution_by_identity: true,
@@ -54,36 +47,41 @@ pub static USAGE: Profile = Profile {
     apply: Some(apply_usage),
     invariants: |doc, report| {
         let mut derived = doc.clone();
-        if derive_statistics(&mut derived).is_ok()
-            && derived.get("statistics") != doc.get("statistics")
-        {
+        if derive_statistics(&mut derived).is_ok() && derived.get("statistics") != doc.get("statistics") {
             let want = derived.get("statistics").cloned().unwrap_or_default();
-            report(
-                "statistics".into(),
-                format!("does not match the records: expected {want}"),
-            );
+            report("statistics".into(), format!("does not match the records: expected {want}"));
         }
     },
 };
 
 /// Statistics are a function of the records (sessions are distinct ids, not a sum).
 fn derive_statistics(doc: &mut Value) -> Result<(), FieldError> {
-    let records = doc
-        .get("records")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let records = doc.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     let mut sessions = HashSet::new();
     let mut tokens: u64 = 0;
     for r in records {
         sessions.insert(str_field(r, "session_id")?);
         tokens = tokens
             .checked_add(u64_field(r, "total_tokens")?)
-            .ok_or_else(|| {
-                FieldError::new("statistics.total_tokens", "a total that fits 64 bits")
-            })?;
+            .ok_or_else(|| FieldError::new("statistics.total_tokens", "a total that fits 64 bits"))?;
     }
     let (n, s) = (records.len(), sessions.len());
+    let times = records.iter().filter_map(|r| r.get("timestamp").map(|t| (parse_instant(t), t)));
+    type Seen<'a> = Option<(Instant, &'a Value)>;
+    let (mut oldest, mut newest): (Seen, Seen) = (None, None);
+    for (t, v) in times {
+        let Some(t) = t else { return Err(FieldError::new("records[].timestamp", "an RFC 3339 timestamp")) };
+        if oldest.is_none_or(|(o, _)| t < o) {
+            oldest = Some((t, v));
+        }
+        if newest.is_none_or(|(n, _)| t > n) {
+            newest = Some((t, v));
+        }
+    }
+    let range = (!records.is_empty()).then(|| json!({"oldest": oldest.map(|x| x.1), "newest": newest.map(|x| x.1)}));
+    if let (Some(range), Some(map)) = (range, doc.as_object_mut()) {
+        map.insert("data_range".into(), range);
+    }
     if let Some(Value::Object(stats)) = doc.get_mut("statistics") {
         stats.insert("total_records".into(), json!(n));
         stats.insert("total_sessions".into(), json!(s));
@@ -94,23 +92,11 @@ fn derive_statistics(doc: &mut Value) -> Result<(), FieldError> {
 
 fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let ts = e.timestamp_text();
-    let session = if e.source.is_empty() {
-        e.device.clone()
-    } else {
-        e.source.clone()
-    };
-    let uuid = e.id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            e.device,
-            e.timestamp.timestamp_nanos_opt().unwrap_or_default()
-        )
-    });
-    let list = doc
-        .as_object_mut()
-        .expect("object")
-        .entry("records")
-        .or_insert_with(|| json!([]));
+    let session = if e.source.is_empty() { e.device.clone() } else { e.source.clone() };
+    let uuid =
+        e.id.clone()
+            .unwrap_or_else(|| format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()));
+    let list = doc.as_object_mut().expect("object").entry("records").or_insert_with(|| json!([]));
     let Value::Array(list) = list else {
         return Err(FieldError::new("records", "an array"));
     };
@@ -128,45 +114,22 @@ fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     }));
     list.sort_by_key(|r| r.get("timestamp").and_then(parse_instant));
     let map = doc.as_object_mut().expect("object");
-    if map
-        .get("machine_name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if map.get("machine_name").and_then(Value::as_str).is_none_or(str::is_empty) {
         map.insert("machine_name".into(), json!(e.device));
     }
     let range = map.entry("data_range").or_insert_with(|| json!({}));
-    let t = (
-        e.timestamp.timestamp(),
-        e.timestamp.timestamp_subsec_nanos(),
-    );
-    if range
-        .get("oldest")
-        .and_then(parse_instant)
-        .is_none_or(|o| o > t)
-    {
+    let t = (e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos());
+    if range.get("oldest").and_then(parse_instant).is_none_or(|o| o > t) {
         range["oldest"] = json!(ts);
     }
-    if range
-        .get("newest")
-        .and_then(parse_instant)
-        .is_none_or(|n| n < t)
-    {
+    if range.get("newest").and_then(parse_instant).is_none_or(|n| n < t) {
         range["newest"] = json!(ts);
     }
-    if map
-        .get("export_date")
-        .and_then(parse_instant)
-        .is_none_or(|d| d < t)
-    {
+    if map.get("export_date").and_then(parse_instant).is_none_or(|d| d < t) {
         map.insert("export_date".into(), json!(ts));
     }
     let stats = map.entry("statistics").or_insert_with(|| json!({}));
-    let cost = stats
-        .get("total_cost")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
-        + e.cost_usd;
+    let cost = stats.get("total_cost").and_then(Value::as_f64).unwrap_or(0.0) + e.cost_usd;
     stats["total_cost"] = json!(cost);
     derive_statistics(doc)
 }
@@ -174,14 +137,8 @@ fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
 static MANIFEST_RULES: &[Rule] = &[
     rule(&["version"], Kind::Later),
     rule(&["last_updated"], Kind::Later),
-    rule(
-        &["machines"],
-        Kind::LatestEntry {
-            key: "machine_name",
-            by: "last_sync",
-            union: "backups",
-        },
-    ),
+    rule(&["backup_retention_days"], Kind::Scalar),
+    rule(&["machines"], Kind::LatestEntry { key: "machine_name", by: "last_sync", union: "backups" }),
 ];
 
 pub static MANIFEST: Profile = Profile {
@@ -201,18 +158,10 @@ pub static MANIFEST: Profile = Profile {
     apply: None,
     invariants: |doc, report| {
         let mut seen = HashSet::new();
-        for m in doc
-            .get("machines")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for m in doc.get("machines").and_then(Value::as_array).into_iter().flatten() {
             let name = m.get("machine_name").and_then(Value::as_str).unwrap_or("");
             if !seen.insert(name) {
-                report(
-                    format!("machines[machine_name={name}]"),
-                    "appears twice".into(),
-                );
+                report(format!("machines[machine_name={name}]"), "appears twice".into());
             }
         }
     },

@@ -2,25 +2,15 @@
 //! counter is explained by request details, so merges and file-mode ingestion are exact.
 
 use super::{
-    add_u64, day_and_hour, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError,
-    Kind, Profile, RecordSpec, Rule,
+    add_u64, day_and_hour, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError, Kind, Profile,
+    RecordSpec, Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
 use serde_json::{json, Value};
 
-const COUNTERS: [&str; 4] = [
-    "total_requests",
-    "success_count",
-    "failure_count",
-    "total_tokens",
-];
-const SERIES: [&str; 4] = [
-    "requests_by_day",
-    "tokens_by_day",
-    "requests_by_hour",
-    "tokens_by_hour",
-];
+const COUNTERS: [&str; 4] = ["total_requests", "success_count", "failure_count", "total_tokens"];
+const SERIES: [&str; 4] = ["requests_by_day", "tokens_by_day", "requests_by_hour", "tokens_by_hour"];
 
 static RULES: &[Rule] = &[
     rule(&["total_requests"], Kind::Counter),
@@ -33,10 +23,7 @@ static RULES: &[Rule] = &[
     rule(&["apis", "*", "total_tokens"], Kind::Counter),
     rule(&["apis", "*", "models"], Kind::Map),
     rule(&["apis", "*", "models", "*"], Kind::Object),
-    rule(
-        &["apis", "*", "models", "*", "total_requests"],
-        Kind::Counter,
-    ),
+    rule(&["apis", "*", "models", "*", "total_requests"], Kind::Counter),
     rule(&["apis", "*", "models", "*", "total_tokens"], Kind::Counter),
     rule(&["apis", "*", "models", "*", "details"], Kind::Records),
     rule(&["requests_by_day"], Kind::Map),
@@ -49,10 +36,7 @@ static RULES: &[Rule] = &[
     rule(&["tokens_by_hour", "*"], Kind::Counter),
 ];
 
-static ENVELOPE_RULES: &[Rule] = &[
-    rule(&["version"], Kind::Later),
-    rule(&["exported_at"], Kind::Later),
-];
+static ENVELOPE_RULES: &[Rule] = &[rule(&["version"], Kind::Later), rule(&["exported_at"], Kind::Later)];
 
 pub static CLIPROXYAPI: Profile = Profile {
     name: "cliproxyapi",
@@ -111,9 +95,7 @@ fn read_detail(r: &Value) -> Result<Detail, FieldError> {
         Some(t @ Value::Object(_)) => t,
         Some(_) => return Err(FieldError::new("tokens", "an object")),
     };
-    let field = |f: &str| {
-        u64_field(t, f).map_err(|e| FieldError::new(format!("tokens.{}", e.field), e.expected))
-    };
+    let field = |f: &str| u64_field(t, f).map_err(|e| FieldError::new(format!("tokens.{}", e.field), e.expected));
     let input = field("input_tokens")?;
     let output = field("output_tokens")?;
     let reasoning = field("reasoning_tokens")?;
@@ -126,21 +108,12 @@ fn read_detail(r: &Value) -> Result<Detail, FieldError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(FieldError::new("failed", "true or false")),
     };
-    Ok(Detail {
-        input,
-        output,
-        reasoning,
-        cached: field("cached_tokens")?,
-        total,
-        failed,
-    })
+    Ok(Detail { input, output, reasoning, cached: field("cached_tokens")?, total, failed })
 }
 
 fn identity(caps: &[String], r: &Value) -> Result<String, FieldError> {
     let d = read_detail(r)?;
-    let ts = r
-        .get("timestamp")
-        .ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let ts = r.get("timestamp").ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
     let (secs, nanos) = parse_instant(ts)
         .filter(|_| ts.is_string())
         .ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
@@ -148,12 +121,7 @@ fn identity(caps: &[String], r: &Value) -> Result<String, FieldError> {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-        Some(_) => {
-            return Err(FieldError::new(
-                "auth_index",
-                "a string or an unsigned integer",
-            ))
-        }
+        Some(_) => return Err(FieldError::new("auth_index", "a string or an unsigned integer")),
     };
     let source = str_field(r, "source")?;
     Ok(format!(
@@ -165,20 +133,12 @@ fn identity(caps: &[String], r: &Value) -> Result<String, FieldError> {
 fn contribute(caps: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError> {
     let d = read_detail(r)?;
     let ts = str_field(r, "timestamp")?;
-    let (day, hour) =
-        day_and_hour(ts).ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let (day, hour) = day_and_hour(ts).ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
     let one = Num::Int(1);
     let tokens = Num::Int(i128::from(d.total));
     let (api, model) = (caps[0].as_str(), caps[1].as_str());
     emit(&["total_requests"], one);
-    emit(
-        &[if d.failed {
-            "failure_count"
-        } else {
-            "success_count"
-        }],
-        one,
-    );
+    emit(&[if d.failed { "failure_count" } else { "success_count" }], one);
     emit(&["total_tokens"], tokens);
     emit(&["apis", api, "total_requests"], one);
     emit(&["apis", api, "total_tokens"], tokens);
@@ -192,11 +152,7 @@ fn contribute(caps: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), Fie
 }
 
 fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
-    let root = if is_envelope(doc) {
-        doc.get_mut("usage").expect("envelope has usage")
-    } else {
-        doc
-    };
+    let root = if is_envelope(doc) { doc.get_mut("usage").expect("envelope has usage") } else { doc };
     let total = e.total_tokens;
     let mut detail = json!({ "timestamp": e.timestamp_text() });
     if let Some(l) = e.latency_ms {
@@ -213,15 +169,7 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         add_u64(root, k, 0)?;
     }
     add_u64(root, "total_requests", 1)?;
-    add_u64(
-        root,
-        if e.failed {
-            "failure_count"
-        } else {
-            "success_count"
-        },
-        1,
-    )?;
+    add_u64(root, if e.failed { "failure_count" } else { "success_count" }, 1)?;
     add_u64(root, "total_tokens", total)?;
     let (day, hour) = (e.day(), e.timestamp.format("%H").to_string());
     add_u64(obj_mut(root, "requests_by_day"), &day, 1)?;
@@ -234,60 +182,38 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let model = obj_mut(obj_mut(api, "models"), &e.model);
     add_u64(model, "total_requests", 1)?;
     add_u64(model, "total_tokens", total)?;
-    match model
-        .as_object_mut()
-        .expect("object")
-        .entry("details")
-        .or_insert_with(|| json!([]))
-    {
+    match model.as_object_mut().expect("object").entry("details").or_insert_with(|| json!([])) {
         Value::Array(a) => a.push(detail),
-        _ => {
-            return Err(FieldError::new(
-                format!("apis.{}.models.{}.details", e.api, e.model),
-                "an array",
-            ))
-        }
+        _ => return Err(FieldError::new(format!("apis.{}.models.{}.details", e.api, e.model), "an array")),
     }
     Ok(())
 }
 
 /// CLIProxyAPI increments every aggregate together, so these sums always hold.
-fn invariants(doc: &Value, report: &mut dyn FnMut(String, String)) {
+fn invariants(doc: &Value, report: &mut super::Report<'_>) {
     let root = if is_envelope(doc) { &doc["usage"] } else { doc };
     let n = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
     let total = n(root, "total_requests");
     if n(root, "success_count") + n(root, "failure_count") != total {
-        report(
-            "total_requests".into(),
-            "success_count + failure_count differs from total_requests".into(),
-        );
+        report("total_requests".into(), "success_count + failure_count differs from total_requests".into());
     }
     let apis = root.get("apis").and_then(Value::as_object);
     let api_sum: u64 = apis.map_or(0, |m| m.values().map(|a| n(a, "total_requests")).sum());
     if apis.is_some() && api_sum != total {
-        report(
-            "apis".into(),
-            format!("the apis' total_requests add up to {api_sum}, total_requests is {total}"),
-        );
+        report("apis".into(), format!("the apis' total_requests add up to {api_sum}, total_requests is {total}"));
     }
     for (name, api) in apis.into_iter().flatten() {
         let models = api.get("models").and_then(Value::as_object);
         let sum: u64 = models.map_or(0, |m| m.values().map(|m| n(m, "total_requests")).sum());
         if sum != n(api, "total_requests") {
-            report(
-                format!("apis.{name}.total_requests"),
-                format!("its models add up to {sum}"),
-            );
+            report(format!("apis.{name}.total_requests"), format!("its models add up to {sum}"));
         }
     }
     for s in SERIES.iter().filter(|s| s.starts_with("requests")) {
         if let Some(m) = root.get(*s).and_then(Value::as_object) {
             let sum: u64 = m.values().filter_map(Value::as_u64).sum();
             if sum != total {
-                report(
-                    (*s).into(),
-                    format!("buckets add up to {sum}, total_requests is {total}"),
-                );
+                report((*s).into(), format!("buckets add up to {sum}, total_requests is {total}"));
             }
         }
     }

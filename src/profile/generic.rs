@@ -2,7 +2,7 @@
 //! name by the engine (counters, times, keyed arrays, ordered unions, 3-way scalars).
 
 use super::Profile;
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub static GENERIC: Profile = Profile {
     name: "generic",
@@ -16,5 +16,5 @@ pub static GENERIC: Profile = Profile {
     strict: false,
     empty: || json!({}),
     apply: None,
-    invariants: |_: &Value, _: &mut dyn FnMut(String, String)| {},
+    invariants: |_, _| {},
 };

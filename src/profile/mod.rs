@@ -33,18 +33,10 @@ pub enum Kind {
     Map,
     /// An array of `{label, value}` objects: union by label, values are counters, written
     /// in label order, optionally only the newest `keep` labels.
-    Series {
-        label: &'static str,
-        value: &'static str,
-        keep: Option<usize>,
-    },
+    Series { label: &'static str, value: &'static str, keep: Option<usize> },
     /// An array of objects keyed by `key`: of two versions of an entry the one with the
     /// later `by` wins, and the arrays under `union` are united.
-    LatestEntry {
-        key: &'static str,
-        by: &'static str,
-        union: &'static str,
-    },
+    LatestEntry { key: &'static str, by: &'static str, union: &'static str },
     /// Where the profile's records live; filled by the record engine.
     Records,
     /// Recomputed from the merged records by the profile's `finish` hook.
@@ -72,10 +64,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, expected: &'static str) -> Self {
-        FieldError {
-            field: field.into(),
-            expected,
-        }
+        FieldError { field: field.into(), expected }
     }
 }
 
@@ -98,8 +87,7 @@ pub struct RecordSpec {
     /// The record's identity; two records with the same identity are one record.
     pub identity: fn(captures: &[String], record: &Value) -> Result<String, FieldError>,
     /// What the record adds to the counters.
-    pub contribute:
-        fn(captures: &[String], record: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError>,
+    pub contribute: fn(captures: &[String], record: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError>,
     /// When the record happened: output order, and which records are newest.
     pub time: fn(record: &Value) -> Option<Instant>,
     /// True when `contribute` reads only identity fields, so two records with one identity
@@ -109,6 +97,15 @@ pub struct RecordSpec {
     pub keep_newest: fn(root: &Value) -> Option<usize>,
 }
 
+/// Recomputes derived values of a merged document.
+pub type Finish = fn(&mut Value) -> Result<(), FieldError>;
+/// Applies one event to a document.
+pub type Apply = fn(&mut Value, &Event) -> Result<(), FieldError>;
+/// A test on a whole document.
+pub type DocTest = fn(&Value) -> bool;
+/// Reports `(path, message)` of a broken invariant.
+pub type Report<'a> = dyn FnMut(String, String) + 'a;
+
 /// One usage-file format.
 pub struct Profile {
     pub name: &'static str,
@@ -117,20 +114,20 @@ pub struct Profile {
     pub detect: fn(&Value) -> bool,
     /// Key of an envelope around the document proper (`usage` for CLIProxyAPI exports),
     /// and a test telling whether a document is enveloped.
-    pub envelope: Option<(&'static str, fn(&Value) -> bool)>,
+    pub envelope: Option<(&'static str, DocTest)>,
     pub envelope_rules: &'static [Rule],
     pub rules: &'static [Rule],
     pub records: Option<RecordSpec>,
     /// Recomputes `Kind::Derived` values once the records are merged.
-    pub finish: Option<fn(&mut Value) -> Result<(), FieldError>>,
+    pub finish: Option<Finish>,
     /// Strict profiles reject values of the wrong type; `generic` merges them 3-way.
     pub strict: bool,
     /// The empty document, as `record` creates it.
     pub empty: fn() -> Value,
     /// Applies one usage event (the write path); `None` when the format has no events.
-    pub apply: Option<fn(&mut Value, &Event) -> Result<(), FieldError>>,
+    pub apply: Option<Apply>,
     /// Invariants beyond "every counter covers its records", for `check`.
-    pub invariants: fn(&Value, &mut dyn FnMut(String, String)),
+    pub invariants: for<'a, 'b> fn(&'a Value, &'a mut Report<'b>),
 }
 
 impl fmt::Debug for Profile {
@@ -164,10 +161,7 @@ pub fn names() -> Vec<&'static str> {
 /// else `generic`.
 pub fn detect(docs: &[Option<&Value>]) -> &'static Profile {
     for doc in docs.iter().flatten() {
-        if let Some(p) = all()
-            .into_iter()
-            .find(|p| p.name != "generic" && (p.detect)(doc))
-        {
+        if let Some(p) = all().into_iter().find(|p| p.name != "generic" && (p.detect)(doc)) {
             return p;
         }
     }
@@ -183,9 +177,7 @@ pub fn generic() -> &'static Profile {
 pub(crate) fn u64_field(v: &Value, field: &str) -> Result<u64, FieldError> {
     match v.get(field) {
         None | Some(Value::Null) => Ok(0),
-        Some(x) => x
-            .as_u64()
-            .ok_or_else(|| FieldError::new(field, "a non-negative integer")),
+        Some(x) => x.as_u64().ok_or_else(|| FieldError::new(field, "a non-negative integer")),
     }
 }
 
@@ -200,15 +192,12 @@ pub(crate) fn str_field<'a>(v: &'a Value, field: &str) -> Result<&'a str, FieldE
 /// RFC 3339 text or epoch milliseconds, as an instant.
 pub(crate) fn parse_instant(v: &Value) -> Option<Instant> {
     match v {
-        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| (t.timestamp(), t.timestamp_subsec_nanos())),
+        Value::String(s) => {
+            chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| (t.timestamp(), t.timestamp_subsec_nanos()))
+        }
         Value::Number(n) => {
             let ms = n.as_i64()?;
-            Some((
-                ms.div_euclid(1000),
-                (ms.rem_euclid(1000) * 1_000_000) as u32,
-            ))
+            Some((ms.div_euclid(1000), (ms.rem_euclid(1000) * 1_000_000) as u32))
         }
         _ => None,
     }
@@ -222,21 +211,16 @@ pub(crate) fn day_and_hour(ts: &str) -> Option<(String, String)> {
 
 pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
     let map = v.as_object_mut().expect("profile documents are objects");
-    map.entry(key.to_string())
-        .or_insert_with(|| Value::Object(Default::default()))
+    map.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()))
 }
 
 pub(crate) fn add_u64(v: &mut Value, key: &str, n: u64) -> Result<(), FieldError> {
     let map = v.as_object_mut().expect("profile documents are objects");
     let cur = match map.get(key) {
         None | Some(Value::Null) => 0,
-        Some(x) => x
-            .as_u64()
-            .ok_or_else(|| FieldError::new(key, "a non-negative integer"))?,
+        Some(x) => x.as_u64().ok_or_else(|| FieldError::new(key, "a non-negative integer"))?,
     };
-    let sum = cur
-        .checked_add(n)
-        .ok_or_else(|| FieldError::new(key, "a counter that fits 64 bits"))?;
+    let sum = cur.checked_add(n).ok_or_else(|| FieldError::new(key, "a counter that fits 64 bits"))?;
     map.insert(key.to_string(), Value::from(sum));
     Ok(())
 }

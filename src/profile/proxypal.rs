@@ -2,8 +2,7 @@
 //! never trimmed, and `history.json`, the last 500 requests with running totals.
 
 use super::{
-    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, FieldError, Kind,
-    Profile, RecordSpec, Rule,
+    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, FieldError, Kind, Profile, RecordSpec, Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
@@ -15,38 +14,10 @@ pub const HOURS_KEPT: usize = 168;
 static AGGREGATE_RULES: &[Rule] = &[
     rule(&["createdAt"], Kind::Earlier),
     rule(&["totalCostUsd"], Kind::Counter),
-    rule(
-        &["requestsByDay"],
-        Kind::Series {
-            label: "label",
-            value: "value",
-            keep: None,
-        },
-    ),
-    rule(
-        &["tokensByDay"],
-        Kind::Series {
-            label: "label",
-            value: "value",
-            keep: None,
-        },
-    ),
-    rule(
-        &["requestsByHour"],
-        Kind::Series {
-            label: "label",
-            value: "value",
-            keep: Some(HOURS_KEPT),
-        },
-    ),
-    rule(
-        &["tokensByHour"],
-        Kind::Series {
-            label: "label",
-            value: "value",
-            keep: Some(HOURS_KEPT),
-        },
-    ),
+    rule(&["requestsByDay"], Kind::Series { label: "label", value: "value", keep: None }),
+    rule(&["tokensByDay"], Kind::Series { label: "label", value: "value", keep: None }),
+    rule(&["requestsByHour"], Kind::Series { label: "label", value: "value", keep: Some(HOURS_KEPT) }),
+    rule(&["tokensByHour"], Kind::Series { label: "label", value: "value", keep: Some(HOURS_KEPT) }),
     rule(&["modelStats"], Kind::Object),
     rule(&["modelStats", "*"], Kind::Object),
     rule(&["modelStats", "*", "*"], Kind::Counter),
@@ -81,33 +52,16 @@ pub static AGGREGATE: Profile = Profile {
     invariants: aggregate_invariants,
 };
 
-fn series_add(
-    doc: &mut Value,
-    key: &str,
-    label: &str,
-    n: u64,
-    keep: Option<usize>,
-) -> Result<(), FieldError> {
-    let arr = doc
-        .as_object_mut()
-        .expect("object")
-        .entry(key)
-        .or_insert_with(|| json!([]));
+fn series_add(doc: &mut Value, key: &str, label: &str, n: u64, keep: Option<usize>) -> Result<(), FieldError> {
+    let arr = doc.as_object_mut().expect("object").entry(key).or_insert_with(|| json!([]));
     let Value::Array(list) = arr else {
         return Err(FieldError::new(key, "an array"));
     };
-    match list
-        .iter_mut()
-        .find(|e| e.get("label").and_then(Value::as_str) == Some(label))
-    {
+    match list.iter_mut().find(|e| e.get("label").and_then(Value::as_str) == Some(label)) {
         Some(e) => add_u64(e, "value", n)?,
         None => list.push(json!({ "label": label, "value": n })),
     }
-    list.sort_by(|a, b| {
-        a.get("label")
-            .and_then(Value::as_str)
-            .cmp(&b.get("label").and_then(Value::as_str))
-    });
+    list.sort_by(|a, b| a.get("label").and_then(Value::as_str).cmp(&b.get("label").and_then(Value::as_str)));
     if let Some(keep) = keep {
         if list.len() > keep {
             let excess = list.len() - keep;
@@ -120,23 +74,11 @@ fn series_add(
 fn apply_aggregate(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let ok = !e.failed;
     let map = doc.as_object_mut().expect("object");
-    if map
-        .get("createdAt")
-        .and_then(Value::as_i64)
-        .is_none_or(|c| c > e.timestamp_ms())
-    {
+    if map.get("createdAt").and_then(Value::as_i64).is_none_or(|c| c > e.timestamp_ms()) {
         map.insert("createdAt".into(), json!(e.timestamp_ms()));
     }
     add_u64(doc, "totalRequests", 1)?;
-    add_u64(
-        doc,
-        if ok {
-            "totalSuccessCount"
-        } else {
-            "totalFailureCount"
-        },
-        1,
-    )?;
+    add_u64(doc, if ok { "totalSuccessCount" } else { "totalFailureCount" }, 1)?;
     add_u64(doc, "totalTokensIn", e.input_tokens)?;
     add_u64(doc, "totalTokensOut", e.output_tokens)?;
     add_u64(doc, "totalTokensCached", e.cached_tokens)?;
@@ -160,28 +102,16 @@ fn apply_aggregate(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn aggregate_invariants(doc: &Value, report: &mut dyn FnMut(String, String)) {
+fn aggregate_invariants(doc: &Value, report: &mut super::Report<'_>) {
     let n = |k: &str| doc.get(k).and_then(Value::as_u64).unwrap_or(0);
     if n("totalSuccessCount") + n("totalFailureCount") != n("totalRequests") {
-        report(
-            "totalRequests".into(),
-            "totalSuccessCount + totalFailureCount differs from totalRequests".into(),
-        );
+        report("totalRequests".into(), "totalSuccessCount + totalFailureCount differs from totalRequests".into());
     }
     for group in ["modelStats", "providerStats"] {
         if let Some(m) = doc.get(group).and_then(Value::as_object) {
-            let sum: u64 = m
-                .values()
-                .filter_map(|s| s.get("requests").and_then(Value::as_u64))
-                .sum();
+            let sum: u64 = m.values().filter_map(|s| s.get("requests").and_then(Value::as_u64)).sum();
             if sum != n("totalRequests") {
-                report(
-                    group.into(),
-                    format!(
-                        "requests add up to {sum}, totalRequests is {}",
-                        n("totalRequests")
-                    ),
-                );
+                report(group.into(), format!("requests add up to {sum}, totalRequests is {}", n("totalRequests")));
             }
         }
     }
@@ -211,21 +141,11 @@ pub static HISTORY: Profile = Profile {
         identity: |_, r| match r.get("id") {
             Some(Value::String(s)) if !s.is_empty() => Ok(format!("id:{s}")),
             Some(Value::Number(n)) => Ok(format!("id:{n}")),
-            _ => Ok(format!(
-                "at:{}:{}",
-                r.get("timestamp").unwrap_or(&Value::Null),
-                str_field(r, "path")?
-            )),
+            _ => Ok(format!("at:{}:{}", r.get("timestamp").unwrap_or(&Value::Null), str_field(r, "path")?)),
         },
         contribute: |_, r, emit| {
-            emit(
-                &["totalTokensIn"],
-                Num::Int(i128::from(u64_field(r, "tokensIn")?)),
-            );
-            emit(
-                &["totalTokensOut"],
-                Num::Int(i128::from(u64_field(r, "tokensOut")?)),
-            );
+            emit(&["totalTokensIn"], Num::Int(i128::from(u64_field(r, "tokensIn")?)));
+            emit(&["totalTokensOut"], Num::Int(i128::from(u64_field(r, "tokensOut")?)));
             Ok(())
         },
         time: |r| r.get("timestamp").and_then(parse_instant),
@@ -240,25 +160,14 @@ pub static HISTORY: Profile = Profile {
 };
 
 fn apply_history(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
-    let id = e.id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            e.device,
-            e.timestamp.timestamp_nanos_opt().unwrap_or_default()
-        )
-    });
-    let list = doc
-        .as_object_mut()
-        .expect("object")
-        .entry("requests")
-        .or_insert_with(|| json!([]));
+    let id =
+        e.id.clone()
+            .unwrap_or_else(|| format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()));
+    let list = doc.as_object_mut().expect("object").entry("requests").or_insert_with(|| json!([]));
     let Value::Array(list) = list else {
         return Err(FieldError::new("requests", "an array"));
     };
-    if list
-        .iter()
-        .any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str()))
-    {
+    if list.iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str())) {
         return Ok(());
     }
     list.push(json!({

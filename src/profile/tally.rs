@@ -4,8 +4,8 @@
 //! The counters are record-backed, so trimming `recent` never changes a total.
 
 use super::{
-    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError, Kind,
-    Profile, RecordSpec, Rule,
+    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError, Kind, Profile, RecordSpec,
+    Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
@@ -51,11 +51,7 @@ static RULES: &[Rule] = &[
 pub static TALLY: Profile = Profile {
     name: "tally",
     description: "git-tally's native format (per-day counters by device, provider and model)",
-    detect: |v| {
-        v.get("format")
-            .and_then(Value::as_str)
-            .is_some_and(|f| f.starts_with("git-tally/"))
-    },
+    detect: |v| v.get("format").and_then(Value::as_str).is_some_and(|f| f.starts_with("git-tally/")),
     envelope: None,
     envelope_rules: &[],
     rules: RULES,
@@ -68,13 +64,7 @@ pub static TALLY: Profile = Profile {
         contribute,
         time: |r| r.get("timestamp").and_then(parse_instant),
         contribution_by_identity: false,
-        keep_newest: |root| {
-            Some(
-                root.get("recent_limit")
-                    .and_then(Value::as_u64)
-                    .map_or(RECENT_LIMIT, |n| n as usize),
-            )
-        },
+        keep_newest: |root| Some(root.get("recent_limit").and_then(Value::as_u64).map_or(RECENT_LIMIT, |n| n as usize)),
     }),
     finish: None,
     strict: true,
@@ -84,19 +74,8 @@ pub static TALLY: Profile = Profile {
 };
 
 fn empty() -> Value {
-    let zero: serde_json::Map<String, Value> = COUNTERS
-        .iter()
-        .map(|k| {
-            (
-                k.to_string(),
-                if *k == "cost_usd" {
-                    json!(0.0)
-                } else {
-                    json!(0)
-                },
-            )
-        })
-        .collect();
+    let zero: serde_json::Map<String, Value> =
+        COUNTERS.iter().map(|k| (k.to_string(), if *k == "cost_usd" { json!(0.0) } else { json!(0) })).collect();
     json!({
         "format": NATIVE_FORMAT,
         "recent_limit": RECENT_LIMIT,
@@ -115,10 +94,8 @@ fn amounts(r: &Value) -> Result<[Num; 8], FieldError> {
         Some(_) => return Err(FieldError::new("failed", "true or false")),
     };
     let int = |f: &str| u64_field(r, f).map(|n| Num::Int(i128::from(n)));
-    let cost = r.get("cost_usd").map_or(Ok(0.0), |c| {
-        c.as_f64()
-            .ok_or_else(|| FieldError::new("cost_usd", "a number"))
-    })?;
+    let cost =
+        r.get("cost_usd").map_or(Ok(0.0), |c| c.as_f64().ok_or_else(|| FieldError::new("cost_usd", "a number")))?;
     Ok([
         Num::Int(1),
         Num::Int(failed as i128),
@@ -137,15 +114,7 @@ fn cell(r: &Value) -> Result<[String; 4], FieldError> {
         .map_err(|_| FieldError::new("timestamp", "an RFC 3339 timestamp"))?
         .format("%Y-%m-%d")
         .to_string();
-    let name = |f: &str| {
-        str_field(r, f).map(|s| {
-            if s.is_empty() {
-                "unknown".to_string()
-            } else {
-                s.to_string()
-            }
-        })
-    };
+    let name = |f: &str| str_field(r, f).map(|s| if s.is_empty() { "unknown".to_string() } else { s.to_string() });
     Ok([day, name("device")?, name("provider")?, name("model")?])
 }
 
@@ -190,17 +159,10 @@ pub fn record_of(e: &Event, id: &str) -> Value {
 fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let id = match &e.id {
         Some(id) => id.clone(),
-        None => format!(
-            "{}-{}",
-            e.device,
-            e.timestamp.timestamp_nanos_opt().unwrap_or_default()
-        ),
+        None => format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()),
     };
     let seen = doc.get("recent").and_then(Value::as_array);
-    if seen.is_some_and(|l| {
-        l.iter()
-            .any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str()))
-    }) {
+    if seen.is_some_and(|l| l.iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str()))) {
         return Ok(()); // a retried event counts once
     }
     let rec = record_of(e, &id);
@@ -209,19 +171,7 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let ts = e.timestamp_text();
     let map = doc.as_object_mut().expect("native documents are objects");
     map.entry("format").or_insert_with(|| json!(NATIVE_FORMAT));
-    let later = |old: Option<&Value>, keep_earlier: bool| match old.and_then(parse_instant) {
-        Some(t)
-            if (t
-                <= (
-                    e.timestamp.timestamp(),
-                    e.timestamp.timestamp_subsec_nanos(),
-                ))
-                == keep_earlier =>
-        {
-            false
-        }
-        _ => true,
-    };
+    let later = |old: Option<&Value>, keep_earlier: bool| !matches!(old.and_then(parse_instant), Some(t) if (t <= (e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos())) == keep_earlier);
     if later(map.get("created_at"), true) {
         map.insert("created_at".into(), json!(ts));
     }
@@ -239,13 +189,7 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         Ok(())
     };
     bump(totals)?;
-    let cell = obj_mut(
-        obj_mut(
-            obj_mut(obj_mut(obj_mut(doc, "days"), &day), &device),
-            &provider,
-        ),
-        &model,
-    );
+    let cell = obj_mut(obj_mut(obj_mut(obj_mut(obj_mut(doc, "days"), &day), &device), &provider), &model);
     bump(cell)?;
     let dev = obj_mut(obj_mut(doc, "devices"), &device);
     if later(dev.get("first_seen"), true) {
@@ -254,15 +198,8 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     if later(dev.get("last_seen"), false) {
         dev["last_seen"] = json!(ts);
     }
-    let limit = doc
-        .get("recent_limit")
-        .and_then(Value::as_u64)
-        .map_or(RECENT_LIMIT, |n| n as usize);
-    let recent = doc
-        .as_object_mut()
-        .expect("object")
-        .entry("recent")
-        .or_insert_with(|| json!([]));
+    let limit = doc.get("recent_limit").and_then(Value::as_u64).map_or(RECENT_LIMIT, |n| n as usize);
+    let recent = doc.as_object_mut().expect("object").entry("recent").or_insert_with(|| json!([]));
     let Value::Array(list) = recent else {
         return Err(FieldError::new("recent", "an array"));
     };
@@ -275,7 +212,7 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn invariants(doc: &Value, report: &mut dyn FnMut(String, String)) {
+fn invariants(doc: &Value, report: &mut super::Report<'_>) {
     let Some(days) = doc.get("days").and_then(Value::as_object) else {
         return;
     };
@@ -290,16 +227,9 @@ fn invariants(doc: &Value, report: &mut dyn FnMut(String, String)) {
                 }
             }
         }
-        let total = doc
-            .get("totals")
-            .and_then(|t| t.get(k))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
+        let total = doc.get("totals").and_then(|t| t.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
         if (sum - total).abs() > 1e-6 * total.abs().max(1.0) {
-            report(
-                format!("totals.{k}"),
-                format!("the days add up to {sum}, the total is {total}"),
-            );
+            report(format!("totals.{k}"), format!("the days add up to {sum}, the total is {total}"));
         }
     }
 }

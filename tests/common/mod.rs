@@ -1,0 +1,130 @@
+//! A hermetic environment for driving the real binary and real git: cleared environment
+//! but PATH (with the binary's directory first), a temporary HOME and global config,
+//! no system config, fixed author and dates. Helpers panic with the command and stderr.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_git-tally"))
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(tmp.path().join("home")).unwrap();
+        std::fs::write(tmp.path().join("home/.gitconfig"), "").unwrap();
+        Env { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.tmp.path().join("home")
+    }
+
+    fn apply(&self, c: &mut Command) {
+        let bin_dir = bin().parent().unwrap().to_path_buf();
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        c.env_clear()
+            .env("PATH", path)
+            .env("HOME", self.home())
+            .env("GIT_CONFIG_GLOBAL", self.home().join(".gitconfig"))
+            .env("GIT_CONFIG_SYSTEM", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.com")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.com")
+            .env("GIT_AUTHOR_DATE", "2026-11-01T12:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-11-01T12:00:00Z")
+            .env("LANG", "C");
+    }
+
+    /// git in `dir`; panics with the command line and stderr on failure.
+    pub fn git(&self, dir: &Path, args: &[&str]) -> String {
+        let out = self.git_output(dir, args);
+        if !out.status.success() {
+            panic!(
+                "git {} failed in {}: {}\n{}",
+                args.join(" "),
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn git_output(&self, dir: &Path, args: &[&str]) -> Output {
+        let mut c = Command::new("git");
+        c.arg("-C").arg(dir).args(args);
+        self.apply(&mut c);
+        c.output().expect("run git")
+    }
+
+    /// The git-tally binary, as assert_cmd runs it, in this environment.
+    pub fn tally(&self, dir: &Path) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::new(bin());
+        c.current_dir(dir);
+        let mut std = Command::new("true");
+        self.apply(&mut std);
+        c.env_clear();
+        for (k, v) in std.get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        c
+    }
+
+    /// A new repository with one commit on `main`.
+    pub fn repo(&self, name: &str) -> PathBuf {
+        let dir = self.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        self.git(&dir, &["init", "-q", "-b", "main"]);
+        self.git(&dir, &["config", "commit.gpgsign", "false"]);
+        std::fs::write(dir.join("README"), "usage ledger\n").unwrap();
+        self.git(&dir, &["add", "README"]);
+        self.commit(&dir, "init");
+        dir
+    }
+
+    pub fn commit(&self, dir: &Path, msg: &str) {
+        self.git(dir, &["commit", "-q", "--no-gpg-sign", "-m", msg]);
+    }
+
+    /// Writes `path` in the repo and commits it.
+    pub fn commit_file(&self, dir: &Path, path: &str, bytes: &[u8], msg: &str) {
+        let full = dir.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(&full, bytes).unwrap();
+        self.git(dir, &["add", path]);
+        self.commit(dir, msg);
+    }
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    git_tally::json::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A readable line diff of two texts, for assertion messages.
+pub fn diff(expected: &str, actual: &str) -> String {
+    similar::TextDiff::from_lines(expected, actual)
+        .unified_diff()
+        .context_radius(3)
+        .header("expected", "actual")
+        .to_string()
+}
+
+pub fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap()
+}
