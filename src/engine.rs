@@ -1013,3 +1013,19 @@ pub fn check(profile: &Profile, doc: &Value) -> Result<Vec<Finding>, MergeError>
     (profile.invariants)(doc, &mut |path, message| findings.push(Finding { path: format!("$.{path}"), message }));
     Ok(findings)
 }
+
+/// The identities of a document's records (for tests and reports); empty for profiles
+/// without records.
+pub fn record_ids(profile: &Profile, doc: &Value) -> Result<HashSet<String>, MergeError> {
+    let Some(spec) = &profile.records else { return Ok(HashSet::new()) };
+    let mut copy = doc.clone();
+    let env = profile.envelope.filter(|(_, is_env)| is_env(doc)).map(|(k, _)| k);
+    let root: Path = env.map(|k| vec![Seg::Key(k.to_string())]).unwrap_or_default();
+    let mut containers = Containers::default();
+    let Some(r) = at_path_mut(&mut copy, &root) else { return Ok(HashSet::new()) };
+    let recs = take_records(r, spec, Side::Ours, &root, &mut containers)?;
+    Ok(recs
+        .into_keys()
+        .map(|(c, id)| format!("{}\u{1e}{id}", containers.captures[c as usize].join("\u{1f}")))
+        .collect())
+}

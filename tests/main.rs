@@ -4,3 +4,4 @@ mod cases;
 mod common;
 mod failing;
 mod git;
+mod props;
