@@ -10,14 +10,16 @@ use std::fmt;
 pub struct Layout {
     pub bom: bool,
     pub crlf: bool,
-    /// `None` writes compact JSON on one line.
+    /// `None` writes JSON on one line.
     pub indent: Option<String>,
+    /// On one line: `{"a": 1, "b": 2}` (Python's default) rather than `{"a":1,"b":2}`.
+    pub spaced: bool,
     pub trailing_newline: bool,
 }
 
 impl Default for Layout {
     fn default() -> Self {
-        Layout { bom: false, crlf: false, indent: Some("  ".into()), trailing_newline: true }
+        Layout { bom: false, crlf: false, indent: Some("  ".into()), spaced: false, trailing_newline: true }
     }
 }
 
@@ -32,13 +34,14 @@ impl Layout {
         let trailing_newline = body[trimmed_end..].contains(&b'\n');
         let content = &body[..trimmed_end];
         let Some(nl) = content.iter().position(|&b| b == b'\n') else {
-            return Layout { bom, crlf: false, indent: None, trailing_newline };
+            let spaced = content.windows(3).find(|w| w[0] == b'"' && w[1] == b':').is_some_and(|w| w[2] == b' ');
+            return Layout { bom, crlf: false, indent: None, spaced, trailing_newline };
         };
         let crlf = nl > 0 && content[nl - 1] == b'\r';
         let indent: String =
             content[nl + 1..].iter().take_while(|&&b| b == b' ' || b == b'\t').map(|&b| b as char).collect();
         let indent = if indent.is_empty() { "  ".to_string() } else { indent };
-        Layout { bom, crlf, indent: Some(indent), trailing_newline }
+        Layout { bom, crlf, indent: Some(indent), spaced: false, trailing_newline }
     }
 
     /// Serialises `value` in this layout.
@@ -51,6 +54,10 @@ impl Layout {
             Some(indent) => {
                 let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
                 let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+                serde::Serialize::serialize(value, &mut ser).expect("writing JSON to memory cannot fail");
+            }
+            None if self.spaced => {
+                let mut ser = serde_json::Serializer::with_formatter(&mut out, Spaced);
                 serde::Serialize::serialize(value, &mut ser).expect("writing JSON to memory cannot fail");
             }
             None => serde_json::to_writer(&mut out, value).expect("writing JSON to memory cannot fail"),
@@ -71,6 +78,57 @@ impl Layout {
         }
         out
     }
+}
+
+/// One-line JSON with a space after `:` and `,`.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// A whole-file conflict (diff3 style) for inputs that cannot be merged semantically:
+/// both sides and the base stay complete, for a person to resolve.
+pub fn whole_file_conflict(base: &[u8], ours: &[u8], theirs: &[u8], labels: [&str; 3], marker_size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(base.len() + ours.len() + theirs.len() + 256);
+    let mut section = |marker: u8, label: &str, body: &[u8]| {
+        out.extend(std::iter::repeat_n(marker, marker_size));
+        if !label.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.push(b'\n');
+        out.extend_from_slice(body);
+        if !body.is_empty() && !body.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    };
+    section(b'<', labels[1], ours);
+    section(b'|', labels[0], base);
+    section(b'=', "", theirs);
+    out.extend(std::iter::repeat_n(b'>', marker_size));
+    out.push(b' ');
+    out.extend_from_slice(labels[2].as_bytes());
+    out.push(b'\n');
+    out
 }
 
 /// What is wrong with an input file.
@@ -176,6 +234,18 @@ mod tests {
         let text = br#"{"a":1,"b":{"c":[1,2]}}"#;
         let layout = Layout::detect(text);
         assert_eq!(layout.write(&parse(text).unwrap()), text);
+    }
+
+    #[test]
+    fn one_line_python_style_keeps_its_spaces() {
+        let text = b"{\"a\": 1, \"b\": [1, 2]}\n";
+        assert_eq!(Layout::detect(text).write(&parse(text).unwrap()), text);
+    }
+
+    #[test]
+    fn whole_file_conflict_keeps_everything() {
+        let c = whole_file_conflict(b"b\n", b"o", b"t\n", ["base", "ours", "theirs"], 7);
+        assert_eq!(c, b"<<<<<<< ours\no\n||||||| base\nb\n=======\nt\n>>>>>>> theirs\n");
     }
 
     #[test]

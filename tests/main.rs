@@ -1,5 +1,6 @@
 //! Integration tests: one binary (see Cargo.toml), one module per area.
 
+mod badinput;
 mod cases;
 mod common;
 mod failing;

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::exit;
 use crate::fsutil::write_atomic;
 use crate::git::{self, Git};
+use crate::json;
 use crate::merge::merge_bytes;
 use crate::profile::{self, Profile};
 use std::path::Path;
@@ -23,9 +24,9 @@ pub fn run(dir: &Path, args: &MergeArgs) -> Result<i32> {
         args.ours_label.as_deref().unwrap_or("ours"),
         args.theirs_label.as_deref().unwrap_or("theirs"),
     ];
-    let text_merge = |why: &str| -> Result<i32> {
-        let (text, _) = git::merge_file(dir, &base, &ours, &theirs, labels, args.marker_size)?;
-        write_atomic(&args.ours, &text)?;
+    // A line merge of broken JSON could quietly apply a truncation: keep every side whole.
+    let whole_file = |why: &str| -> Result<i32> {
+        write_atomic(&args.ours, &json::whole_file_conflict(&base, &ours, &theirs, labels, args.marker_size))?;
         eprintln!("git-tally: {name}: {why}");
         Ok(exit::CONFLICT)
     };
@@ -58,8 +59,8 @@ pub fn run(dir: &Path, args: &MergeArgs) -> Result<i32> {
             eprintln!("  resolve the markers in {name}, then `git tally check {name}` and `git add {name}`");
             Ok(exit::CONFLICT)
         }
-        Err(f) => text_merge(&format!(
-            "cannot merge semantically: {f}\n  fell back to git's line merge: resolve the markers, then `git tally check {name}`"
+        Err(f) => whole_file(&format!(
+            "cannot merge semantically: {f}\n  left ours, base and theirs whole between conflict markers: resolve them, then `git tally check {name}`"
         )),
     }
 }
