@@ -44,6 +44,17 @@ impl Layout {
         Layout { bom, crlf, indent: Some(indent), spaced: false, trailing_newline }
     }
 
+    /// Whether a record written in this layout can be copied into `other` as it is.
+    pub fn same_records(&self, other: &Layout) -> bool {
+        self.indent == other.indent && self.crlf == other.crlf && self.spaced == other.spaced
+    }
+
+    /// `value` in this layout's style, without BOM, final newline or CRLF.
+    pub fn write_bare(&self, value: &Value) -> String {
+        let layout = Layout { bom: false, crlf: false, trailing_newline: false, ..self.clone() };
+        String::from_utf8(layout.write(value)).expect("serde_json writes UTF-8")
+    }
+
     /// Serialises `value` in this layout.
     pub fn write(&self, value: &Value) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
@@ -177,7 +188,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Problem> {
     }
 }
 
-fn strip_position(msg: &str) -> String {
+pub(crate) fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),

@@ -3,8 +3,8 @@
 //! it also renders the base and theirs variants so that a line-based 3-way merge of the
 //! three texts puts markers around the conflicting lines only.
 
-use crate::engine::{self, remove_path, set_path, Conflict, MergeError, Side};
-use crate::json::{self, Layout, Problem};
+use crate::engine::{self, remove_path, set_path, Conflict, Input, MergeError, Side};
+use crate::json::Problem;
 use crate::profile::{self, Profile};
 use serde_json::Value;
 
@@ -29,12 +29,16 @@ pub enum Failure {
 }
 
 /// Parses one side; an empty base is the empty document (add/add), an empty side is not.
-fn parse_side(bytes: &[u8], side: Side) -> Result<Option<Value>, Failure> {
-    match json::parse(bytes) {
+fn parse_side<'a>(bytes: &'a [u8], side: Side, profile: Option<&Profile>) -> Result<Option<Input<'a>>, Failure> {
+    match Input::parse(bytes, profile) {
         Ok(v) => Ok(Some(v)),
         Err(Problem::Empty) if side == Side::Base => Ok(None),
         Err(problem) => Err(Failure::Input { side, problem }),
     }
+}
+
+fn skeleton<'i>(input: &'i Option<Input<'_>>) -> Option<&'i Value> {
+    input.as_ref().map(|i| &i.skeleton)
 }
 
 /// Merges three texts. `profile` overrides detection.
@@ -44,23 +48,22 @@ pub fn merge_bytes(
     ours: &[u8],
     theirs: &[u8],
 ) -> Result<Merged, Failure> {
-    let o = parse_side(base, Side::Base)?;
-    let a = parse_side(ours, Side::Ours)?;
-    let b = parse_side(theirs, Side::Theirs)?;
-    let profile = profile.unwrap_or_else(|| profile::detect(&[a.as_ref(), b.as_ref(), o.as_ref()]));
-    let layout = Layout::detect(ours);
-    let outcome = engine::merge(profile, o, a, b)?;
-    let output = layout.write(&outcome.value);
+    let o = parse_side(base, Side::Base, profile)?;
+    let a = parse_side(ours, Side::Ours, profile)?;
+    let b = parse_side(theirs, Side::Theirs, profile)?;
+    let profile = profile.unwrap_or_else(|| profile::detect(&[skeleton(&a), skeleton(&b), skeleton(&o)]));
+    let outcome = engine::merge(profile, [o, a, b])?;
+    let output = outcome.render();
     let variants = (!outcome.conflicts.is_empty()).then(|| {
         let variant = |pick: fn(&Conflict) -> &Option<Value>| {
-            let mut v = outcome.value.clone();
+            let mut v = outcome.skeleton.clone();
             for c in &outcome.conflicts {
                 match pick(c) {
                     Some(x) => set_path(&mut v, &c.path, x.clone()),
                     None => remove_path(&mut v, &c.path),
                 }
             }
-            layout.write(&v)
+            outcome.render_with(&v)
         };
         [variant(|c| &c.base), output.clone(), variant(|c| &c.theirs)]
     });

@@ -3,9 +3,10 @@
 //! the records, and a manifest keyed by machine.
 
 use super::Instant;
-use super::{parse_instant, rule, str_field, u64_field, FieldError, Kind, Profile, RecordSpec, Rule};
+use super::{instant_of, parse_instant, read_record, rule, FieldError, Kind, Profile, RecordSpec, Rule};
 use crate::event::Event;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 static USAGE_RULES: &[Rule] = &[
@@ -29,9 +30,15 @@ pub static USAGE: Profile = Profile {
     rules: USAGE_RULES,
     records: Some(RecordSpec {
         container: &["records"],
-        identity: |_, r| Ok(format!("{}\u{1f}{}", str_field(r, "session_id")?, str_field(r, "message_uuid")?)),
+        identity: |_, text| {
+            let r: CcuRecord<'_> = read_record(text)?;
+            let time = r.timestamp.as_deref().and_then(instant_of);
+            Ok((
+                format!("{}\u{1f}{}", r.session_id.as_deref().unwrap_or(""), r.message_uuid.as_deref().unwrap_or("")),
+                time,
+            ))
+        },
         contribute: |_, _, _| Ok(()),
-        time: |r| r.get("timestamp").and_then(parse_instant),
         contribution_by_identity: true,
         keep_newest: |_| None,
     }),
@@ -47,47 +54,70 @@ pub static USAGE: Profile = Profile {
     apply: Some(apply_usage),
     invariants: |doc, report| {
         let mut derived = doc.clone();
-        if derive_statistics(&mut derived).is_ok() && derived.get("statistics") != doc.get("statistics") {
+        if derive_in_place(&mut derived).is_ok() && derived.get("statistics") != doc.get("statistics") {
             let want = derived.get("statistics").cloned().unwrap_or_default();
             report("statistics".into(), format!("does not match the records: expected {want}"));
         }
     },
 };
 
-/// Statistics are a function of the records (sessions are distinct ids, not a sum).
-fn derive_statistics(doc: &mut Value) -> Result<(), FieldError> {
-    let records = doc.get("records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+/// The fields of a record that identity and statistics read.
+#[derive(serde::Deserialize)]
+struct CcuRecord<'a> {
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message_uuid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+/// Statistics and the data range are a function of the records (sessions are distinct
+/// ids, not a sum).
+fn derive_statistics(doc: &mut Value, records: &[&str]) -> Result<(), FieldError> {
     let mut sessions = HashSet::new();
     let mut tokens: u64 = 0;
-    for r in records {
-        sessions.insert(str_field(r, "session_id")?);
+    let mut oldest: Option<(Instant, String)> = None;
+    let mut newest: Option<(Instant, String)> = None;
+    for text in records {
+        let r: CcuRecord<'_> = read_record(text)?;
+        sessions.insert(r.session_id.unwrap_or_default().into_owned());
         tokens = tokens
-            .checked_add(u64_field(r, "total_tokens")?)
+            .checked_add(r.total_tokens.unwrap_or(0))
             .ok_or_else(|| FieldError::new("statistics.total_tokens", "a total that fits 64 bits"))?;
-    }
-    let (n, s) = (records.len(), sessions.len());
-    let times = records.iter().filter_map(|r| r.get("timestamp").map(|t| (parse_instant(t), t)));
-    type Seen<'a> = Option<(Instant, &'a Value)>;
-    let (mut oldest, mut newest): (Seen, Seen) = (None, None);
-    for (t, v) in times {
-        let Some(t) = t else { return Err(FieldError::new("records[].timestamp", "an RFC 3339 timestamp")) };
-        if oldest.is_none_or(|(o, _)| t < o) {
-            oldest = Some((t, v));
-        }
-        if newest.is_none_or(|(n, _)| t > n) {
-            newest = Some((t, v));
+        if let Some(ts) = r.timestamp {
+            let t = instant_of(&ts).ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+            if oldest.as_ref().is_none_or(|(o, _)| t < *o) {
+                oldest = Some((t, ts.to_string()));
+            }
+            if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                newest = Some((t, ts.to_string()));
+            }
         }
     }
-    let range = (!records.is_empty()).then(|| json!({"oldest": oldest.map(|x| x.1), "newest": newest.map(|x| x.1)}));
-    if let (Some(range), Some(map)) = (range, doc.as_object_mut()) {
-        map.insert("data_range".into(), range);
+    let Some(map) = doc.as_object_mut() else { return Ok(()) };
+    if !records.is_empty() {
+        map.insert("data_range".into(), json!({"oldest": oldest.map(|x| x.1), "newest": newest.map(|x| x.1)}));
     }
-    if let Some(Value::Object(stats)) = doc.get_mut("statistics") {
-        stats.insert("total_records".into(), json!(n));
-        stats.insert("total_sessions".into(), json!(s));
+    if let Some(Value::Object(stats)) = map.get_mut("statistics") {
+        stats.insert("total_records".into(), json!(records.len()));
+        stats.insert("total_sessions".into(), json!(sessions.len()));
         stats.insert("total_tokens".into(), json!(tokens));
     }
     Ok(())
+}
+
+/// `derive_statistics` for a whole document (the write path and `check`).
+fn derive_in_place(doc: &mut Value) -> Result<(), FieldError> {
+    let texts: Vec<String> = doc
+        .get("records")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|r| r.to_string()).collect())
+        .unwrap_or_default();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    derive_statistics(doc, &refs)
 }
 
 fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
@@ -131,7 +161,7 @@ fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let stats = map.entry("statistics").or_insert_with(|| json!({}));
     let cost = stats.get("total_cost").and_then(Value::as_f64).unwrap_or(0.0) + e.cost_usd;
     stats["total_cost"] = json!(cost);
-    derive_statistics(doc)
+    derive_in_place(doc)
 }
 
 static MANIFEST_RULES: &[Rule] = &[

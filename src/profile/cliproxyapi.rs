@@ -2,12 +2,14 @@
 //! counter is explained by request details, so merges and file-mode ingestion are exact.
 
 use super::{
-    add_u64, day_and_hour, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError, Kind, Profile,
-    RecordSpec, Rule,
+    add_u64, day_and_hour, instant_of, obj_mut, read_record, rule, str_field, u64_field, Emit, FieldError, Instant,
+    Kind, Profile, RecordSpec, Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 const COUNTERS: [&str; 4] = ["total_requests", "success_count", "failure_count", "total_tokens"];
 const SERIES: [&str; 4] = ["requests_by_day", "tokens_by_day", "requests_by_hour", "tokens_by_hour"];
@@ -49,7 +51,6 @@ pub static CLIPROXYAPI: Profile = Profile {
         container: &["apis", "*", "models", "*", "details"],
         identity,
         contribute,
-        time: |r| r.get("timestamp").and_then(parse_instant),
         contribution_by_identity: true,
         keep_newest: |_| None,
     }),
@@ -81,10 +82,6 @@ fn empty() -> Value {
 }
 
 struct Detail {
-    input: u64,
-    output: u64,
-    reasoning: u64,
-    cached: u64,
     total: u64,
     failed: bool,
 }
@@ -108,26 +105,61 @@ fn read_detail(r: &Value) -> Result<Detail, FieldError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(FieldError::new("failed", "true or false")),
     };
-    Ok(Detail { input, output, reasoning, cached: field("cached_tokens")?, total, failed })
+    field("cached_tokens")?;
+    Ok(Detail { total, failed })
 }
 
-fn identity(caps: &[String], r: &Value) -> Result<String, FieldError> {
-    let d = read_detail(r)?;
-    let ts = r.get("timestamp").ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
-    let (secs, nanos) = parse_instant(ts)
-        .filter(|_| ts.is_string())
-        .ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
-    let auth = match r.get("auth_index") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-        Some(_) => return Err(FieldError::new("auth_index", "a string or an unsigned integer")),
+/// A request detail as stored, read without building a tree (identity runs per record).
+#[derive(serde::Deserialize)]
+struct RawDetail<'a> {
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    auth_index: Option<&'a RawValue>,
+    #[serde(default)]
+    tokens: Option<RawTokens>,
+    #[serde(default)]
+    failed: Option<bool>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct RawTokens {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+fn identity(caps: &[String], text: &str) -> Result<(String, Option<Instant>), FieldError> {
+    let r: RawDetail<'_> = read_record(text)?;
+    let ts = r.timestamp.ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let (secs, nanos) = instant_of(&ts).ok_or_else(|| FieldError::new("timestamp", "an RFC 3339 timestamp"))?;
+    let auth = match r.auth_index.map(RawValue::get) {
+        None | Some("null") => String::new(),
+        Some(a) if a.starts_with('"') => serde_json::from_str::<String>(a).map_err(FieldError::record)?,
+        Some(a) => {
+            a.parse::<u64>().map_err(|_| FieldError::new("auth_index", "a string or an unsigned integer"))?.to_string()
+        }
     };
-    let source = str_field(r, "source")?;
-    Ok(format!(
-        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{source}\u{1f}{auth}\u{1f}{}\u{1f}{}/{}/{}/{}/{}",
-        caps[0], caps[1], d.failed as u8, d.input, d.output, d.reasoning, d.cached, d.total
-    ))
+    let t = r.tokens.unwrap_or_default();
+    let (input, output, reasoning) =
+        (t.input_tokens.unwrap_or(0), t.output_tokens.unwrap_or(0), t.reasoning_tokens.unwrap_or(0));
+    let total = match t.total_tokens {
+        Some(n) => n,
+        None => input.saturating_add(output).saturating_add(reasoning),
+    };
+    let id = format!(
+        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{}\u{1f}{auth}\u{1f}{}\u{1f}{input}/{output}/{reasoning}/{}/{total}",
+        caps[0],
+        caps[1],
+        r.source.as_deref().unwrap_or(""),
+        r.failed.unwrap_or(false) as u8,
+        t.cached_tokens.unwrap_or(0),
+    );
+    Ok((id, Some((secs, nanos))))
 }
 
 fn contribute(caps: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError> {

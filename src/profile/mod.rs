@@ -59,19 +59,43 @@ pub const fn rule(pattern: &'static [&'static str], kind: Kind) -> Rule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
-    pub expected: &'static str,
+    pub expected: String,
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, expected: &'static str) -> Self {
-        FieldError { field: field.into(), expected }
+    pub fn new(field: impl Into<String>, expected: impl Into<String>) -> Self {
+        FieldError { field: field.into(), expected: expected.into() }
+    }
+
+    /// A record that does not parse as the profile's record type.
+    pub fn record(e: serde_json::Error) -> Self {
+        FieldError::new("record", crate::json::strip_position(&e.to_string()))
     }
 }
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}", self.field, self.expected)
+        if self.field == "record" {
+            write!(f, "{}", self.expected)
+        } else {
+            write!(f, "{}: expected {}", self.field, self.expected)
+        }
     }
+}
+
+/// Reads a record's JSON text as `T` (typed, borrowing strings where it can).
+pub(crate) fn read_record<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, FieldError> {
+    serde_json::from_str(text).map_err(FieldError::record)
+}
+
+/// A record's JSON text as a value.
+pub(crate) fn record_value(text: &str) -> Result<Value, FieldError> {
+    read_record(text)
+}
+
+/// An RFC 3339 text as an instant.
+pub(crate) fn instant_of(ts: &str) -> Option<Instant> {
+    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| (t.timestamp(), t.timestamp_subsec_nanos()))
 }
 
 /// A seconds/nanoseconds instant, for ordering records.
@@ -84,12 +108,12 @@ pub type Emit<'a> = dyn FnMut(&[&str], Num) + 'a;
 pub struct RecordSpec {
     /// Path of the arrays holding records; `*` segments are captured (e.g. api, model).
     pub container: &'static [&'static str],
-    /// The record's identity; two records with the same identity are one record.
-    pub identity: fn(captures: &[String], record: &Value) -> Result<String, FieldError>,
+    /// The identity of a record (given as JSON text) and when it happened; two records
+    /// with the same identity are one record. The time orders the output and tells
+    /// which records are the newest.
+    pub identity: Identity,
     /// What the record adds to the counters.
     pub contribute: fn(captures: &[String], record: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError>,
-    /// When the record happened: output order, and which records are newest.
-    pub time: fn(record: &Value) -> Option<Instant>,
     /// True when `contribute` reads only identity fields, so two records with one identity
     /// always contribute the same (saves comparing them).
     pub contribution_by_identity: bool,
@@ -97,8 +121,10 @@ pub struct RecordSpec {
     pub keep_newest: fn(root: &Value) -> Option<usize>,
 }
 
-/// Recomputes derived values of a merged document.
-pub type Finish = fn(&mut Value) -> Result<(), FieldError>;
+/// A record's identity and time, from its captures and JSON text.
+pub type Identity = fn(&[String], &str) -> Result<(String, Option<Instant>), FieldError>;
+/// Recomputes derived values of a merged document from its records (JSON texts).
+pub type Finish = fn(&mut Value, &[&str]) -> Result<(), FieldError>;
 /// Applies one event to a document.
 pub type Apply = fn(&mut Value, &Event) -> Result<(), FieldError>;
 /// A test on a whole document.

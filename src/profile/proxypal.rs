@@ -2,7 +2,8 @@
 //! never trimmed, and `history.json`, the last 500 requests with running totals.
 
 use super::{
-    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, FieldError, Kind, Profile, RecordSpec, Rule,
+    add_f64, add_u64, obj_mut, parse_instant, record_value, rule, str_field, u64_field, FieldError, Kind, Profile,
+    RecordSpec, Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
@@ -138,17 +139,21 @@ pub static HISTORY: Profile = Profile {
     rules: HISTORY_RULES,
     records: Some(RecordSpec {
         container: &["requests"],
-        identity: |_, r| match r.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => Ok(format!("id:{s}")),
-            Some(Value::Number(n)) => Ok(format!("id:{n}")),
-            _ => Ok(format!("at:{}:{}", r.get("timestamp").unwrap_or(&Value::Null), str_field(r, "path")?)),
+        identity: |_, text| {
+            let r = record_value(text)?;
+            let time = r.get("timestamp").and_then(parse_instant);
+            let id = match r.get("id") {
+                Some(Value::String(s)) if !s.is_empty() => format!("id:{s}"),
+                Some(Value::Number(n)) => format!("id:{n}"),
+                _ => format!("at:{}:{}", r.get("timestamp").unwrap_or(&Value::Null), str_field(&r, "path")?),
+            };
+            Ok((id, time))
         },
         contribute: |_, r, emit| {
             emit(&["totalTokensIn"], Num::Int(i128::from(u64_field(r, "tokensIn")?)));
             emit(&["totalTokensOut"], Num::Int(i128::from(u64_field(r, "tokensOut")?)));
             Ok(())
         },
-        time: |r| r.get("timestamp").and_then(parse_instant),
         contribution_by_identity: false,
         keep_newest: |_| Some(HISTORY_LIMIT),
     }),

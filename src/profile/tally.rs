@@ -4,8 +4,8 @@
 //! The counters are record-backed, so trimming `recent` never changes a total.
 
 use super::{
-    add_f64, add_u64, obj_mut, parse_instant, rule, str_field, u64_field, Emit, FieldError, Kind, Profile, RecordSpec,
-    Rule,
+    add_f64, add_u64, obj_mut, parse_instant, record_value, rule, str_field, u64_field, Emit, FieldError, Kind,
+    Profile, RecordSpec, Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
@@ -57,12 +57,14 @@ pub static TALLY: Profile = Profile {
     rules: RULES,
     records: Some(RecordSpec {
         container: &["recent"],
-        identity: |_, r| match r.get("id") {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(FieldError::new("id", "a non-empty string")),
+        identity: |_, text| {
+            let r = record_value(text)?;
+            match r.get("id") {
+                Some(Value::String(s)) if !s.is_empty() => Ok((s.clone(), r.get("timestamp").and_then(parse_instant))),
+                _ => Err(FieldError::new("id", "a non-empty string")),
+            }
         },
         contribute,
-        time: |r| r.get("timestamp").and_then(parse_instant),
         contribution_by_identity: false,
         keep_newest: |root| Some(root.get("recent_limit").and_then(Value::as_u64).map_or(RECENT_LIMIT, |n| n as usize)),
     }),
