@@ -190,3 +190,31 @@ fn a_generic_conflict_marks_only_the_conflicting_lines_and_names_the_path() {
     let want = "{\n<<<<<<<<< ours\n  \"owner\": \"bob\",\n||||||||| base\n  \"owner\": \"ann\",\n=========\n  \"owner\": \"cy\",\n>>>>>>>>> theirs\n  \"requests\": 17,\n  \"tokens\": 150\n}\n";
     assert_eq!(a, want);
 }
+
+/// The real driver on arbitrary bytes and JSON: exit 0 or 1, never a crash (>128), and a
+/// clean exit always leaves valid JSON in %A.
+#[test]
+fn the_driver_binary_never_crashes_on_garbage() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let env = Env::new();
+    let mut runner = TestRunner::new(Config { cases: 40, ..Config::default() });
+    let input = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..200),
+        "[{}\\[\\]\",:0-9a-z ]{0,80}".prop_map(String::into_bytes),
+        Just(b"{\"apis\": {\"k\": {\"models\": {\"m\": {\"details\": [{\"timestamp\": 5}]}}}}}".to_vec()),
+        Just(b"{\"format\": \"git-tally/1\", \"recent\": [{\"id\": 1}]}".to_vec()),
+    ];
+    runner
+        .run(&(input.clone(), input.clone(), input), |(o, a, b)| {
+            let c = case(&o, &a, &b);
+            let (code, err, out) = c.merge();
+            prop_assert!(code == 0 || code == 1, "exit {code}: {err}");
+            if code == 0 {
+                prop_assert!(git_tally::json::parse(out.as_bytes()).is_ok(), "exit 0 with invalid JSON: {out}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    drop(env);
+}

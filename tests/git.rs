@@ -255,3 +255,40 @@ fn doctor_reports_an_unregistered_driver() {
     assert!(stdout.contains("not registered") && stdout.contains("git tally install"), "{stdout}");
     assert!(stdout.contains("usage/usage.json: the merge attribute is unspecified"), "{stdout}");
 }
+
+/// An add/add of a manifest: `backup_retention_days` is a setting for `ccu-manifest` (30)
+/// but a counter for `generic` (30 + 30), so the result shows which profile merged.
+fn add_add_manifest(env: &Env, repo: &Path) -> i64 {
+    let doc = |day: u8| {
+        format!("{{\"version\": \"1.0\", \"last_updated\": \"2026-10-{day:02}T00:00:00Z\", \"backup_retention_days\": 30, \"machines\": []}}\n")
+    };
+    env.git(repo, &["checkout", "-q", "-b", "other"]);
+    env.commit_file(repo, "usage/manifest.json", doc(2).as_bytes(), "b");
+    env.git(repo, &["checkout", "-q", "main"]);
+    env.commit_file(repo, "usage/manifest.json", doc(1).as_bytes(), "a");
+    env.git(repo, &["merge", "-q", "--no-edit", "other"]);
+    read_json(&repo.join("usage/manifest.json"))["backup_retention_days"].as_i64().unwrap()
+}
+
+#[test]
+fn detection_attribute_and_config_pick_the_profile() {
+    let env = Env::new();
+    let repo = env.repo("detected");
+    env.tally(&repo).arg("install").assert().success();
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit(&repo, "attributes");
+    assert_eq!(add_add_manifest(&env, &repo), 30, "detected as ccu-manifest");
+
+    let repo = env.repo("attribute");
+    env.tally(&repo).args(["install", "--profile", "generic"]).assert().success();
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit(&repo, "attributes");
+    assert_eq!(add_add_manifest(&env, &repo), 60, "tally-profile=generic from the attribute");
+
+    let repo = env.repo("config");
+    env.tally(&repo).arg("install").assert().success();
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit(&repo, "attributes");
+    env.git(&repo, &["config", "tally.profile", "generic"]);
+    assert_eq!(add_add_manifest(&env, &repo), 60, "tally.profile=generic from git config");
+}

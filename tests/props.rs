@@ -302,3 +302,42 @@ fn json_value() -> impl Strategy<Value = Value> {
         ]
     })
 }
+
+fn manifest() -> impl Strategy<Value = Value> {
+    let machine =
+        ("[a-d]", 1u8..28, 0u32..500, prop::collection::vec("b[1-4]", 0..3)).prop_map(|(name, day, n, backups)| {
+            json!({"machine_name": name, "last_sync": format!("2026-10-{day:02}T12:00:00Z"), "last_record_date": null,
+               "total_records": n, "current_file": "x.json", "backups": backups})
+        });
+    (prop::collection::vec(machine, 0..5), 1u8..28, 1u32..90).prop_map(|(machines, day, ret)| {
+        let mut seen = HashSet::new();
+        let machines: Vec<Value> =
+            machines.into_iter().filter(|m| seen.insert(m["machine_name"].as_str().unwrap().to_string())).collect();
+        json!({"version": "1.0", "last_updated": format!("2026-10-{day:02}T12:00:00Z"), "machines": machines, "backup_retention_days": ret})
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    /// Manifests: swapping ours and theirs gives the same document and the same
+    /// conflicts; every machine either side lists survives unless a side removed it.
+    #[test]
+    fn ccu_manifest_merges_commute(o in manifest(), a in manifest(), b in manifest()) {
+        let m = p("ccu-manifest");
+        let x = engine::merge_values(m, Some(&o), Some(&a), Some(&b)).unwrap();
+        let y = engine::merge_values(m, Some(&o), Some(&b), Some(&a)).unwrap();
+        if x.1.is_empty() && y.1.is_empty() {
+            prop_assert_eq!(&x.0, &y.0);
+        }
+        let names = |v: &Value| v["machines"].as_array().unwrap().iter().map(|m| m["machine_name"].as_str().unwrap().to_string()).collect::<HashSet<_>>();
+        let (no, na, nb, nx) = (names(&o), names(&a), names(&b), names(&x.0));
+        for n in na.union(&nb) {
+            let removed = no.contains(n) && !(na.contains(n) && nb.contains(n));
+            prop_assert!(removed || nx.contains(n), "machine {} dropped", n);
+        }
+    }
+}
