@@ -193,19 +193,7 @@ fn kill_switch_falls_back_to_the_text_merge() {
     let env = Env::new();
     let p = profile::by_name("cliproxyapi").unwrap();
     let (repo, _) = two_branches(&env, p);
-    let out = std::process::Command::new("git")
-        .args(["-C", repo.to_str().unwrap(), "merge", "--no-edit", "laptop"])
-        .env("GIT_TALLY_MERGE", "0")
-        .env("PATH", format!("{}:{}", crate::common::bin().parent().unwrap().display(), std::env::var("PATH").unwrap()))
-        .env("HOME", env.home())
-        .env("GIT_CONFIG_GLOBAL", env.home().join(".gitconfig"))
-        .env("GIT_CONFIG_SYSTEM", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "T")
-        .env("GIT_AUTHOR_EMAIL", "t@e")
-        .env("GIT_COMMITTER_NAME", "T")
-        .env("GIT_COMMITTER_EMAIL", "t@e")
-        .output()
-        .unwrap();
+    let out = env.git_output_with(&repo, &["merge", "--no-edit", "laptop"], &[("GIT_TALLY_MERGE", "0")]);
     assert_eq!(out.status.code(), Some(1), "the text merge conflicts on counters");
     assert!(std::fs::read_to_string(repo.join(FILE)).unwrap().contains("<<<<<<<"));
 }

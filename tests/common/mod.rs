@@ -64,9 +64,15 @@ impl Env {
     }
 
     pub fn git_output(&self, dir: &Path, args: &[&str]) -> Output {
+        self.git_output_with(dir, args, &[])
+    }
+
+    /// git with extra environment variables.
+    pub fn git_output_with(&self, dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
         let mut c = Command::new("git");
         c.arg("-C").arg(dir).args(args);
         self.apply(&mut c);
+        c.envs(vars.iter().copied());
         c.output().expect("run git")
     }
 
