@@ -32,17 +32,17 @@ pub enum Command {
     /// Validate usage files against their profile.
     Check(CheckArgs),
     /// Apply usage events (JSON lines on stdin, or --event) to the usage file.
-    Record(Later),
+    Record(RecordArgs),
     /// Commit local usage changes, fetch and integrate (pull-before-write).
-    Pull(Later),
+    Pull,
     /// Pull, then push; retry rejected pushes; never force.
-    Sync(Later),
+    Sync,
     /// Pre-shutdown sync: commit locally, then push within a time bound.
-    Flush(Later),
+    Flush(FlushArgs),
     /// Long-running interval and debounced sync; flush on SIGTERM/SIGINT.
     Daemon(Later),
     /// Repository, lock, pending events and driver state.
-    Status(Later),
+    Status(StatusArgs),
     /// Generate or install systemd timer, service and flush units.
     Systemd(Later),
     /// Install or remove the git hooks that keep invalid usage files out of history.
@@ -119,6 +119,27 @@ pub struct CheckArgs {
     /// Use this profile instead of detecting one.
     #[arg(long)]
     pub profile: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// One event as JSON (repeatable); without it, events are read from stdin, one per line.
+    #[arg(long = "event", value_name = "JSON")]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// Give up pushing after this long (default: tally.flushTimeout, 20s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of commands that later work fills in.

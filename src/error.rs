@@ -27,6 +27,10 @@ pub enum Error {
     Failed(String),
     #[error("{0} is not implemented yet")]
     NotImplemented(&'static str),
+    /// The lock is busy, the remote unreachable, a push kept being rejected: retry later;
+    /// nothing was lost (exit 3).
+    #[error("{0}")]
+    Transient(String),
 }
 
 impl Error {
@@ -36,7 +40,7 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Git(_) | Error::Io { .. } => exit::TRANSIENT,
+            Error::Git(_) | Error::Io { .. } | Error::Transient(_) => exit::TRANSIENT,
             Error::Usage(_) | Error::NotImplemented(_) => exit::USAGE,
             Error::Failed(_) => exit::CONFLICT,
         }

@@ -139,6 +139,18 @@ impl Event {
         self.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 
+    /// The event with every field explicit, as the journal stores it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id, "timestamp": self.timestamp_text(), "api": self.api, "provider": self.provider,
+            "model": self.model, "source": self.source, "auth_index": self.auth_index, "status": self.status,
+            "failed": self.failed, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
+            "total_tokens": self.total_tokens, "cost_usd": self.cost_usd, "latency_ms": self.latency_ms,
+            "method": self.method, "path": self.path, "device": self.device,
+        })
+    }
+
     pub fn timestamp_ms(&self) -> i64 {
         self.timestamp.timestamp_millis()
     }
@@ -165,6 +177,14 @@ mod tests {
         assert_eq!(e.latency_ms, Some(7));
         assert_eq!(e.device, "laptop");
         assert_eq!(e.timestamp, now());
+    }
+
+    #[test]
+    fn journal_form_round_trips() {
+        let e =
+            Event::parse(r#"{"id":"x","tokens_in":3,"status":429,"model":"m","cost_usd":0.5}"#, now(), "d").unwrap();
+        let back = Event::parse(&e.to_json().to_string(), now(), "other").unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

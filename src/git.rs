@@ -26,11 +26,33 @@ impl Scope {
 #[derive(Clone, Debug)]
 pub struct Git {
     dir: PathBuf,
+    /// Configuration passed as `-c key=value` to every command.
+    overrides: Vec<String>,
+    /// Extra environment for every command.
+    env: Vec<(String, String)>,
+    /// Commands still running then are killed (a bounded `flush`).
+    deadline: Option<std::time::Instant>,
 }
 
 impl Git {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Git { dir: dir.into() }
+        Git { dir: dir.into(), overrides: Vec::new(), env: Vec::new(), deadline: None }
+    }
+
+    /// The same, with `-c key=value` on every command.
+    pub fn with_config(mut self, key: &str, value: &str) -> Self {
+        self.overrides.push(format!("{key}={value}"));
+        self
+    }
+
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<std::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -39,8 +61,13 @@ impl Git {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("git");
-        c.arg("-C").arg(&self.dir).args(args);
+        c.arg("-C").arg(&self.dir);
+        for o in &self.overrides {
+            c.arg("-c").arg(o);
+        }
+        c.args(args);
         c.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -49,11 +76,40 @@ impl Git {
     }
 
     fn output(&self, args: &[&str]) -> Result<Output, GitError> {
-        self.command(args).output().map_err(|e| GitError {
-            command: self.describe(args),
-            status: None,
-            stderr: format!("could not start git: {e}"),
-        })
+        let fail = |stderr: String| GitError { command: self.describe(args), status: None, stderr };
+        let Some(deadline) = self.deadline else {
+            return self.command(args).output().map_err(|e| fail(format!("could not start git: {e}")));
+        };
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("could not start git: {e}")))?;
+        // Drain the pipes on threads so a chatty git cannot block on a full pipe.
+        let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        let t_out = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut b).map(|_| b)
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut err, &mut b).map(|_| b)
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| fail(e.to_string()))? {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail("timed out".into()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let stdout = t_out.join().ok().and_then(Result::ok).unwrap_or_default();
+        let stderr = t_err.join().ok().and_then(Result::ok).unwrap_or_default();
+        Ok(Output { status, stdout, stderr })
     }
 
     /// Runs git; stdout (trailing newline trimmed) on success, an error with stderr otherwise.

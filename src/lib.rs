@@ -6,15 +6,18 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod fsutil;
 pub mod git;
 pub mod json;
+pub mod lock;
 pub mod merge;
 pub mod num;
 pub mod profile;
+pub mod store;
 
 /// Exit codes (SPEC §9).
 pub mod exit {

@@ -4,6 +4,8 @@ mod check;
 mod doctor;
 mod install;
 mod merge;
+mod status;
+mod sync;
 
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
@@ -25,12 +27,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(crate::exit::OK)
         }
-        Command::Record(_) => Err(Error::NotImplemented("record")),
-        Command::Pull(_) => Err(Error::NotImplemented("pull")),
-        Command::Sync(_) => Err(Error::NotImplemented("sync")),
-        Command::Flush(_) => Err(Error::NotImplemented("flush")),
+        Command::Record(args) => sync::record(&dir, &args),
+        Command::Pull => sync::pull(&dir),
+        Command::Sync => sync::sync(&dir),
+        Command::Flush(args) => sync::flush(&dir, &args),
         Command::Daemon(_) => Err(Error::NotImplemented("daemon")),
-        Command::Status(_) => Err(Error::NotImplemented("status")),
+        Command::Status(args) => status::run(&dir, &args),
         Command::Systemd(_) => Err(Error::NotImplemented("systemd")),
         Command::Hooks(_) => Err(Error::NotImplemented("hooks")),
         Command::Stats(_) => Err(Error::NotImplemented("stats")),

@@ -2,8 +2,8 @@
 //! counter is explained by request details, so merges and file-mode ingestion are exact.
 
 use super::{
-    add_u64, day_and_hour, instant_of, obj_mut, read_record, rule, str_field, u64_field, Emit, FieldError, Instant,
-    Kind, Profile, RecordSpec, Rule,
+    add_u64, day_and_hour, instant_of, obj_mut, parse_instant, read_record, rule, str_field, u64_field, Emit,
+    FieldError, Instant, Kind, Profile, RecordSpec, Rule,
 };
 use crate::event::Event;
 use crate::num::Num;
@@ -215,7 +215,12 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     add_u64(model, "total_requests", 1)?;
     add_u64(model, "total_tokens", total)?;
     match model.as_object_mut().expect("object").entry("details").or_insert_with(|| json!([])) {
-        Value::Array(a) => a.push(detail),
+        // Details stay in time order, as the merge writes them.
+        Value::Array(a) => {
+            let t = (e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos());
+            let at = a.partition_point(|d| d.get("timestamp").and_then(parse_instant).is_some_and(|x| x <= t));
+            a.insert(at, detail);
+        }
         _ => return Err(FieldError::new(format!("apis.{}.models.{}.details", e.api, e.model), "an array")),
     }
     Ok(())

@@ -1,0 +1,649 @@
+//! The write path and sync (SPEC §5, §6): a `Store` is one repository's usage ledger.
+//!
+//! `record` appends events to a journal under `.git/tally/` and fsyncs it, so its cost
+//! does not depend on the size of the usage file. Every command that commits first
+//! folds the journal into the usage file (crash-safe: a marker says which file the fold
+//! produced), commits only the usage paths, fetches, integrates with the merge driver
+//! forced on, and pushes without force, retrying rejected pushes.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::fsutil::write_atomic;
+use crate::git::Git;
+use crate::json::{self, Layout};
+use crate::lock::Lock;
+use crate::profile::{self, Profile};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Fold the journal into the file once it holds this many events, so that reading it
+/// (for duplicate ids) stays cheap however long a machine goes without syncing.
+const AUTO_FOLD: usize = 10_000;
+/// Ids of folded events kept for recognising retried events.
+const SEEN_KEEP: usize = 100_000;
+
+/// One repository's usage ledger.
+pub struct Store {
+    top: PathBuf,
+    state: PathBuf,
+    git: Option<Git>,
+    config: Config,
+}
+
+/// What `record` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub recorded: usize,
+    /// Events whose id was recorded before (a retry): counted once.
+    pub duplicates: usize,
+    pub pulled: bool,
+    /// Why the pull before the write failed, if it did (the events are recorded anyway).
+    pub pull_error: Option<String>,
+}
+
+/// What a `pull`, `sync` or `flush` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    pub folded: usize,
+    pub committed: bool,
+    pub integrated: bool,
+    pub pushed: bool,
+    pub push_retries: u32,
+}
+
+/// The persistent part of the state, in `.git/tally/state.json`.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    pub last_pull: Option<u64>,
+    pub last_sync: Option<u64>,
+    pub last_result: Option<String>,
+    pub uncommitted_events: usize,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// FNV-1a: names journal files after usage paths and fingerprints fold results.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}
+
+impl Store {
+    /// Discovers the repository around `dir` and loads its configuration.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref();
+        let git = Git::new(dir);
+        let config = Config::load(&git)?;
+        Store::open_with(dir, config)
+    }
+
+    /// The test seam: a store with the given configuration.
+    pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let dir = dir.as_ref();
+        let probe = Git::new(dir);
+        let repo = probe.toplevel().ok().zip(probe.git_dir().ok());
+        match (repo, config.enabled) {
+            (Some((top, git_dir)), _) => {
+                let git = config.enabled.then(|| Git::new(&top));
+                Ok(Store { top, state: git_dir.join("tally"), git, config })
+            }
+            (None, false) => Ok(Store { top: dir.to_path_buf(), state: dir.join(".git-tally"), git: None, config }),
+            (None, true) => Err(Error::Usage(format!(
+                "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",
+                dir.display()
+            ))),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn top(&self) -> &Path {
+        &self.top
+    }
+
+    /// The usage file `record` writes (the first configured one).
+    pub fn file(&self) -> PathBuf {
+        self.top.join(&self.config.files[0])
+    }
+
+    fn key(&self, rel: &Path) -> String {
+        format!("{:016x}", fnv(rel.to_string_lossy().as_bytes()))
+    }
+
+    fn journal(&self, rel: &Path) -> PathBuf {
+        self.state.join(format!("journal-{}.jsonl", self.key(rel)))
+    }
+
+    fn lock(&self, what: &str) -> Result<Lock> {
+        Lock::acquire(&self.state, self.config.lock_timeout, what)
+    }
+
+    fn git(&self) -> Result<&Git> {
+        self.git.as_ref().ok_or_else(|| Error::Usage("tally.enabled is false: no git operations".into()))
+    }
+
+    pub fn state(&self) -> State {
+        std::fs::read(self.state.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_state(&self, state: &State) -> Result<()> {
+        std::fs::create_dir_all(&self.state).map_err(|e| Error::io(&self.state, e))?;
+        write_atomic(&self.state.join("state.json"), &serde_json::to_vec_pretty(state).expect("state serialises"))
+    }
+
+    fn profile_for(&self, doc: Option<&Value>) -> Result<&'static Profile> {
+        if let Some(name) = &self.config.profile {
+            return profile::by_name(name)
+                .ok_or_else(|| Error::Usage(format!("git config tally.profile = {name:?}: unknown profile")));
+        }
+        Ok(match doc {
+            Some(d) => profile::detect(&[Some(d)]),
+            None => profile::by_name("tally").expect("the native profile exists"),
+        })
+    }
+
+    /// Records `events` durably; retried events (same id) count once.
+    pub fn record(&self, mut events: Vec<Event>) -> Result<Recorded> {
+        let _lock = self.lock("record")?;
+        let rel = self.config.files[0].clone();
+        self.recover_fold(&rel)?;
+        let mut report = Recorded::default();
+        if let (Some(age), Some(git)) = (self.config.pull_max_age, &self.git) {
+            let last = self.state().last_pull.unwrap_or(0);
+            if now_secs().saturating_sub(last) >= age.as_secs() || age.is_zero() {
+                // The merge is exact, so a failed pull loses nothing: record anyway.
+                match self.pull_locked(git, None) {
+                    Ok(_) => report.pulled = true,
+                    Err(e) => report.pull_error = Some(e.to_string()),
+                }
+            }
+        }
+        let journal = self.journal(&rel);
+        let explicit: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+        let seen = if explicit.is_empty() { HashSet::new() } else { self.seen_ids(&rel)? };
+        let mut batch = HashSet::new();
+        let before = events.len();
+        events.retain(|e| match &e.id {
+            Some(id) => !seen.contains(id) && batch.insert(id.clone()),
+            None => true,
+        });
+        report.duplicates = before - events.len();
+        let nonce = random();
+        let mut text = String::new();
+        for (i, e) in events.iter_mut().enumerate() {
+            if e.id.is_none() {
+                e.id =
+                    Some(format!("{}-{:x}-{nonce:016x}-{i}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or(0)));
+            }
+            text.push_str(&e.to_json().to_string());
+            text.push('\n');
+        }
+        if !text.is_empty() {
+            append_durably(&journal, text.as_bytes())?;
+        }
+        report.recorded = events.len();
+        let pending = count_lines(&journal)?;
+        if !self.config.enabled || self.git.is_none() || pending >= AUTO_FOLD {
+            self.fold_locked(&rel)?;
+        }
+        Ok(report)
+    }
+
+    /// Ids recorded before: pending in the journal, or folded recently.
+    fn seen_ids(&self, rel: &Path) -> Result<HashSet<String>> {
+        let mut ids = HashSet::new();
+        for line in read_lines(&self.journal(rel))? {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if let Some(id) = v.get("id").and_then(Value::as_str) {
+                    ids.insert(id.to_string());
+                }
+            }
+        }
+        for line in read_lines(&self.state.join(format!("seen-{}.ids", self.key(rel))))? {
+            ids.insert(line);
+        }
+        Ok(ids)
+    }
+
+    /// A fold interrupted by a crash: finish it if the file was replaced, else undo it.
+    fn recover_fold(&self, rel: &Path) -> Result<()> {
+        let marker = self.state.join(format!("fold-{}.pending", self.key(rel)));
+        let Ok(bytes) = std::fs::read(&marker) else { return Ok(()) };
+        let want = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["hash"].as_u64());
+        let file = std::fs::read(self.top.join(rel)).unwrap_or_default();
+        if want == Some(fnv(&file)) {
+            self.finish_fold(rel, &read_lines(&self.journal(rel))?)?;
+        }
+        std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))
+    }
+
+    /// Moves the folded journal's ids to the seen list and empties the journal.
+    fn finish_fold(&self, rel: &Path, lines: &[String]) -> Result<()> {
+        let seen = self.state.join(format!("seen-{}.ids", self.key(rel)));
+        let mut ids: Vec<String> = read_lines(&seen)?;
+        ids.extend(lines.iter().filter_map(|l| {
+            serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+        }));
+        if ids.len() > SEEN_KEEP {
+            ids.drain(..ids.len() - SEEN_KEEP);
+        }
+        let mut text = ids.join("\n");
+        text.push('\n');
+        write_atomic(&seen, text.as_bytes())?;
+        let journal = self.journal(rel);
+        if journal.exists() {
+            let f = std::fs::OpenOptions::new().write(true).open(&journal).map_err(|e| Error::io(&journal, e))?;
+            f.set_len(0).and_then(|_| f.sync_all()).map_err(|e| Error::io(&journal, e))?;
+        }
+        Ok(())
+    }
+
+    /// Applies the journal to the usage file; returns how many events it held.
+    fn fold_locked(&self, rel: &Path) -> Result<usize> {
+        self.recover_fold(rel)?;
+        let lines = read_lines(&self.journal(rel))?;
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let path = self.top.join(rel);
+        let (mut doc, layout) = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let doc = json::parse(&bytes).map_err(|p| {
+                    Error::Failed(format!("{}: {p}; the events stay in the journal until it is fixed", path.display()))
+                })?;
+                (Some(doc), Layout::detect(&bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Layout::default()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let profile = self.profile_for(doc.as_ref())?;
+        let apply = profile.apply.ok_or_else(|| {
+            Error::Usage(format!("{}: the {} profile has no events to record", path.display(), profile.name))
+        })?;
+        let doc = doc.get_or_insert_with(|| (profile.empty)());
+        let now = chrono::Utc::now().fixed_offset();
+        for (i, line) in lines.iter().enumerate() {
+            let e = Event::parse(line, now, &self.config.device)
+                .map_err(|err| Error::Failed(format!("journal line {}: {err}", i + 1)))?;
+            apply(doc, &e).map_err(|err| Error::Failed(format!("{}: {err}", path.display())))?;
+        }
+        let bytes = layout.write(doc);
+        let marker = self.state.join(format!("fold-{}.pending", self.key(rel)));
+        write_atomic(&marker, json!({ "hash": fnv(&bytes) }).to_string().as_bytes())?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        write_atomic(&path, &bytes)?;
+        self.finish_fold(rel, &lines)?;
+        std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+        let mut state = self.state();
+        state.uncommitted_events += lines.len();
+        self.save_state(&state)?;
+        Ok(lines.len())
+    }
+
+    /// Folds every usage file's journal (the plain files are then complete).
+    pub fn fold(&self) -> Result<usize> {
+        let _lock = self.lock("fold")?;
+        self.fold_all()
+    }
+
+    fn fold_all(&self) -> Result<usize> {
+        let mut n = 0;
+        for rel in &self.config.files {
+            n += self.fold_locked(rel)?;
+        }
+        Ok(n)
+    }
+
+    /// Events recorded but not yet folded into the usage files.
+    pub fn pending_events(&self) -> usize {
+        self.config.files.iter().map(|rel| count_lines(&self.journal(rel)).unwrap_or(0)).sum()
+    }
+
+    /// Refuses repository states where committing or integrating is unsafe (exit 2).
+    fn check_safe(&self, git: &Git) -> Result<()> {
+        if git.run(&["rev-parse", "--is-bare-repository"])? == "true" {
+            return Err(Error::Usage("this is a bare repository; run git-tally in a clone with a work tree".into()));
+        }
+        let dir = git.git_dir()?;
+        for (entry, what) in [
+            ("MERGE_HEAD", "a merge"),
+            ("rebase-merge", "a rebase"),
+            ("rebase-apply", "a rebase or am"),
+            ("CHERRY_PICK_HEAD", "a cherry-pick"),
+            ("REVERT_HEAD", "a revert"),
+            ("BISECT_LOG", "a bisect"),
+        ] {
+            if dir.join(entry).exists() {
+                return Err(Error::Usage(format!(
+                    "{what} is in progress in {}; finish or abort it first",
+                    self.top.display()
+                )));
+            }
+        }
+        if git.run_optional(&["symbolic-ref", "-q", "HEAD"])?.is_none() {
+            return Err(Error::Usage("HEAD is detached; check out a branch first".into()));
+        }
+        Ok(())
+    }
+
+    /// (remote, branch) to sync with: tally.remote/tally.branch, else the upstream.
+    fn upstream(&self, git: &Git) -> Result<(String, String)> {
+        let branch = git.run(&["symbolic-ref", "--short", "HEAD"])?;
+        let remote = match &self.config.remote {
+            Some(r) => Some(r.clone()),
+            None => git.config_get(&format!("branch.{branch}.remote"))?,
+        };
+        let target = match &self.config.branch {
+            Some(b) => Some(b.clone()),
+            None => git
+                .config_get(&format!("branch.{branch}.merge"))?
+                .map(|m| m.trim_start_matches("refs/heads/").to_string())
+                .or_else(|| self.config.remote.as_ref().map(|_| branch.clone())),
+        };
+        match (remote, target) {
+            (Some(r), Some(b)) => Ok((r, b)),
+            _ => Err(Error::Usage(format!(
+                "branch {branch} has no remote or upstream; set one with `git branch --set-upstream-to=origin/{branch}` or `git config tally.remote origin`"
+            ))),
+        }
+    }
+
+    /// Commits the usage paths only; the user's other changes stay as they are.
+    fn commit_locked(&self, git: &Git) -> Result<bool> {
+        let paths: Vec<String> = self.config.files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let mut args = vec!["status", "--porcelain", "--untracked-files=all", "--"];
+        args.extend(paths.iter().map(String::as_str));
+        let changed: Vec<String> =
+            git.run(&args)?.lines().filter_map(|l| l.get(3..).map(str::to_string)).filter(|p| !p.is_empty()).collect();
+        if changed.is_empty() {
+            return Ok(false);
+        }
+        let present: Vec<&str> = paths.iter().map(String::as_str).filter(|p| self.top.join(p).exists()).collect();
+        let mut add = vec!["add", "--"];
+        add.extend(present.iter().copied());
+        if !present.is_empty() {
+            git.run(&add)?;
+        }
+        let state = self.state();
+        let message = format!("usage: {} events from {}", state.uncommitted_events, self.config.device);
+        let mut commit = vec!["commit", "-q", "--no-verify", "-m", &message, "--"];
+        commit.extend(
+            paths.iter().map(String::as_str).filter(|p| self.top.join(p).exists() || changed.iter().any(|c| c == p)),
+        );
+        let with_identity;
+        let g = if git.config_get("user.email")?.is_none() {
+            with_identity = git
+                .clone()
+                .with_config("user.name", &format!("git-tally ({})", self.config.device))
+                .with_config("user.email", &format!("git-tally@{}", self.config.device));
+            &with_identity
+        } else {
+            git
+        };
+        g.run(&commit)?;
+        self.save_state(&State { uncommitted_events: 0, ..state })?;
+        Ok(true)
+    }
+
+    /// git with the merge driver forced on for the usage files, whatever is installed.
+    fn with_driver(&self, git: &Git) -> Result<(Git, tempfile::NamedTempFile)> {
+        let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+        let quoted = format!("'{}'", exe.to_string_lossy().replace('\'', r"'\''"));
+        let mut attrs = match git.config_get("core.attributesFile")? {
+            Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+            None => String::new(),
+        };
+        for f in &self.config.files {
+            attrs.push_str(&format!("\n/{} merge=tally\n", f.to_string_lossy()));
+        }
+        let mut tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary attributes file", e))?;
+        tmp.write_all(attrs.as_bytes()).map_err(|e| Error::io(tmp.path(), e))?;
+        let g = git
+            .clone()
+            .with_config("merge.tally.name", "git-tally: exact merge of usage statistics")
+            .with_config("merge.tally.driver", &format!("{quoted} merge %O %A %B -p %P -l %L -s %S -x %X -y %Y"))
+            .with_config("core.attributesFile", &tmp.path().to_string_lossy())
+            .with_config("rebase.autoStash", "false");
+        Ok((g, tmp))
+    }
+
+    /// Fetches; `None` when the remote has no such branch yet.
+    fn fetch(&self, git: &Git, remote: &str, branch: &str) -> Result<Option<String>> {
+        match git.run(&["fetch", "--quiet", remote, branch]) {
+            Ok(_) => Ok(Some(git.run(&["rev-parse", "FETCH_HEAD"])?)),
+            Err(e) if e.stderr.contains("couldn't find remote ref") => Ok(None),
+            Err(e) => Err(Error::Transient(format!(
+                "could not fetch from {remote}: {}; your usage is committed locally and will be pushed by the next sync",
+                e.stderr
+            ))),
+        }
+    }
+
+    /// Brings the upstream in: fast-forward, or rebase with the driver. Returns whether
+    /// anything came in.
+    fn integrate(&self, git: &Git, upstream: &str) -> Result<bool> {
+        let head = git.run(&["rev-parse", "HEAD"])?;
+        if head == upstream || git.run_optional(&["merge-base", "--is-ancestor", upstream, "HEAD"])?.is_some() {
+            return Ok(false);
+        }
+        let (g, _attrs) = self.with_driver(git)?;
+        if git.run_optional(&["merge-base", "--is-ancestor", "HEAD", upstream])?.is_some() {
+            g.run(&["merge", "--ff-only", "-q", upstream]).map_err(|e| {
+                Error::Failed(format!("could not fast-forward to the upstream: {}; nothing was changed", e.stderr))
+            })?;
+            return Ok(true);
+        }
+        let dirty = git.run(&["status", "--porcelain", "--untracked-files=no"])?;
+        if !dirty.is_empty() {
+            return Err(Error::Usage(format!(
+                "your usage is committed locally, but other changes in the work tree block integrating the upstream:\n{dirty}\ncommit or stash them, then sync again"
+            )));
+        }
+        if let Err(e) = g.run(&["rebase", "-q", upstream]) {
+            let _ = g.run(&["rebase", "--abort"]);
+            return Err(Error::Failed(format!(
+                "integrating the upstream failed and was undone (your commits are kept): {}",
+                e.stderr
+            )));
+        }
+        Ok(true)
+    }
+
+    fn pull_locked(&self, git: &Git, report: Option<&mut Synced>) -> Result<(String, String, Option<String>)> {
+        self.check_safe(git)?;
+        let (remote, branch) = self.upstream(git)?;
+        let folded = self.fold_all()?;
+        let committed = self.commit_locked(git)?;
+        let fetched = self.fetch(git, &remote, &branch)?;
+        let integrated = match &fetched {
+            Some(up) => self.integrate(git, up)?,
+            None => false,
+        };
+        let mut state = self.state();
+        state.last_pull = Some(now_secs());
+        self.save_state(&state)?;
+        if let Some(r) = report {
+            r.folded += folded;
+            r.committed |= committed;
+            r.integrated |= integrated;
+        }
+        Ok((remote, branch, fetched))
+    }
+
+    /// Pull-before-write: commit local usage changes, fetch, integrate.
+    pub fn pull(&self) -> Result<Synced> {
+        let _lock = self.lock("pull")?;
+        let mut report = Synced::default();
+        self.pull_locked(self.git()?, Some(&mut report))?;
+        Ok(report)
+    }
+
+    /// Pull, then push; rejected pushes are integrated and retried with backoff.
+    pub fn sync(&self) -> Result<Synced> {
+        let _lock = self.lock("sync")?;
+        let result = self.sync_locked(self.git()?);
+        self.note_result(&result)?;
+        result
+    }
+
+    fn note_result(&self, result: &Result<Synced>) -> Result<()> {
+        let mut state = self.state();
+        state.last_sync = Some(now_secs());
+        state.last_result = Some(match result {
+            Ok(r) if r.pushed => "pushed".into(),
+            Ok(_) => "up to date".into(),
+            Err(e) => format!("failed: {e}"),
+        });
+        self.save_state(&state)
+    }
+
+    fn sync_locked(&self, git: &Git) -> Result<Synced> {
+        let mut report = Synced::default();
+        let (remote, branch, mut upstream) = self.pull_locked(git, Some(&mut report))?;
+        let mut attempt = 0;
+        loop {
+            let ahead = match &upstream {
+                Some(up) => git.run(&["rev-list", "--count", &format!("{up}..HEAD")])?.parse::<u64>().unwrap_or(1),
+                None => 1,
+            };
+            if ahead == 0 {
+                return Ok(report);
+            }
+            match git.run(&["push", "--quiet", &remote, &format!("HEAD:refs/heads/{branch}")]) {
+                Ok(_) => {
+                    report.pushed = true;
+                    return Ok(report);
+                }
+                Err(e) if is_rejection(&e.stderr) && attempt < self.config.push_retries => {
+                    attempt += 1;
+                    report.push_retries = attempt;
+                    let base = 50u64 << attempt.min(6);
+                    std::thread::sleep(Duration::from_millis(base + random() % base));
+                    upstream = self.fetch(git, &remote, &branch)?;
+                    if let Some(up) = &upstream {
+                        report.integrated |= self.integrate(git, up)?;
+                    }
+                }
+                Err(e) if is_rejection(&e.stderr) => {
+                    return Err(Error::Transient(format!(
+                        "the push to {remote} was rejected {} times (others kept pushing); your commits are kept, sync again",
+                        attempt + 1
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::Transient(format!(
+                        "could not push to {remote}: {}; your usage is committed locally and will be pushed by the next sync",
+                        e.stderr
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The pre-shutdown sync: commit locally first (works offline), then push within
+    /// `timeout`. Never hangs.
+    pub fn flush(&self, timeout: Duration) -> Result<Synced> {
+        let deadline = Instant::now() + timeout;
+        let lock = Lock::acquire(&self.state, timeout.min(self.config.lock_timeout), "flush")?;
+        let git = self.git()?.clone();
+        self.check_safe(&git)?;
+        let mut local = Synced { folded: self.fold_all()?, ..Synced::default() };
+        local.committed = self.commit_locked(&git)?;
+        let result = self.sync_locked(&git.with_deadline(Some(deadline))).map(|r| Synced {
+            folded: local.folded + r.folded,
+            committed: local.committed || r.committed,
+            ..r
+        });
+        self.note_result(&result)?;
+        drop(lock);
+        result.map_err(|e| match e {
+            Error::Transient(m) if Instant::now() >= deadline => {
+                Error::Transient(format!("flush timed out after {timeout:?}; usage is committed locally ({m})"))
+            }
+            e => e,
+        })
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    pub fn git_handle(&self) -> Option<&Git> {
+        self.git.as_ref()
+    }
+}
+
+fn is_rejection(stderr: &str) -> bool {
+    ["[rejected]", "non-fast-forward", "fetch first", "failed to update ref", "cannot lock ref", "stale info"]
+        .iter()
+        .any(|s| stderr.contains(s))
+}
+
+/// Appends `bytes` and fsyncs; a torn tail left by a crash is cut off first, so that
+/// every line in the journal is one whole event.
+fn append_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let created = !path.exists();
+    let mut f =
+        std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > 0 {
+        let mut last = [0u8];
+        f.seek(std::io::SeekFrom::End(-1)).and_then(|_| f.read_exact(&mut last)).map_err(|e| Error::io(path, e))?;
+        if last[0] != b'\n' {
+            let mut all = Vec::new();
+            f.seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| f.read_to_end(&mut all))
+                .map_err(|e| Error::io(path, e))?;
+            let keep = all.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            f.set_len(keep as u64).map_err(|e| Error::io(path, e))?;
+        }
+    }
+    f.write_all(bytes).and_then(|_| f.sync_data()).map_err(|e| Error::io(path, e))?;
+    if created {
+        if let Some(d) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// The whole lines of a file (a torn last line is not one).
+fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    Ok(complete.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
+
+fn count_lines(path: &Path) -> Result<usize> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(b.iter().filter(|&&c| c == b'\n').count()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
