@@ -324,6 +324,14 @@ impl Store {
             return Err(Error::Usage("this is a bare repository; run git-tally in a clone with a work tree".into()));
         }
         let dir = git.git_dir()?;
+        // Our own rebase, interrupted by a crash: undo it (the local commits come back).
+        let marker = self.state.join("integrating");
+        if marker.exists() {
+            if dir.join("rebase-merge").exists() || dir.join("rebase-apply").exists() {
+                git.run(&["rebase", "--abort"])?;
+            }
+            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+        }
         for (entry, what) in [
             ("MERGE_HEAD", "a merge"),
             ("rebase-merge", "a rebase"),
@@ -441,11 +449,16 @@ impl Store {
     /// Brings the upstream in: fast-forward, or rebase with the driver. Returns whether
     /// anything came in.
     fn integrate(&self, git: &Git, upstream: &str) -> Result<bool> {
-        let head = git.run(&["rev-parse", "HEAD"])?;
+        let (g, _attrs) = self.with_driver(git)?;
+        // A new clone with no commit of its own yet: take the upstream as it is.
+        let Some(head) = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])? else {
+            g.run(&["merge", "--ff-only", "-q", upstream])
+                .map_err(|e| Error::Failed(format!("could not check out the upstream: {}", e.stderr)))?;
+            return Ok(true);
+        };
         if head == upstream || git.run_optional(&["merge-base", "--is-ancestor", upstream, "HEAD"])?.is_some() {
             return Ok(false);
         }
-        let (g, _attrs) = self.with_driver(git)?;
         if git.run_optional(&["merge-base", "--is-ancestor", "HEAD", upstream])?.is_some() {
             g.run(&["merge", "--ff-only", "-q", upstream]).map_err(|e| {
                 Error::Failed(format!("could not fast-forward to the upstream: {}; nothing was changed", e.stderr))
@@ -458,13 +471,19 @@ impl Store {
                 "your usage is committed locally, but other changes in the work tree block integrating the upstream:\n{dirty}\ncommit or stash them, then sync again"
             )));
         }
-        if let Err(e) = g.run(&["rebase", "-q", upstream]) {
+        // A marker, so that a rebase interrupted by a crash is undone by the next run.
+        let marker = self.state.join("integrating");
+        write_atomic(&marker, upstream.as_bytes())?;
+        let result = g.run(&["rebase", "-q", upstream]);
+        if let Err(e) = &result {
             let _ = g.run(&["rebase", "--abort"]);
+            let _ = std::fs::remove_file(&marker);
             return Err(Error::Failed(format!(
                 "integrating the upstream failed and was undone (your commits are kept): {}",
                 e.stderr
             )));
         }
+        std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
         Ok(true)
     }
 

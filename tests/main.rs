@@ -6,3 +6,4 @@ mod common;
 mod failing;
 mod git;
 mod props;
+mod sync;

@@ -76,19 +76,17 @@ impl Env {
         c.output().expect("run git")
     }
 
+    /// The git-tally binary in this environment, as a std command (to spawn and kill).
+    pub fn command(&self, dir: &Path) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(dir);
+        self.apply(&mut c);
+        c
+    }
+
     /// The git-tally binary, as assert_cmd runs it, in this environment.
     pub fn tally(&self, dir: &Path) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(bin());
-        c.current_dir(dir);
-        let mut std = Command::new("true");
-        self.apply(&mut std);
-        c.env_clear();
-        for (k, v) in std.get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
-        }
-        c
+        assert_cmd::Command::from_std(self.command(dir))
     }
 
     /// A new repository with one commit on `main`.
