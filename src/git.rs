@@ -126,6 +126,35 @@ impl Git {
         }
     }
 
+    /// `run` with `input` on stdin.
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<String, GitError> {
+        let fail = |stderr: String, status| GitError { command: self.describe(args), status, stderr };
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("could not start git: {e}"), None))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let data = input.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&data));
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string(), None))?;
+        let _ = writer.join();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+        } else {
+            Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string(), out.status.code()))
+        }
+    }
+
+    /// The bytes of `rev:path`, `None` when it does not exist.
+    pub fn blob(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let spec = format!("{rev}:{path}");
+        let out = self.output(&["cat-file", "blob", &spec])?;
+        Ok(out.status.success().then_some(out.stdout))
+    }
+
     /// Like `run`, but exit status 1 (git's "not found" for config) is `None`.
     pub fn run_optional(&self, args: &[&str]) -> Result<Option<String>, GitError> {
         let out = self.output(args)?;

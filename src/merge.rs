@@ -69,3 +69,18 @@ pub fn merge_bytes(
     });
     Ok(Merged { profile, output, conflicts: outcome.conflicts, variants })
 }
+
+/// Ingests an application's write into the ledger (SPEC §5b): `base` is what the
+/// application started from (`None`: nothing, it restarted empty). The result is laid out
+/// like the ledger. Values that conflict (generic files only) keep the ledger's.
+pub fn ingest_bytes(base: Option<&[u8]>, ledger: &[u8], app: &[u8]) -> Result<(Vec<u8>, &'static Profile), Failure> {
+    let o = match base {
+        Some(b) => parse_side(b, Side::Base, None)?,
+        None => None,
+    };
+    let a = parse_side(ledger, Side::Ours, None)?;
+    let b = parse_side(app, Side::Theirs, None)?;
+    let profile = profile::detect(&[skeleton(&a), skeleton(&b), skeleton(&o)]);
+    let outcome = engine::ingest(profile, [o, a, b])?;
+    Ok((outcome.render(), profile))
+}

@@ -6,7 +6,7 @@
 //! produced), commits only the usage paths, fetches, integrates with the merge driver
 //! forced on, and pushes without force, retrying rejected pushes.
 
-use crate::config::Config;
+use crate::config::{AppReads, Config};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::fsutil::write_atomic;
@@ -62,6 +62,8 @@ pub struct State {
     pub last_sync: Option<u64>,
     pub last_result: Option<String>,
     pub uncommitted_events: usize,
+    #[serde(default)]
+    pub app_writes: usize,
 }
 
 fn now_secs() -> u64 {
@@ -222,13 +224,13 @@ impl Store {
         Ok(ids)
     }
 
-    /// A fold interrupted by a crash: finish it if the file was replaced, else undo it.
+    /// A fold interrupted by a crash: finish it if the ledger was replaced, else undo it.
     fn recover_fold(&self, rel: &Path) -> Result<()> {
         let marker = self.state.join(format!("fold-{}.pending", self.key(rel)));
         let Ok(bytes) = std::fs::read(&marker) else { return Ok(()) };
         let want = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["hash"].as_u64());
-        let file = std::fs::read(self.top.join(rel)).unwrap_or_default();
-        if want == Some(fnv(&file)) {
+        let ledger = std::fs::read(self.ledger_copy(rel)).unwrap_or_default();
+        if want == Some(fnv(&ledger)) {
             self.finish_fold(rel, &read_lines(&self.journal(rel))?)?;
         }
         std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))
@@ -255,7 +257,7 @@ impl Store {
         Ok(())
     }
 
-    /// Applies the journal to the usage file; returns how many events it held.
+    /// Applies the journal to the ledger and the usage file; returns how many events it held.
     fn fold_locked(&self, rel: &Path) -> Result<usize> {
         self.recover_fold(rel)?;
         let lines = read_lines(&self.journal(rel))?;
@@ -263,15 +265,15 @@ impl Store {
             return Ok(0);
         }
         let path = self.top.join(rel);
-        let (mut doc, layout) = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let doc = json::parse(&bytes).map_err(|p| {
+        let old = self.ledger_bytes(rel)?;
+        let (mut doc, layout) = match &old {
+            Some(bytes) => {
+                let doc = json::parse(bytes).map_err(|p| {
                     Error::Failed(format!("{}: {p}; the events stay in the journal until it is fixed", path.display()))
                 })?;
-                (Some(doc), Layout::detect(&bytes))
+                (Some(doc), Layout::detect(bytes))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Layout::default()),
-            Err(e) => return Err(Error::io(&path, e)),
+            None => (None, Layout::default()),
         };
         let profile = self.profile_for(doc.as_ref())?;
         let apply = profile.apply.ok_or_else(|| {
@@ -287,16 +289,97 @@ impl Store {
         let bytes = layout.write(doc);
         let marker = self.state.join(format!("fold-{}.pending", self.key(rel)));
         write_atomic(&marker, json!({ "hash": fnv(&bytes) }).to_string().as_bytes())?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        write_atomic(&path, &bytes)?;
+        self.leave(rel, &bytes, old.as_deref())?;
         self.finish_fold(rel, &lines)?;
         std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
         let mut state = self.state();
         state.uncommitted_events += lines.len();
         self.save_state(&state)?;
         Ok(lines.len())
+    }
+
+    fn ledger_copy(&self, rel: &Path) -> PathBuf {
+        self.state.join(format!("ledger-{}.json", self.key(rel)))
+    }
+
+    fn prev_copy(&self, rel: &Path) -> PathBuf {
+        self.state.join(format!("app-{}.json", self.key(rel)))
+    }
+
+    fn read_copy(&self, rel: &Path) -> PathBuf {
+        self.state.join(format!("pulled-{}.json", self.key(rel)))
+    }
+
+    /// The ledger: what git-tally last left in the work tree, else the committed file.
+    fn ledger_bytes(&self, rel: &Path) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.ledger_copy(rel)) {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(self.ledger_copy(rel), e)),
+            Err(_) => {}
+        }
+        if let Some(git) = &self.git {
+            if let Some(b) = git.blob("HEAD", &rel.to_string_lossy())? {
+                return Ok(Some(b));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes `bytes` the ledger and writes them to the work tree, unless the application
+    /// wrote the file since `expected` was there (its write is ingested next time).
+    fn leave(&self, rel: &Path, bytes: &[u8], expected: Option<&[u8]>) -> Result<bool> {
+        write_atomic(&self.ledger_copy(rel), bytes)?;
+        let path = self.top.join(rel);
+        let current = std::fs::read(&path).ok();
+        if current.is_none() || current.as_deref() == expected || current.as_deref() == Some(bytes) {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            if current.as_deref() != Some(bytes) {
+                write_atomic(&path, bytes)?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Ingests an application's write of the usage file into the ledger (SPEC §5b).
+    fn ingest_locked(&self, rel: &Path) -> Result<bool> {
+        let path = self.top.join(rel);
+        let Ok(mut app) = std::fs::read(&path) else { return Ok(false) };
+        let Some(ledger) = self.ledger_bytes(rel)? else {
+            // The first sight of the file: it is the ledger.
+            write_atomic(&self.ledger_copy(rel), &app)?;
+            write_atomic(&self.prev_copy(rel), &app)?;
+            return Ok(false);
+        };
+        if app == ledger {
+            return Ok(false);
+        }
+        if json::parse(&app).is_err() {
+            // Caught mid-write: look again once, then leave it for the next run.
+            std::thread::sleep(Duration::from_millis(50));
+            app = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            if app == ledger || json::parse(&app).is_err() {
+                return Ok(false);
+            }
+        }
+        let base: Option<Vec<u8>> = match self.config.app_reads {
+            AppReads::AfterPull => Some(std::fs::read(self.read_copy(rel)).unwrap_or_else(|_| ledger.clone())),
+            AppReads::Never => match std::fs::read(self.prev_copy(rel)) {
+                Ok(prev) if restarted(&prev, &app) => None,
+                Ok(prev) => Some(prev),
+                Err(_) => Some(ledger.clone()),
+            },
+        };
+        let (merged, _) = crate::merge::ingest_bytes(base.as_deref(), &ledger, &app)
+            .map_err(|e| Error::Failed(format!("{}: cannot ingest the application's write: {e}", path.display())))?;
+        write_atomic(&self.prev_copy(rel), &app)?;
+        self.leave(rel, &merged, Some(&app))?;
+        let mut state = self.state();
+        state.app_writes += 1;
+        self.save_state(&state)?;
+        Ok(true)
     }
 
     /// Folds every usage file's journal (the plain files are then complete).
@@ -324,14 +407,6 @@ impl Store {
             return Err(Error::Usage("this is a bare repository; run git-tally in a clone with a work tree".into()));
         }
         let dir = git.git_dir()?;
-        // Our own rebase, interrupted by a crash: undo it (the local commits come back).
-        let marker = self.state.join("integrating");
-        if marker.exists() {
-            if dir.join("rebase-merge").exists() || dir.join("rebase-apply").exists() {
-                git.run(&["rebase", "--abort"])?;
-            }
-            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
-        }
         for (entry, what) in [
             ("MERGE_HEAD", "a merge"),
             ("rebase-merge", "a rebase"),
@@ -375,40 +450,53 @@ impl Store {
         }
     }
 
-    /// Commits the usage paths only; the user's other changes stay as they are.
+    /// Commits the ledger of every usage path, built with plumbing from git-tally's own
+    /// copy: an application's write is never committed as it stands, and the user's
+    /// index and work tree are not touched beyond the usage paths' index entries.
     fn commit_locked(&self, git: &Git) -> Result<bool> {
-        let paths: Vec<String> = self.config.files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-        let mut args = vec!["status", "--porcelain", "--untracked-files=all", "--"];
-        args.extend(paths.iter().map(String::as_str));
-        let changed: Vec<String> =
-            git.run(&args)?.lines().filter_map(|l| l.get(3..).map(str::to_string)).filter(|p| !p.is_empty()).collect();
+        let mut changed = Vec::new();
+        for rel in &self.config.files {
+            let Ok(bytes) = std::fs::read(self.ledger_copy(rel)) else { continue };
+            let path = rel.to_string_lossy().into_owned();
+            let blob = git.run_with_input(&["hash-object", "-w", "--stdin"], &bytes)?;
+            let committed = git.run_optional(&["rev-parse", "-q", "--verify", &format!("HEAD:{path}")])?;
+            if committed.as_deref() != Some(blob.as_str()) {
+                changed.push((path, blob));
+            }
+        }
         if changed.is_empty() {
             return Ok(false);
         }
-        let present: Vec<&str> = paths.iter().map(String::as_str).filter(|p| self.top.join(p).exists()).collect();
-        let mut add = vec!["add", "--"];
-        add.extend(present.iter().copied());
-        if !present.is_empty() {
-            git.run(&add)?;
-        }
-        let state = self.state();
-        let message = format!("usage: {} events from {}", state.uncommitted_events, self.config.device);
-        let mut commit = vec!["commit", "-q", "--no-verify", "-m", &message, "--"];
-        commit.extend(
-            paths.iter().map(String::as_str).filter(|p| self.top.join(p).exists() || changed.iter().any(|c| c == p)),
-        );
-        let with_identity;
-        let g = if git.config_get("user.email")?.is_none() {
-            with_identity = git
-                .clone()
-                .with_config("user.name", &format!("git-tally ({})", self.config.device))
-                .with_config("user.email", &format!("git-tally@{}", self.config.device));
-            &with_identity
-        } else {
-            git
+        let parent = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+        let branch = git.run(&["symbolic-ref", "HEAD"])?;
+        let index = self.state.join("commit.index");
+        let _ = std::fs::remove_file(&index);
+        let tmp = git.clone().with_env("GIT_INDEX_FILE", &index.to_string_lossy());
+        match &parent {
+            Some(p) => tmp.run(&["read-tree", p])?,
+            None => tmp.run(&["read-tree", "--empty"])?,
         };
-        g.run(&commit)?;
-        self.save_state(&State { uncommitted_events: 0, ..state })?;
+        for (path, blob) in &changed {
+            tmp.run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")])?;
+        }
+        let tree = tmp.run(&["write-tree"])?;
+        let _ = std::fs::remove_file(&index);
+        let state = self.state();
+        let mut message = format!("usage: {} events from {}", state.uncommitted_events, self.config.device);
+        if state.app_writes > 0 {
+            message.push_str(&format!(" (+{} application write(s) ingested)", state.app_writes));
+        }
+        let mut args = vec!["commit-tree", tree.as_str(), "-m", message.as_str()];
+        if let Some(p) = &parent {
+            args.extend(["-p", p.as_str()]);
+        }
+        let commit = self.identity(git)?.run(&args)?;
+        let old = parent.unwrap_or_else(|| "0".repeat(40));
+        git.run(&["update-ref", "-m", "git-tally: commit usage", &branch, &commit, &old])?;
+        for (path, blob) in &changed {
+            git.run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")])?;
+        }
+        self.save_state(&State { uncommitted_events: 0, app_writes: 0, ..state })?;
         Ok(true)
     }
 
@@ -429,8 +517,7 @@ impl Store {
             .clone()
             .with_config("merge.tally.name", "git-tally: exact merge of usage statistics")
             .with_config("merge.tally.driver", &format!("{quoted} merge %O %A %B -p %P -l %L -s %S -x %X -y %Y"))
-            .with_config("core.attributesFile", &tmp.path().to_string_lossy())
-            .with_config("rebase.autoStash", "false");
+            .with_config("core.attributesFile", &tmp.path().to_string_lossy());
         Ok((g, tmp))
     }
 
@@ -446,64 +533,173 @@ impl Store {
         }
     }
 
-    /// Brings the upstream in: fast-forward, or rebase with the driver. Returns whether
-    /// anything came in.
+    /// Brings the upstream in; returns whether anything came in. A fast-forward, or the
+    /// local commits replayed onto the upstream (a rebase) with the merge driver forced
+    /// on — all with plumbing: no rebase state, no stash, and the work tree is only
+    /// updated afterwards, path by path, never over an application's newer write.
     fn integrate(&self, git: &Git, upstream: &str) -> Result<bool> {
-        let (g, _attrs) = self.with_driver(git)?;
-        // A new clone with no commit of its own yet: take the upstream as it is.
-        let Some(head) = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])? else {
-            g.run(&["merge", "--ff-only", "-q", upstream])
-                .map_err(|e| Error::Failed(format!("could not check out the upstream: {}", e.stderr)))?;
-            return Ok(true);
+        let head = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+        let is_ancestor = |a: &str, b: &str| -> Result<bool> {
+            Ok(git.run_optional(&["merge-base", "--is-ancestor", a, b])?.is_some())
         };
-        if head == upstream || git.run_optional(&["merge-base", "--is-ancestor", upstream, "HEAD"])?.is_some() {
-            return Ok(false);
-        }
-        if git.run_optional(&["merge-base", "--is-ancestor", "HEAD", upstream])?.is_some() {
-            g.run(&["merge", "--ff-only", "-q", upstream]).map_err(|e| {
-                Error::Failed(format!("could not fast-forward to the upstream: {}; nothing was changed", e.stderr))
-            })?;
-            return Ok(true);
-        }
-        let dirty = git.run(&["status", "--porcelain", "--untracked-files=no"])?;
-        if !dirty.is_empty() {
-            return Err(Error::Usage(format!(
-                "your usage is committed locally, but other changes in the work tree block integrating the upstream:\n{dirty}\ncommit or stash them, then sync again"
-            )));
-        }
-        // A marker, so that a rebase interrupted by a crash is undone by the next run.
-        let marker = self.state.join("integrating");
-        write_atomic(&marker, upstream.as_bytes())?;
-        let result = g.run(&["rebase", "-q", upstream]);
-        if let Err(e) = &result {
-            let _ = g.run(&["rebase", "--abort"]);
-            let _ = std::fs::remove_file(&marker);
-            return Err(Error::Failed(format!(
-                "integrating the upstream failed and was undone (your commits are kept): {}",
-                e.stderr
-            )));
-        }
-        std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+        let new = match &head {
+            None => upstream.to_string(),
+            Some(h) if h == upstream || is_ancestor(upstream, h)? => return Ok(false),
+            Some(h) if is_ancestor(h, upstream)? => upstream.to_string(),
+            Some(h) => self.replay(git, h, upstream)?,
+        };
+        self.move_to(git, head.as_deref(), &new)?;
         Ok(true)
+    }
+
+    /// Replays the local commits since the merge base onto `upstream`; a local history
+    /// with merges is merged instead. Returns the new head; changes nothing else.
+    fn replay(&self, git: &Git, head: &str, upstream: &str) -> Result<String> {
+        let (g, _attrs) = self.with_driver(git)?;
+        // Unrelated histories (two machines that each started the ledger) replay every
+        // local commit, the first against the empty tree.
+        let empty_tree = git.run_with_input(&["hash-object", "-t", "tree", "--stdin"], b"")?;
+        let range = match git.run_optional(&["merge-base", head, upstream])? {
+            Some(base) => format!("{base}..{head}"),
+            None => head.to_string(),
+        };
+        let merges = git.run(&["rev-list", "--merges", &range])?;
+        let conflict = |detail: &str| {
+            Error::Failed(format!(
+                "integrating the upstream conflicts; nothing was changed and your commits are kept{}",
+                if detail.is_empty() { String::new() } else { format!(": {detail}") }
+            ))
+        };
+        let tree_of = |args: &[&str]| -> Result<String> {
+            match g.run(args) {
+                Ok(out) => Ok(out.lines().next().unwrap_or_default().to_string()),
+                Err(e) if e.status == Some(1) => Err(conflict(&e.stderr)),
+                Err(e) => Err(e.into()),
+            }
+        };
+        if !merges.is_empty() {
+            let tree = tree_of(&["merge-tree", "--write-tree", head, upstream])?;
+            return Ok(g.run(&[
+                "commit-tree",
+                &tree,
+                "-p",
+                head,
+                "-p",
+                upstream,
+                "-m",
+                "git-tally: merge the upstream",
+            ])?);
+        }
+        let mut new = upstream.to_string();
+        for c in git.run(&["rev-list", "--reverse", &range])?.lines() {
+            let parent = git
+                .run_optional(&["rev-parse", "-q", "--verify", &format!("{c}^")])?
+                .unwrap_or_else(|| empty_tree.clone());
+            let mb = format!("--merge-base={parent}");
+            let tree = tree_of(&["merge-tree", "--write-tree", &mb, &new, c])?;
+            let meta = git.run(&["log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", c])?;
+            let mut parts = meta.splitn(4, '\0');
+            let (name, email, date, msg) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let author = g
+                .clone()
+                .with_env("GIT_AUTHOR_NAME", name)
+                .with_env("GIT_AUTHOR_EMAIL", email)
+                .with_env("GIT_AUTHOR_DATE", date);
+            let committer = self.identity(&author)?;
+            new = committer.run(&["commit-tree", &tree, "-p", &new, "-m", msg.trim_end()])?;
+        }
+        Ok(new)
+    }
+
+    /// git with an identity for commits when the user has none configured.
+    fn identity(&self, git: &Git) -> Result<Git> {
+        Ok(if git.config_get("user.email")?.is_none() {
+            git.clone()
+                .with_config("user.name", &format!("git-tally ({})", self.config.device))
+                .with_config("user.email", &format!("git-tally@{}", self.config.device))
+        } else {
+            git.clone()
+        })
+    }
+
+    /// Points the branch at `new` and updates index and work tree for the paths that
+    /// changed. Other paths must not have local changes there (exit 2, nothing changed);
+    /// usage files are written only where the application has not written since.
+    fn move_to(&self, git: &Git, old: Option<&str>, new: &str) -> Result<()> {
+        let empty_tree = git.run_with_input(&["hash-object", "-t", "tree", "--stdin"], b"")?;
+        let from = old.unwrap_or(&empty_tree);
+        let diff = git.run(&["diff-tree", "-r", "-z", "--no-renames", "--name-status", from, new])?;
+        let mut fields = diff.split('\0').filter(|f| !f.is_empty());
+        let mut changes = Vec::new();
+        while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+            changes.push((status.to_string(), path.to_string()));
+        }
+        let usage: Vec<String> = self.config.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+        let others: Vec<&str> =
+            changes.iter().map(|(_, p)| p.as_str()).filter(|p| !usage.iter().any(|u| u == p)).collect();
+        if !others.is_empty() {
+            let mut args = vec!["status", "--porcelain", "--"];
+            args.extend(others.iter().copied());
+            let dirty = git.run(&args)?;
+            if !dirty.is_empty() {
+                return Err(Error::Usage(format!(
+                    "your usage is committed locally, but local changes block bringing in the upstream's changes to the same files:\n{dirty}\ncommit or stash them, then sync again"
+                )));
+            }
+        }
+        let branch = git.run(&["symbolic-ref", "HEAD"])?;
+        let old_ref = old.map_or_else(|| "0".repeat(40), str::to_string);
+        git.run(&["update-ref", "-m", "git-tally: integrate the upstream", &branch, new, &old_ref])?;
+        for (status, path) in &changes {
+            let is_usage = usage.iter().any(|u| u == path);
+            if status == "D" {
+                git.run(&["rm", "-q", "--cached", "--ignore-unmatch", "--", path])?;
+                if !is_usage {
+                    let _ = std::fs::remove_file(self.top.join(path));
+                }
+                continue;
+            }
+            if !is_usage {
+                git.run(&["checkout", new, "--", path])?;
+                continue;
+            }
+            let rel = PathBuf::from(path);
+            let bytes = git.blob(new, path)?.unwrap_or_default();
+            let blob = git.run(&["rev-parse", &format!("{new}:{path}")])?;
+            git.run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")])?;
+            let previous = self.ledger_bytes(&rel)?;
+            if self.leave(&rel, &bytes, previous.as_deref())? {
+                // What an application that re-reads after a pull now starts from.
+                write_atomic(&self.read_copy(&rel), &bytes)?;
+            }
+        }
+        Ok(())
     }
 
     fn pull_locked(&self, git: &Git, report: Option<&mut Synced>) -> Result<(String, String, Option<String>)> {
         self.check_safe(git)?;
         let (remote, branch) = self.upstream(git)?;
-        let folded = self.fold_all()?;
-        let committed = self.commit_locked(git)?;
+        for rel in &self.config.files {
+            self.ingest_locked(rel)?;
+        }
+        let mut r = Synced { folded: self.fold_all()?, ..Synced::default() };
+        r.committed = self.commit_locked(git)?;
         let fetched = self.fetch(git, &remote, &branch)?;
-        let integrated = match &fetched {
-            Some(up) => self.integrate(git, up)?,
-            None => false,
-        };
+        if let Some(up) = &fetched {
+            r.integrated = self.integrate(git, up)?;
+        }
         let mut state = self.state();
         state.last_pull = Some(now_secs());
         self.save_state(&state)?;
-        if let Some(r) = report {
-            r.folded += folded;
-            r.committed |= committed;
-            r.integrated |= integrated;
+        if let Some(report) = report {
+            report.folded += r.folded;
+            report.committed |= r.committed;
+            report.integrated |= r.integrated;
         }
         Ok((remote, branch, fetched))
     }
@@ -557,10 +753,8 @@ impl Store {
                     report.push_retries = attempt;
                     let base = 50u64 << attempt.min(6);
                     std::thread::sleep(Duration::from_millis(base + random() % base));
-                    upstream = self.fetch(git, &remote, &branch)?;
-                    if let Some(up) = &upstream {
-                        report.integrated |= self.integrate(git, up)?;
-                    }
+                    let (_, _, up) = self.pull_locked(git, Some(&mut report))?;
+                    upstream = up;
                 }
                 Err(e) if is_rejection(&e.stderr) => {
                     return Err(Error::Transient(format!(
@@ -664,5 +858,32 @@ fn count_lines(path: &Path) -> Result<usize> {
         Ok(b) => Ok(b.iter().filter(|&&c| c == b'\n').count()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Whether an application's write shows it restarted since its previous write: a counter
+/// went down, or a creation time changed (SPEC §5b).
+fn restarted(prev: &[u8], app: &[u8]) -> bool {
+    fn walk(p: &Value, a: &Value, key: &str) -> bool {
+        match (p, a) {
+            (Value::Object(pm), Value::Object(am)) => {
+                pm.iter().any(|(k, pv)| am.get(k).is_some_and(|av| walk(pv, av, k)))
+            }
+            (Value::Number(pn), Value::Number(an)) => {
+                let created = key.to_ascii_lowercase().contains("created");
+                let (x, y) = (pn.as_f64().unwrap_or(0.0), an.as_f64().unwrap_or(0.0));
+                if created {
+                    x != y
+                } else {
+                    y < x
+                }
+            }
+            (Value::String(ps), Value::String(asv)) => key.to_ascii_lowercase().contains("created") && ps != asv,
+            _ => false,
+        }
+    }
+    match (json::parse(prev), json::parse(app)) {
+        (Ok(p), Ok(a)) => walk(&p, &a, ""),
+        _ => false,
     }
 }

@@ -4,6 +4,7 @@ mod badinput;
 mod cases;
 mod common;
 mod failing;
+mod filemode;
 mod git;
 mod props;
 mod sync;

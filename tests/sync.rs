@@ -341,17 +341,30 @@ fn unrelated_staged_changes_stay_staged_byte_for_byte() {
     assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "my notes\nunstaged line\n");
     let files = c.env.git(dir, &["show", "--name-only", "--format=", "HEAD"]);
     assert_eq!(files.trim(), FILE, "only the usage file was committed");
-    // With the upstream ahead, integrating would touch the work tree: refused, but the
-    // usage is committed locally and the staged change is still staged.
+    // With the upstream ahead, integrating brings in the other machine's usage; the
+    // staged and unstaged changes to other files stay exactly as they were.
     c.sync_until_ok(other);
     c.record(other, &[event_line(1, 0)]);
     c.sync_until_ok(other);
     c.record(dir, &[event_line(0, 2)]);
     let (code, out) = c.run(dir, &["sync"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("committed locally"), "{out}");
+    assert_eq!(code, 0, "{out}");
     assert_eq!(c.env.git(dir, &["diff", "--cached"]), staged);
+    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "my notes\nunstaged line\n");
     assert_eq!(c.env.git(dir, &["status", "--porcelain", "--", FILE]), "");
+    assert_eq!(read_json(&dir.join(FILE))["totals"]["requests"], 4);
+    // An upstream change to a file with local changes is refused, and nothing moves.
+    std::fs::write(other.join("notes.txt"), "their notes\n").unwrap();
+    c.env.git(other, &["add", "notes.txt"]);
+    c.env.commit(other, "notes");
+    c.sync_until_ok(other);
+    let head = c.env.git(dir, &["rev-parse", "HEAD"]);
+    c.record(dir, &[event_line(0, 3)]);
+    let (code, out) = c.run(dir, &["sync"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("committed locally") && out.contains("notes.txt"), "{out}");
+    assert_eq!(c.env.git(dir, &["diff", "--cached"]), staged);
+    assert_ne!(c.env.git(dir, &["rev-parse", "HEAD"]), head, "the usage was committed");
 }
 
 fn fetches(trace: &Path) -> usize {

@@ -134,6 +134,18 @@ const SIDES: [Side; 3] = [Side::Base, Side::Ours, Side::Theirs];
 /// Merges parsed inputs (base, ours, theirs); `None` is the profile's empty document.
 /// Ours decides the layout of the output.
 pub fn merge<'a>(profile: &Profile, inputs: [Option<Input<'a>>; 3]) -> Result<Outcome<'a>, MergeError> {
+    merge_with(profile, inputs, false)
+}
+
+/// Ingests an application's write (theirs) into the ledger (ours) against the version the
+/// application started from (base): like `merge`, except that a record the application
+/// no longer lists is not a deletion — a record leaves the ledger only when the ledger
+/// itself drops it (SPEC §5b).
+pub fn ingest<'a>(profile: &Profile, inputs: [Option<Input<'a>>; 3]) -> Result<Outcome<'a>, MergeError> {
+    merge_with(profile, inputs, true)
+}
+
+fn merge_with<'a>(profile: &Profile, inputs: [Option<Input<'a>>; 3], ingest: bool) -> Result<Outcome<'a>, MergeError> {
     let layout = inputs[1].as_ref().or(inputs[2].as_ref()).map(|i| i.layout.clone()).unwrap_or_default();
     let mut inputs = inputs;
     for i in inputs.iter_mut().flatten() {
@@ -189,7 +201,7 @@ pub fn merge<'a>(profile: &Profile, inputs: [Option<Input<'a>>; 3]) -> Result<Ou
         for (k, va) in a_recs.drain() {
             let vo = o_recs.get(&k);
             let Some(vb) = b_recs.remove(&k) else {
-                if vo.is_none() {
+                if vo.is_none() || ingest {
                     merged.push((k, va));
                 }
                 continue;
