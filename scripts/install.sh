@@ -15,4 +15,4 @@ cargo install --locked --quiet --path . --root "${CARGO_HOME:-$HOME/.cargo}"
 bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 case ":$PATH:" in *":$bin:"*) ;; *) echo "note: add $bin to PATH so git finds git-tally"; export PATH="$bin:$PATH" ;; esac
 git-tally install --global
-if [ "${1:-}" = "--demo" ]; then exec scripts/demo.sh; fi
+if [ "${1:-}" = "--demo" ]; then exec git-tally demo; fi

@@ -15,6 +15,10 @@ pub struct Cli {
     /// Run as if started in <path> (like git -C).
     #[arg(short = 'C', global = true, value_name = "path")]
     pub dir: Option<PathBuf>,
+    /// Read the usage-sync settings from a proxy's YAML config (the PRD's
+    /// gitstore.usage-sync section, statistics-file when disabled).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub proxy_config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,7 +66,7 @@ pub enum Command {
     /// Import Claude Code transcripts into usage records.
     Import(Later),
     /// Two simulated machines and a remote, converging exactly.
-    Demo(Later),
+    Demo(DemoArgs),
     /// List the known usage-file profiles.
     Profiles,
 }
@@ -140,6 +144,16 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to create the demo (default: a new temporary directory, kept).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Requests each machine serves.
+    #[arg(long, default_value_t = 200)]
+    pub events: usize,
 }
 
 /// Arguments of commands that later work fills in.

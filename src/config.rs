@@ -164,3 +164,87 @@ mod tests {
         assert!(Config::from_pairs(&pairs(&[("tally.debounce", "soon")])).is_err());
     }
 }
+
+/// A proxy's YAML configuration in the PRD's shape (`--proxy-config`):
+/// `gitstore.usage-sync.{enabled, path, sync-interval}`, and `statistics-file`, which is
+/// used instead when usage sync is disabled or `gitstore` is absent.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    gitstore: Option<GitStore>,
+    #[serde(default, rename = "statistics-file")]
+    statistics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct GitStore {
+    #[serde(default, rename = "usage-sync")]
+    usage_sync: Option<UsageSync>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct UsageSync {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default, rename = "sync-interval")]
+    sync_interval: Option<String>,
+}
+
+impl ProxyConfig {
+    pub fn read(path: &std::path::Path) -> Result<ProxyConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies the proxy's settings over the git configuration.
+    pub fn apply(&self, config: &mut Config) -> Result<()> {
+        match self.gitstore.as_ref().and_then(|g| g.usage_sync.as_ref()) {
+            Some(sync) if sync.enabled => {
+                config.enabled = true;
+                config.files = vec![sync.path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_FILE))];
+                if let Some(i) = &sync.sync_interval {
+                    config.sync_interval = duration("gitstore.usage-sync.sync-interval", i)?;
+                }
+            }
+            _ => {
+                config.enabled = false;
+                config.files = vec![self.statistics_file.clone().unwrap_or_else(|| PathBuf::from("usage.json"))];
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    #[test]
+    fn the_prd_shape() {
+        let enabled: ProxyConfig = serde_yaml_ng::from_str(
+            "gitstore:\n  remote: x\n  usage-sync:\n    enabled: true\n    path: \"stats/usage.json\"\n    sync-interval: \"1h\"\nstatistics-file: ./local.json\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        enabled.apply(&mut c).unwrap();
+        assert!(c.enabled);
+        assert_eq!(c.files, [PathBuf::from("stats/usage.json")]);
+        assert_eq!(c.sync_interval, Duration::from_secs(3600));
+        let disabled: ProxyConfig = serde_yaml_ng::from_str(
+            "gitstore:\n  usage-sync:\n    enabled: false\n    sync-interval: \"0m\"\nstatistics-file: ./local.json\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        disabled.apply(&mut c).unwrap();
+        assert!(!c.enabled);
+        assert_eq!(c.files, [PathBuf::from("./local.json")]);
+        let zero: ProxyConfig =
+            serde_yaml_ng::from_str("gitstore:\n  usage-sync:\n    enabled: true\n    sync-interval: \"0m\"\n")
+                .unwrap();
+        let mut c = Config::default();
+        zero.apply(&mut c).unwrap();
+        assert_eq!(c.sync_interval, Duration::ZERO);
+    }
+}

@@ -428,3 +428,44 @@ fn local_only_mode_works_without_git() {
     assert_eq!(doc["totals"]["requests"], 2, "the retried id counted once");
     assert!(!dir.join(".git").exists());
 }
+
+#[test]
+fn the_demo_converges_exactly() {
+    let env = Env::new();
+    let dir = env.path().join("demo");
+    let out = env.tally(env.path()).args(["demo", "--dir", dir.to_str().unwrap(), "--events", "60"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("byte-identical files: yes") && stdout.contains("all 120 requests once: yes"), "{stdout}");
+    assert_eq!(read_json(&dir.join("laptop").join(FILE))["totals"]["requests"], 120);
+}
+
+#[test]
+fn a_proxy_config_in_the_prd_shape_drives_the_write_path() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let yaml = c.env.path().join("proxy.yaml");
+    std::fs::write(&yaml, "gitstore:\n  remote: x\n  usage-sync:\n    enabled: true\n    path: \"stats/usage.json\"\n    sync-interval: \"15m\"\nstatistics-file: ./local.json\n").unwrap();
+    let y = yaml.to_str().unwrap();
+    assert!(c
+        .tally(dir)
+        .args(["--proxy-config", y, "record", "--event", &event_line(0, 0)])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let (code, out) = c.run(dir, &["--proxy-config", y, "sync"]);
+    assert_eq!(code, 0, "{out}");
+    let pushed: Value = serde_json::from_str(&c.env.git(&c.remote, &["show", "main:stats/usage.json"])).unwrap();
+    assert_eq!(pushed["totals"]["requests"], 1);
+    // Disabled: the statistics-file, locally, without git.
+    std::fs::write(&yaml, "gitstore:\n  usage-sync:\n    enabled: false\nstatistics-file: ./local.json\n").unwrap();
+    assert!(c
+        .tally(dir)
+        .args(["--proxy-config", y, "record", "--event", &event_line(0, 1)])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    assert_eq!(read_json(&dir.join("local.json"))["totals"]["requests"], 1);
+}

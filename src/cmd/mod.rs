@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod demo;
 mod doctor;
 mod install;
 mod merge;
@@ -8,13 +9,17 @@ mod status;
 mod sync;
 
 use crate::cli::{Cli, Command};
+use crate::config::{Config, ProxyConfig};
 use crate::error::{Error, Result};
+use crate::git::Git;
 use crate::profile;
-use std::path::PathBuf;
+use crate::store::Store;
+use std::path::{Path, PathBuf};
 
 /// Runs a parsed command line; the `Ok` value is the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let proxy = cli.proxy_config.as_deref();
     match cli.command {
         Command::Merge(args) => merge::run(&dir, &args),
         Command::Install(args) => install::install(&dir, &args),
@@ -27,12 +32,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(crate::exit::OK)
         }
-        Command::Record(args) => sync::record(&dir, &args),
-        Command::Pull => sync::pull(&dir),
-        Command::Sync => sync::sync(&dir),
-        Command::Flush(args) => sync::flush(&dir, &args),
+        Command::Record(args) => sync::record(&open_store(&dir, proxy)?, &args),
+        Command::Pull => sync::pull(&open_store(&dir, proxy)?),
+        Command::Sync => sync::sync(&open_store(&dir, proxy)?),
+        Command::Flush(args) => sync::flush(&open_store(&dir, proxy)?, &args),
         Command::Daemon(_) => Err(Error::NotImplemented("daemon")),
-        Command::Status(args) => status::run(&dir, &args),
+        Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
         Command::Systemd(_) => Err(Error::NotImplemented("systemd")),
         Command::Hooks(_) => Err(Error::NotImplemented("hooks")),
         Command::Stats(_) => Err(Error::NotImplemented("stats")),
@@ -42,8 +47,17 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::ClearHistory(_) => Err(Error::NotImplemented("clear-history")),
         Command::Reset(_) => Err(Error::NotImplemented("reset")),
         Command::Import(_) => Err(Error::NotImplemented("import")),
-        Command::Demo(_) => Err(Error::NotImplemented("demo")),
+        Command::Demo(args) => demo::run(&args),
     }
+}
+
+/// The store of the repository around `dir`: git config, then `--proxy-config` over it.
+fn open_store(dir: &Path, proxy: Option<&Path>) -> Result<Store> {
+    let mut config = Config::load(&Git::new(dir))?;
+    if let Some(p) = proxy {
+        ProxyConfig::read(p)?.apply(&mut config)?;
+    }
+    Store::open_with(dir, config)
 }
 
 /// A profile named on the command line.

@@ -7,10 +7,8 @@ use crate::exit;
 use crate::lock::Lock;
 use crate::store::Store;
 use serde_json::json;
-use std::path::Path;
 
-pub fn run(dir: &Path, args: &StatusArgs) -> Result<i32> {
-    let store = Store::open(dir)?;
+pub fn run(store: &Store, args: &StatusArgs) -> Result<i32> {
     let state = store.state();
     let git = store.git_handle().map(|g| g.clone().with_env("GIT_OPTIONAL_LOCKS", "0"));
     let files: Vec<String> = store.config().files.iter().map(|f| f.to_string_lossy().into_owned()).collect();

@@ -6,10 +6,8 @@ use crate::event::Event;
 use crate::exit;
 use crate::store::{Store, Synced};
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
 
-pub fn record(dir: &Path, args: &RecordArgs) -> Result<i32> {
-    let store = Store::open(dir)?;
+pub fn record(store: &Store, args: &RecordArgs) -> Result<i32> {
     let device = store.config().device.clone();
     let now = chrono::Utc::now().fixed_offset();
     let lines: Vec<String> = if !args.events.is_empty() {
@@ -72,18 +70,17 @@ fn report(what: &str, r: &Synced) {
     println!("{what}: {}", if parts.is_empty() { "up to date".to_string() } else { parts.join(", ") });
 }
 
-pub fn pull(dir: &Path) -> Result<i32> {
-    report("pull", &Store::open(dir)?.pull()?);
+pub fn pull(store: &Store) -> Result<i32> {
+    report("pull", &store.pull()?);
     Ok(exit::OK)
 }
 
-pub fn sync(dir: &Path) -> Result<i32> {
-    report("sync", &Store::open(dir)?.sync()?);
+pub fn sync(store: &Store) -> Result<i32> {
+    report("sync", &store.sync()?);
     Ok(exit::OK)
 }
 
-pub fn flush(dir: &Path, args: &FlushArgs) -> Result<i32> {
-    let store = Store::open(dir)?;
+pub fn flush(store: &Store, args: &FlushArgs) -> Result<i32> {
     if !store.config().enabled {
         let n = store.fold()?;
         println!("flush: {n} event(s) folded (tally.enabled is false: no git)");
