@@ -35,6 +35,12 @@ pub struct Config {
     pub enabled: bool,
     /// How long a command waits for the repository lock.
     pub lock_timeout: Duration,
+    /// Whether the user has an identity for commits (user.email).
+    pub has_identity: bool,
+    /// core.attributesFile, kept when git-tally adds its own attributes for a sync.
+    pub attributes_file: Option<PathBuf>,
+    /// branch.<name>.remote and branch.<name>.merge, by branch name.
+    pub branches: std::collections::HashMap<String, (Option<String>, Option<String>)>,
 }
 
 pub const DEFAULT_FILE: &str = "usage/usage.json";
@@ -55,6 +61,9 @@ impl Default for Config {
             app_reads: AppReads::Never,
             enabled: true,
             lock_timeout: Duration::from_secs(30),
+            has_identity: false,
+            attributes_file: None,
+            branches: Default::default(),
         }
     }
 }
@@ -87,15 +96,35 @@ fn boolean(key: &str, value: &str) -> Result<bool> {
 }
 
 impl Config {
-    /// Reads every `tally.*` key with one git process.
+    /// Reads every `tally.*` key (and the user identity) with one git process.
     pub fn load(git: &Git) -> Result<Config> {
-        let out = git.run_optional(&["config", "-z", "--get-regexp", r"^tally\."])?.unwrap_or_default();
-        let mut pairs = Vec::new();
-        for entry in out.split('\0').filter(|e| !e.is_empty()) {
-            let (k, v) = entry.split_once('\n').unwrap_or((entry, ""));
-            pairs.push((k.to_ascii_lowercase(), v.to_string()));
-        }
-        Config::from_pairs(&pairs)
+        Config::from_pairs(&Config::pairs(git)?)
+    }
+
+    fn pairs(git: &Git) -> Result<Vec<(String, String)>> {
+        let out = git
+            .run_optional(&[
+                "config",
+                "-z",
+                "--get-regexp",
+                r"^(tally\.|user\.email$|core\.attributesfile$|branch\..*\.(remote|merge)$)",
+            ])?
+            .unwrap_or_default();
+        Ok(out
+            .split('\0')
+            .filter(|e| !e.is_empty())
+            .map(|entry| {
+                let (k, v) = entry.split_once('\n').unwrap_or((entry, ""));
+                // Section and variable names are case-insensitive; subsections are not.
+                let key = match (k.find('.'), k.rfind('.')) {
+                    (Some(a), Some(b)) if a != b => {
+                        format!("{}{}{}", k[..a].to_ascii_lowercase(), &k[a..b], k[b..].to_ascii_lowercase())
+                    }
+                    _ => k.to_ascii_lowercase(),
+                };
+                (key, v.to_string())
+            })
+            .collect())
     }
 
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Config> {
@@ -127,6 +156,18 @@ impl Config {
                     }
                 }
                 "tally.enabled" => c.enabled = boolean(k, v)?,
+                "user.email" => c.has_identity = true,
+                "core.attributesfile" => c.attributes_file = Some(PathBuf::from(v)),
+                k if k.starts_with("branch.") && (k.ends_with(".remote") || k.ends_with(".merge")) => {
+                    // Branch names keep their case: take the name from the original key.
+                    let (name, field) = k["branch.".len()..].rsplit_once('.').expect("ends with .remote or .merge");
+                    let entry = c.branches.entry(name.to_string()).or_default();
+                    if field == "remote" {
+                        entry.0 = Some(v.clone());
+                    } else {
+                        entry.1 = Some(v.clone());
+                    }
+                }
                 _ => {}
             }
         }
@@ -246,5 +287,89 @@ mod proxy_tests {
         let mut c = Config::default();
         zero.apply(&mut c).unwrap();
         assert_eq!(c.sync_interval, Duration::ZERO);
+    }
+}
+
+/// The work tree and git directory around `dir`, found by looking for `.git` the way git
+/// does, without starting git. `None` when unsure (GIT_DIR set, bare repositories): ask git.
+pub fn discover(dir: &std::path::Path) -> Option<(PathBuf, PathBuf)> {
+    if std::env::var_os("GIT_DIR").is_some() || std::env::var_os("GIT_WORK_TREE").is_some() {
+        return None;
+    }
+    let mut d = std::fs::canonicalize(dir).ok()?;
+    loop {
+        let dotgit = d.join(".git");
+        if dotgit.is_dir() && dotgit.join("HEAD").is_file() {
+            return Some((d, dotgit));
+        }
+        if dotgit.is_file() {
+            let text = std::fs::read_to_string(&dotgit).ok()?;
+            let target = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+            let git_dir = if target.is_absolute() { target } else { d.join(target) };
+            return Some((d, std::fs::canonicalize(git_dir).ok()?));
+        }
+        if !d.pop() {
+            return None;
+        }
+    }
+}
+
+/// What the `tally.*` values depend on: the config files git reads and the variables that
+/// choose them. The values are cached under `.git/tally/` and reused while this is equal,
+/// so that `record` starts no git process.
+fn fingerprint(git_dir: &std::path::Path) -> Option<String> {
+    let var = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned());
+    if var("GIT_CONFIG_COUNT").is_some() || var("GIT_CONFIG_PARAMETERS").is_some() {
+        return None;
+    }
+    let home = var("HOME").unwrap_or_default();
+    let xdg = var("XDG_CONFIG_HOME").unwrap_or_else(|| format!("{home}/.config"));
+    let mut files = vec![git_dir.join("config")];
+    match var("GIT_CONFIG_GLOBAL") {
+        Some(g) => files.push(PathBuf::from(g)),
+        None => {
+            files.push(PathBuf::from(format!("{xdg}/git/config")));
+            files.push(PathBuf::from(format!("{home}/.gitconfig")));
+        }
+    }
+    match var("GIT_CONFIG_SYSTEM") {
+        Some(s) => files.push(PathBuf::from(s)),
+        None => files.extend(["/etc/gitconfig", "/usr/local/etc/gitconfig"].map(PathBuf::from)),
+    }
+    let mut key = format!("nosystem={:?};", var("GIT_CONFIG_NOSYSTEM"));
+    for f in files {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&f) {
+            Ok(m) => {
+                key.push_str(&format!("{}:{}:{}:{}:{};", f.display(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+            }
+            Err(_) => key.push_str(&format!("{}:-;", f.display())),
+        }
+    }
+    Some(key)
+}
+
+impl Config {
+    /// `load`, from the cache in `git_dir` when the config files have not changed.
+    pub fn load_cached(git: &Git, git_dir: &std::path::Path) -> Result<Config> {
+        let cache = git_dir.join("tally").join("config.cache");
+        let key = fingerprint(git_dir);
+        if let (Some(key), Ok(text)) = (&key, std::fs::read_to_string(&cache)) {
+            if let Ok((k, pairs)) = serde_json::from_str::<(String, Vec<(String, String)>)>(&text) {
+                if &k == key {
+                    return Config::from_pairs(&pairs);
+                }
+            }
+        }
+        let pairs = Config::pairs(git)?;
+        if let Some(key) = key {
+            if std::fs::create_dir_all(cache.parent().expect("has a parent")).is_ok() {
+                let _ = crate::fsutil::write_atomic(
+                    &cache,
+                    serde_json::to_string(&(key, &pairs)).expect("serialises").as_bytes(),
+                );
+            }
+        }
+        Config::from_pairs(&pairs)
     }
 }

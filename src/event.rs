@@ -139,16 +139,61 @@ impl Event {
         self.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 
-    /// The event with every field explicit, as the journal stores it.
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "id": self.id, "timestamp": self.timestamp_text(), "api": self.api, "provider": self.provider,
-            "model": self.model, "source": self.source, "auth_index": self.auth_index, "status": self.status,
-            "failed": self.failed, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-            "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
-            "total_tokens": self.total_tokens, "cost_usd": self.cost_usd, "latency_ms": self.latency_ms,
-            "method": self.method, "path": self.path, "device": self.device,
+    /// The event with every field explicit, as the journal stores it (one JSON line).
+    pub fn to_line(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            id: &'a Option<String>,
+            timestamp: String,
+            api: &'a str,
+            provider: &'a str,
+            model: &'a str,
+            source: &'a str,
+            auth_index: &'a str,
+            status: Option<u16>,
+            failed: bool,
+            input_tokens: u64,
+            output_tokens: u64,
+            reasoning_tokens: u64,
+            cached_tokens: u64,
+            total_tokens: u64,
+            cost_usd: f64,
+            latency_ms: Option<u64>,
+            method: &'a str,
+            path: &'a str,
+            device: &'a str,
+        }
+        serde_json::to_string(&Line {
+            id: &self.id,
+            timestamp: self.timestamp_text(),
+            api: &self.api,
+            provider: &self.provider,
+            model: &self.model,
+            source: &self.source,
+            auth_index: &self.auth_index,
+            status: self.status,
+            failed: self.failed,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            reasoning_tokens: self.reasoning_tokens,
+            cached_tokens: self.cached_tokens,
+            total_tokens: self.total_tokens,
+            cost_usd: self.cost_usd,
+            latency_ms: self.latency_ms,
+            method: &self.method,
+            path: &self.path,
+            device: &self.device,
         })
+        .expect("an event serialises")
+    }
+
+    /// The id of a journal line, without parsing the rest of it into a tree.
+    pub fn id_of_line(line: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: Option<String>,
+        }
+        serde_json::from_str::<Id>(line).ok().and_then(|l| l.id)
     }
 
     pub fn timestamp_ms(&self) -> i64 {
@@ -183,8 +228,9 @@ mod tests {
     fn journal_form_round_trips() {
         let e =
             Event::parse(r#"{"id":"x","tokens_in":3,"status":429,"model":"m","cost_usd":0.5}"#, now(), "d").unwrap();
-        let back = Event::parse(&e.to_json().to_string(), now(), "other").unwrap();
+        let back = Event::parse(&e.to_line(), now(), "other").unwrap();
         assert_eq!(back, e);
+        assert_eq!(Event::id_of_line(&e.to_line()).as_deref(), Some("x"));
     }
 
     #[test]

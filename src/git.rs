@@ -126,6 +126,26 @@ impl Git {
         }
     }
 
+    /// `run` with owned arguments.
+    pub fn run_owned(&self, args: &[String]) -> Result<String, GitError> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&args)
+    }
+
+    /// stdout as bytes (blobs).
+    pub fn run_bytes(&self, args: &[&str]) -> Result<Vec<u8>, GitError> {
+        let out = self.output(args)?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(GitError {
+                command: self.describe(args),
+                status: out.status.code(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
     /// `run` with `input` on stdin.
     pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Result<String, GitError> {
         let fail = |stderr: String, status| GitError { command: self.describe(args), status, stderr };

@@ -29,6 +29,7 @@ const SEEN_KEEP: usize = 100_000;
 /// One repository's usage ledger.
 pub struct Store {
     top: PathBuf,
+    git_dir: PathBuf,
     state: PathBuf,
     git: Option<Git>,
     config: Config,
@@ -75,6 +76,13 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Decisions about the ledger, on stderr when GIT_TALLY_TRACE is set (for crash analysis).
+fn trace(what: std::fmt::Arguments<'_>) {
+    if std::env::var_os("GIT_TALLY_TRACE").is_some() {
+        eprintln!("git-tally[{}]: {what}", std::process::id());
+    }
+}
+
 fn random() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -87,21 +95,32 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         let dir = dir.as_ref();
         let git = Git::new(dir);
-        let config = Config::load(&git)?;
+        let config = match crate::config::discover(dir) {
+            Some((_, git_dir)) => Config::load_cached(&git, &git_dir)?,
+            None => Config::load(&git)?,
+        };
         Store::open_with(dir, config)
     }
 
     /// The test seam: a store with the given configuration.
     pub fn open_with(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         let dir = dir.as_ref();
-        let probe = Git::new(dir);
-        let repo = probe.toplevel().ok().zip(probe.git_dir().ok());
+        let repo = crate::config::discover(dir).or_else(|| {
+            let probe = Git::new(dir);
+            probe.toplevel().ok().zip(probe.git_dir().ok())
+        });
         match (repo, config.enabled) {
             (Some((top, git_dir)), _) => {
                 let git = config.enabled.then(|| Git::new(&top));
-                Ok(Store { top, state: git_dir.join("tally"), git, config })
+                Ok(Store { top, state: git_dir.join("tally"), git_dir, git, config })
             }
-            (None, false) => Ok(Store { top: dir.to_path_buf(), state: dir.join(".git-tally"), git: None, config }),
+            (None, false) => Ok(Store {
+                top: dir.to_path_buf(),
+                git_dir: dir.join(".git-tally"),
+                state: dir.join(".git-tally"),
+                git: None,
+                config,
+            }),
             (None, true) => Err(Error::Usage(format!(
                 "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",
                 dir.display()
@@ -194,7 +213,7 @@ impl Store {
                 e.id =
                     Some(format!("{}-{:x}-{nonce:016x}-{i}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or(0)));
             }
-            text.push_str(&e.to_json().to_string());
+            text.push_str(&e.to_line());
             text.push('\n');
         }
         if !text.is_empty() {
@@ -211,13 +230,7 @@ impl Store {
     /// Ids recorded before: pending in the journal, or folded recently.
     fn seen_ids(&self, rel: &Path) -> Result<HashSet<String>> {
         let mut ids = HashSet::new();
-        for line in read_lines(&self.journal(rel))? {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if let Some(id) = v.get("id").and_then(Value::as_str) {
-                    ids.insert(id.to_string());
-                }
-            }
-        }
+        ids.extend(read_lines(&self.journal(rel))?.iter().filter_map(|l| Event::id_of_line(l)));
         for line in read_lines(&self.state.join(format!("seen-{}.ids", self.key(rel))))? {
             ids.insert(line);
         }
@@ -240,9 +253,7 @@ impl Store {
     fn finish_fold(&self, rel: &Path, lines: &[String]) -> Result<()> {
         let seen = self.state.join(format!("seen-{}.ids", self.key(rel)));
         let mut ids: Vec<String> = read_lines(&seen)?;
-        ids.extend(lines.iter().filter_map(|l| {
-            serde_json::from_str::<Value>(l).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
-        }));
+        ids.extend(lines.iter().filter_map(|l| Event::id_of_line(l)));
         if ids.len() > SEEN_KEEP {
             ids.drain(..ids.len() - SEEN_KEEP);
         }
@@ -266,6 +277,7 @@ impl Store {
         }
         let path = self.top.join(rel);
         let old = self.ledger_bytes(rel)?;
+        self.note_base_if_new(rel)?;
         let (mut doc, layout) = match &old {
             Some(bytes) => {
                 let doc = json::parse(bytes).map_err(|p| {
@@ -310,6 +322,57 @@ impl Store {
         self.state.join(format!("pulled-{}.json", self.key(rel)))
     }
 
+    /// The commit the ledger copy builds on: the ledger is that commit's version of the
+    /// file plus the local changes not committed yet.
+    fn base_copy(&self, rel: &Path) -> PathBuf {
+        self.state.join(format!("ledger-{}.base", self.key(rel)))
+    }
+
+    fn set_bases(&self, commit: &str) -> Result<()> {
+        for rel in &self.config.files {
+            if self.ledger_copy(rel).exists() {
+                write_atomic(&self.base_copy(rel), commit.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings each ledger onto HEAD when HEAD moved without it (a sync killed half way, or
+    /// the user's own `git pull`): the local changes are merged onto HEAD's version, so a
+    /// stale ledger can never be committed over newer history.
+    fn reconcile(&self, git: &Git) -> Result<()> {
+        let Some(head) = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])? else { return Ok(()) };
+        for rel in &self.config.files {
+            let Ok(ledger) = std::fs::read(self.ledger_copy(rel)) else { continue };
+            let base = std::fs::read_to_string(self.base_copy(rel)).ok();
+            if base.as_deref() == Some(head.as_str()) {
+                continue;
+            }
+            let path = rel.to_string_lossy();
+            let at_head = git.blob(&head, &path)?;
+            let at_base = match &base {
+                Some(b) => git.blob(b, &path)?,
+                None => None,
+            };
+            let merged = match (&at_base, &at_head) {
+                (_, None) => ledger.clone(),
+                (_, Some(h)) if *h == ledger => h.clone(),
+                (Some(o), Some(h)) if *o == ledger => h.clone(),
+                (o, Some(h)) => {
+                    let m = crate::merge::merge_bytes(None, o.as_deref().unwrap_or_default(), h, &ledger)
+                        .map_err(|e| Error::Failed(format!("{path}: cannot carry local usage onto HEAD: {e}")))?;
+                    if !m.conflicts.is_empty() {
+                        return Err(Error::Failed(format!("{path}: local usage conflicts with HEAD; resolve by hand")));
+                    }
+                    m.output
+                }
+            };
+            self.leave(rel, &merged, Some(&ledger))?;
+            write_atomic(&self.base_copy(rel), head.as_bytes())?;
+        }
+        Ok(())
+    }
+
     /// The ledger: what git-tally last left in the work tree, else the committed file.
     fn ledger_bytes(&self, rel: &Path) -> Result<Option<Vec<u8>>> {
         match std::fs::read(self.ledger_copy(rel)) {
@@ -325,22 +388,61 @@ impl Store {
         Ok(None)
     }
 
+    /// A ledger copy about to be made from HEAD's version builds on HEAD.
+    fn note_base_if_new(&self, rel: &Path) -> Result<()> {
+        if self.ledger_copy(rel).exists() {
+            return Ok(());
+        }
+        if let Some(git) = &self.git {
+            if let Some(head) = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])? {
+                std::fs::create_dir_all(&self.state).map_err(|e| Error::io(&self.state, e))?;
+                write_atomic(&self.base_copy(rel), head.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `bytes` the ledger and writes them to the work tree, unless the application
     /// wrote the file since `expected` was there (its write is ingested next time).
     fn leave(&self, rel: &Path, bytes: &[u8], expected: Option<&[u8]>) -> Result<bool> {
         write_atomic(&self.ledger_copy(rel), bytes)?;
         let path = self.top.join(rel);
         let current = std::fs::read(&path).ok();
-        if current.is_none() || current.as_deref() == expected || current.as_deref() == Some(bytes) {
+        let ours = current.as_deref().is_some_and(|c| self.wrote(rel, c));
+        trace(format_args!(
+            "leave {:x}: work tree {:?} ours={ours} expected={}",
+            fnv(bytes),
+            current.as_deref().map(fnv),
+            current.as_deref() == expected
+        ));
+        if current.is_none() || ours || current.as_deref() == expected || current.as_deref() == Some(bytes) {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
+            // Remember what we write, so that it is never taken for the application's:
+            // both versions while the file changes, so that whatever a crash leaves in the
+            // work tree is recognised.
+            let new = fnv(bytes).to_string();
             if current.as_deref() != Some(bytes) {
+                let mut both = std::fs::read_to_string(self.written_copy(rel)).unwrap_or_default();
+                both.push_str(&format!("\n{new}"));
+                write_atomic(&self.written_copy(rel), both.trim().as_bytes())?;
                 write_atomic(&path, bytes)?;
             }
+            write_atomic(&self.written_copy(rel), new.as_bytes())?;
             return Ok(true);
         }
         Ok(false)
+    }
+
+    fn written_copy(&self, rel: &Path) -> PathBuf {
+        self.state.join(format!("written-{}", self.key(rel)))
+    }
+
+    /// Whether `bytes` are what git-tally itself last wrote to the work tree.
+    fn wrote(&self, rel: &Path, bytes: &[u8]) -> bool {
+        let hash = fnv(bytes).to_string();
+        std::fs::read_to_string(self.written_copy(rel)).is_ok_and(|h| h.lines().any(|l| l.trim() == hash))
     }
 
     /// Ingests an application's write of the usage file into the ledger (SPEC §5b).
@@ -349,11 +451,19 @@ impl Store {
         let Ok(mut app) = std::fs::read(&path) else { return Ok(false) };
         let Some(ledger) = self.ledger_bytes(rel)? else {
             // The first sight of the file: it is the ledger.
+            self.note_base_if_new(rel)?;
             write_atomic(&self.ledger_copy(rel), &app)?;
+            write_atomic(&self.written_copy(rel), fnv(&app).to_string().as_bytes())?;
             write_atomic(&self.prev_copy(rel), &app)?;
             return Ok(false);
         };
         if app == ledger {
+            return Ok(false);
+        }
+        trace(format_args!("ingest? app {:x} ledger {:x} wrote={}", fnv(&app), fnv(&ledger), self.wrote(rel, &app)));
+        if self.wrote(rel, &app) {
+            // Our own earlier write, left behind by a crash: put the ledger there.
+            self.leave(rel, &ledger, Some(&app))?;
             return Ok(false);
         }
         if json::parse(&app).is_err() {
@@ -372,6 +482,7 @@ impl Store {
                 Err(_) => Some(ledger.clone()),
             },
         };
+        self.note_base_if_new(rel)?;
         let (merged, _) = crate::merge::ingest_bytes(base.as_deref(), &ledger, &app)
             .map_err(|e| Error::Failed(format!("{}: cannot ingest the application's write: {e}", path.display())))?;
         write_atomic(&self.prev_copy(rel), &app)?;
@@ -402,11 +513,7 @@ impl Store {
     }
 
     /// Refuses repository states where committing or integrating is unsafe (exit 2).
-    fn check_safe(&self, git: &Git) -> Result<()> {
-        if git.run(&["rev-parse", "--is-bare-repository"])? == "true" {
-            return Err(Error::Usage("this is a bare repository; run git-tally in a clone with a work tree".into()));
-        }
-        let dir = git.git_dir()?;
+    fn check_safe(&self) -> Result<()> {
         for (entry, what) in [
             ("MERGE_HEAD", "a merge"),
             ("rebase-merge", "a rebase"),
@@ -415,30 +522,36 @@ impl Store {
             ("REVERT_HEAD", "a revert"),
             ("BISECT_LOG", "a bisect"),
         ] {
-            if dir.join(entry).exists() {
+            if self.git_dir.join(entry).exists() {
                 return Err(Error::Usage(format!(
                     "{what} is in progress in {}; finish or abort it first",
                     self.top.display()
                 )));
             }
         }
-        if git.run_optional(&["symbolic-ref", "-q", "HEAD"])?.is_none() {
-            return Err(Error::Usage("HEAD is detached; check out a branch first".into()));
+        self.branch().map(drop)
+    }
+
+    /// The checked-out branch (`refs/heads/…`), read from HEAD; a detached HEAD is refused.
+    fn branch(&self) -> Result<String> {
+        let head =
+            std::fs::read_to_string(self.git_dir.join("HEAD")).map_err(|e| Error::io(self.git_dir.join("HEAD"), e))?;
+        match head.trim().strip_prefix("ref: ") {
+            Some(r) => Ok(r.to_string()),
+            None => Err(Error::Usage("HEAD is detached; check out a branch first".into())),
         }
-        Ok(())
     }
 
     /// (remote, branch) to sync with: tally.remote/tally.branch, else the upstream.
-    fn upstream(&self, git: &Git) -> Result<(String, String)> {
-        let branch = git.run(&["symbolic-ref", "--short", "HEAD"])?;
-        let remote = match &self.config.remote {
-            Some(r) => Some(r.clone()),
-            None => git.config_get(&format!("branch.{branch}.remote"))?,
-        };
+    fn upstream(&self) -> Result<(String, String)> {
+        let full = self.branch()?;
+        let branch = full.trim_start_matches("refs/heads/").to_string();
+        let configured = self.config.branches.get(&branch).cloned().unwrap_or_default();
+        let remote = self.config.remote.clone().or(configured.0);
         let target = match &self.config.branch {
             Some(b) => Some(b.clone()),
-            None => git
-                .config_get(&format!("branch.{branch}.merge"))?
+            None => configured
+                .1
                 .map(|m| m.trim_start_matches("refs/heads/").to_string())
                 .or_else(|| self.config.remote.as_ref().map(|_| branch.clone())),
         };
@@ -454,21 +567,37 @@ impl Store {
     /// copy: an application's write is never committed as it stands, and the user's
     /// index and work tree are not touched beyond the usage paths' index entries.
     fn commit_locked(&self, git: &Git) -> Result<bool> {
-        let mut changed = Vec::new();
-        for rel in &self.config.files {
-            let Ok(bytes) = std::fs::read(self.ledger_copy(rel)) else { continue };
-            let path = rel.to_string_lossy().into_owned();
-            let blob = git.run_with_input(&["hash-object", "-w", "--stdin"], &bytes)?;
-            let committed = git.run_optional(&["rev-parse", "-q", "--verify", &format!("HEAD:{path}")])?;
-            if committed.as_deref() != Some(blob.as_str()) {
-                changed.push((path, blob));
-            }
+        let ledgers: Vec<(String, PathBuf)> = self
+            .config
+            .files
+            .iter()
+            .filter(|rel| self.ledger_copy(rel).exists())
+            .map(|rel| (rel.to_string_lossy().into_owned(), self.ledger_copy(rel)))
+            .collect();
+        if ledgers.is_empty() {
+            return Ok(false);
         }
+        let list: String = ledgers.iter().map(|(_, p)| format!("{}\n", p.display())).collect();
+        let blobs = git.run_with_input(&["hash-object", "-w", "--stdin-paths"], list.as_bytes())?;
+        let parent = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+        let committed = match &parent {
+            Some(_) => {
+                let mut args = vec!["ls-tree", "-z", "HEAD", "--"];
+                args.extend(ledgers.iter().map(|(p, _)| p.as_str()));
+                parse_ls_tree(&git.run(&args)?)
+            }
+            None => Default::default(),
+        };
+        let changed: Vec<(String, String)> = ledgers
+            .iter()
+            .zip(blobs.lines())
+            .filter(|((path, _), blob)| committed.get(path).map(String::as_str) != Some(*blob))
+            .map(|((path, _), blob)| (path.clone(), blob.to_string()))
+            .collect();
         if changed.is_empty() {
             return Ok(false);
         }
-        let parent = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
-        let branch = git.run(&["symbolic-ref", "HEAD"])?;
+        let branch = self.branch()?;
         let index = self.state.join("commit.index");
         let _ = std::fs::remove_file(&index);
         let tmp = git.clone().with_env("GIT_INDEX_FILE", &index.to_string_lossy());
@@ -476,9 +605,7 @@ impl Store {
             Some(p) => tmp.run(&["read-tree", p])?,
             None => tmp.run(&["read-tree", "--empty"])?,
         };
-        for (path, blob) in &changed {
-            tmp.run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")])?;
-        }
+        tmp.run_owned(&cacheinfo(&changed))?;
         let tree = tmp.run(&["write-tree"])?;
         let _ = std::fs::remove_file(&index);
         let state = self.state();
@@ -493,9 +620,8 @@ impl Store {
         let commit = self.identity(git)?.run(&args)?;
         let old = parent.unwrap_or_else(|| "0".repeat(40));
         git.run(&["update-ref", "-m", "git-tally: commit usage", &branch, &commit, &old])?;
-        for (path, blob) in &changed {
-            git.run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")])?;
-        }
+        self.set_bases(&commit)?;
+        git.run_owned(&cacheinfo(&changed))?;
         self.save_state(&State { uncommitted_events: 0, app_writes: 0, ..state })?;
         Ok(true)
     }
@@ -504,8 +630,14 @@ impl Store {
     fn with_driver(&self, git: &Git) -> Result<(Git, tempfile::NamedTempFile)> {
         let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
         let quoted = format!("'{}'", exe.to_string_lossy().replace('\'', r"'\''"));
-        let mut attrs = match git.config_get("core.attributesFile")? {
-            Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        let mut attrs = match &self.config.attributes_file {
+            Some(p) => {
+                let p = match p.strip_prefix("~") {
+                    Ok(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
+                    Err(_) => p.clone(),
+                };
+                std::fs::read_to_string(p).unwrap_or_default()
+            }
             None => String::new(),
         };
         for f in &self.config.files {
@@ -539,31 +671,24 @@ impl Store {
     /// updated afterwards, path by path, never over an application's newer write.
     fn integrate(&self, git: &Git, upstream: &str) -> Result<bool> {
         let head = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
-        let is_ancestor = |a: &str, b: &str| -> Result<bool> {
-            Ok(git.run_optional(&["merge-base", "--is-ancestor", a, b])?.is_some())
-        };
         let new = match &head {
             None => upstream.to_string(),
-            Some(h) if h == upstream || is_ancestor(upstream, h)? => return Ok(false),
-            Some(h) if is_ancestor(h, upstream)? => upstream.to_string(),
-            Some(h) => self.replay(git, h, upstream)?,
+            Some(h) if h == upstream => return Ok(false),
+            Some(h) => match git.run_optional(&["merge-base", h, upstream])? {
+                Some(base) if base == upstream => return Ok(false),
+                Some(base) if &base == h => upstream.to_string(),
+                base => self.replay(git, h, upstream, base.as_deref())?,
+            },
         };
         self.move_to(git, head.as_deref(), &new)?;
         Ok(true)
     }
 
-    /// Replays the local commits since the merge base onto `upstream`; a local history
-    /// with merges is merged instead. Returns the new head; changes nothing else.
-    fn replay(&self, git: &Git, head: &str, upstream: &str) -> Result<String> {
+    /// Replays the local commits since `base` onto `upstream` (all of them for unrelated
+    /// histories); a local history with merges is merged instead. Returns the new head;
+    /// changes nothing else.
+    fn replay(&self, git: &Git, head: &str, upstream: &str, base: Option<&str>) -> Result<String> {
         let (g, _attrs) = self.with_driver(git)?;
-        // Unrelated histories (two machines that each started the ledger) replay every
-        // local commit, the first against the empty tree.
-        let empty_tree = git.run_with_input(&["hash-object", "-t", "tree", "--stdin"], b"")?;
-        let range = match git.run_optional(&["merge-base", head, upstream])? {
-            Some(base) => format!("{base}..{head}"),
-            None => head.to_string(),
-        };
-        let merges = git.run(&["rev-list", "--merges", &range])?;
         let conflict = |detail: &str| {
             Error::Failed(format!(
                 "integrating the upstream conflicts; nothing was changed and your commits are kept{}",
@@ -577,9 +702,21 @@ impl Store {
                 Err(e) => Err(e.into()),
             }
         };
-        if !merges.is_empty() {
+        let range = match base {
+            Some(b) => format!("{b}..{head}"),
+            None => head.to_string(),
+        };
+        // One log for every commit to replay: id, parents, author, message.
+        let log = git.run(&["log", "--reverse", "--format=%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%B%x1e", &range])?;
+        let commits: Vec<Vec<&str>> = log
+            .split('\x1e')
+            .map(|c| c.trim_start_matches('\n'))
+            .filter(|c| !c.is_empty())
+            .map(|c| c.splitn(6, '\x1f').collect())
+            .collect();
+        if commits.iter().any(|c| c.get(1).is_some_and(|p| p.split(' ').count() > 1)) {
             let tree = tree_of(&["merge-tree", "--write-tree", head, upstream])?;
-            return Ok(g.run(&[
+            return Ok(self.identity(&g)?.run(&[
                 "commit-tree",
                 &tree,
                 "-p",
@@ -591,57 +728,51 @@ impl Store {
             ])?);
         }
         let mut new = upstream.to_string();
-        for c in git.run(&["rev-list", "--reverse", &range])?.lines() {
-            let parent = git
-                .run_optional(&["rev-parse", "-q", "--verify", &format!("{c}^")])?
-                .unwrap_or_else(|| empty_tree.clone());
+        let mut empty_tree = None;
+        for c in commits {
+            let [id, parent, name, email, date, msg] = c[..] else { continue };
+            let parent = match parent {
+                "" => empty_tree
+                    .get_or_insert(git.run_with_input(&["hash-object", "-t", "tree", "--stdin"], b"")?)
+                    .clone(),
+                p => p.to_string(),
+            };
             let mb = format!("--merge-base={parent}");
-            let tree = tree_of(&["merge-tree", "--write-tree", &mb, &new, c])?;
-            let meta = git.run(&["log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", c])?;
-            let mut parts = meta.splitn(4, '\0');
-            let (name, email, date, msg) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
+            let tree = tree_of(&["merge-tree", "--write-tree", &mb, &new, id])?;
             let author = g
                 .clone()
                 .with_env("GIT_AUTHOR_NAME", name)
                 .with_env("GIT_AUTHOR_EMAIL", email)
                 .with_env("GIT_AUTHOR_DATE", date);
-            let committer = self.identity(&author)?;
-            new = committer.run(&["commit-tree", &tree, "-p", &new, "-m", msg.trim_end()])?;
+            new = self.identity(&author)?.run(&["commit-tree", &tree, "-p", &new, "-m", msg.trim_end()])?;
         }
         Ok(new)
-    }
-
-    /// git with an identity for commits when the user has none configured.
-    fn identity(&self, git: &Git) -> Result<Git> {
-        Ok(if git.config_get("user.email")?.is_none() {
-            git.clone()
-                .with_config("user.name", &format!("git-tally ({})", self.config.device))
-                .with_config("user.email", &format!("git-tally@{}", self.config.device))
-        } else {
-            git.clone()
-        })
     }
 
     /// Points the branch at `new` and updates index and work tree for the paths that
     /// changed. Other paths must not have local changes there (exit 2, nothing changed);
     /// usage files are written only where the application has not written since.
     fn move_to(&self, git: &Git, old: Option<&str>, new: &str) -> Result<()> {
-        let empty_tree = git.run_with_input(&["hash-object", "-t", "tree", "--stdin"], b"")?;
-        let from = old.unwrap_or(&empty_tree);
-        let diff = git.run(&["diff-tree", "-r", "-z", "--no-renames", "--name-status", from, new])?;
+        let empty_tree;
+        let from = match old {
+            Some(o) => o,
+            None => {
+                empty_tree = git.run_with_input(&["hash-object", "-t", "tree", "--stdin"], b"")?;
+                &empty_tree
+            }
+        };
+        // Raw diff: ":<old mode> <new mode> <old blob> <new blob> <status>\0<path>\0".
+        let diff = git.run(&["diff-tree", "-r", "-z", "--no-renames", from, new])?;
         let mut fields = diff.split('\0').filter(|f| !f.is_empty());
         let mut changes = Vec::new();
-        while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
-            changes.push((status.to_string(), path.to_string()));
+        while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+            let parts: Vec<&str> = meta.split(' ').collect();
+            let (blob, status) = (parts.get(3).copied().unwrap_or(""), parts.get(4).copied().unwrap_or(""));
+            changes.push((status.to_string(), blob.to_string(), path.to_string()));
         }
         let usage: Vec<String> = self.config.files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
         let others: Vec<&str> =
-            changes.iter().map(|(_, p)| p.as_str()).filter(|p| !usage.iter().any(|u| u == p)).collect();
+            changes.iter().map(|(_, _, p)| p.as_str()).filter(|p| !usage.iter().any(|u| u == p)).collect();
         if !others.is_empty() {
             let mut args = vec!["status", "--porcelain", "--"];
             args.extend(others.iter().copied());
@@ -652,38 +783,55 @@ impl Store {
                 )));
             }
         }
-        let branch = git.run(&["symbolic-ref", "HEAD"])?;
+        let branch = self.branch()?;
         let old_ref = old.map_or_else(|| "0".repeat(40), str::to_string);
         git.run(&["update-ref", "-m", "git-tally: integrate the upstream", &branch, new, &old_ref])?;
-        for (status, path) in &changes {
+        let mut entries = Vec::new();
+        for (status, blob, path) in &changes {
             let is_usage = usage.iter().any(|u| u == path);
             if status == "D" {
                 git.run(&["rm", "-q", "--cached", "--ignore-unmatch", "--", path])?;
                 if !is_usage {
                     let _ = std::fs::remove_file(self.top.join(path));
                 }
-                continue;
-            }
-            if !is_usage {
+            } else if !is_usage {
                 git.run(&["checkout", new, "--", path])?;
-                continue;
+            } else {
+                let rel = PathBuf::from(path);
+                let bytes = git.run_bytes(&["cat-file", "blob", blob])?;
+                entries.push((path.clone(), blob.clone()));
+                let previous = self.ledger_bytes(&rel)?;
+                if self.leave(&rel, &bytes, previous.as_deref())? {
+                    // What an application that re-reads after a pull now starts from.
+                    write_atomic(&self.read_copy(&rel), &bytes)?;
+                }
             }
-            let rel = PathBuf::from(path);
-            let bytes = git.blob(new, path)?.unwrap_or_default();
-            let blob = git.run(&["rev-parse", &format!("{new}:{path}")])?;
-            git.run(&["update-index", "--add", "--cacheinfo", &format!("100644,{blob},{path}")])?;
-            let previous = self.ledger_bytes(&rel)?;
-            if self.leave(&rel, &bytes, previous.as_deref())? {
-                // What an application that re-reads after a pull now starts from.
-                write_atomic(&self.read_copy(&rel), &bytes)?;
-            }
+        }
+        self.set_bases(new)?;
+        if !entries.is_empty() {
+            git.run_owned(&cacheinfo(&entries))?;
         }
         Ok(())
     }
 
+    /// git with an identity for commits when the user has none configured.
+    fn identity(&self, git: &Git) -> Result<Git> {
+        Ok(if !self.config.has_identity {
+            git.clone()
+                .with_config("user.name", &format!("git-tally ({})", self.config.device))
+                .with_config("user.email", &format!("git-tally@{}", self.config.device))
+        } else {
+            git.clone()
+        })
+    }
+
     fn pull_locked(&self, git: &Git, report: Option<&mut Synced>) -> Result<(String, String, Option<String>)> {
-        self.check_safe(git)?;
-        let (remote, branch) = self.upstream(git)?;
+        self.check_safe()?;
+        let (remote, branch) = self.upstream()?;
+        for rel in &self.config.files {
+            self.recover_fold(rel)?;
+        }
+        self.reconcile(git)?;
         for rel in &self.config.files {
             self.ingest_locked(rel)?;
         }
@@ -736,11 +884,9 @@ impl Store {
         let (remote, branch, mut upstream) = self.pull_locked(git, Some(&mut report))?;
         let mut attempt = 0;
         loop {
-            let ahead = match &upstream {
-                Some(up) => git.run(&["rev-list", "--count", &format!("{up}..HEAD")])?.parse::<u64>().unwrap_or(1),
-                None => 1,
-            };
-            if ahead == 0 {
+            // After integrating, HEAD contains the upstream: ahead unless equal.
+            let head = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+            if head.is_none() || head == upstream {
                 return Ok(report);
             }
             match git.run(&["push", "--quiet", &remote, &format!("HEAD:refs/heads/{branch}")]) {
@@ -778,7 +924,11 @@ impl Store {
         let deadline = Instant::now() + timeout;
         let lock = Lock::acquire(&self.state, timeout.min(self.config.lock_timeout), "flush")?;
         let git = self.git()?.clone();
-        self.check_safe(&git)?;
+        self.check_safe()?;
+        for rel in &self.config.files {
+            self.recover_fold(rel)?;
+        }
+        self.reconcile(&git)?;
         let mut local = Synced { folded: self.fold_all()?, ..Synced::default() };
         local.committed = self.commit_locked(&git)?;
         let result = self.sync_locked(&git.with_deadline(Some(deadline))).map(|r| Synced {
@@ -886,4 +1036,24 @@ fn restarted(prev: &[u8], app: &[u8]) -> bool {
         (Ok(p), Ok(a)) => walk(&p, &a, ""),
         _ => false,
     }
+}
+
+/// `path -> blob` from `git ls-tree -z` output.
+fn parse_ls_tree(out: &str) -> std::collections::HashMap<String, String> {
+    out.split('\0')
+        .filter_map(|entry| {
+            let (meta, path) = entry.split_once('\t')?;
+            Some((path.to_string(), meta.split(' ').nth(2)?.to_string()))
+        })
+        .collect()
+}
+
+/// `git update-index --add --cacheinfo …` for (path, blob) pairs, as one command.
+fn cacheinfo(entries: &[(String, String)]) -> Vec<String> {
+    let mut args = vec!["update-index".to_string(), "--add".to_string()];
+    for (path, blob) in entries {
+        args.push("--cacheinfo".into());
+        args.push(format!("100644,{blob},{path}"));
+    }
+    args
 }

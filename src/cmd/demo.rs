@@ -69,7 +69,8 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             .enumerate()
             .map(|(m, (dir, evs))| {
                 s.spawn(move || -> Result<()> {
-                    let config = Config { device: MACHINES[m].into(), push_retries: 20, ..Config::default() };
+                    let config =
+                        Config { device: MACHINES[m].into(), push_retries: 20, ..Config::load(&Git::new(dir))? };
                     let store = Store::open_with(dir, config)?;
                     for chunk in evs.chunks(25) {
                         store.record(chunk.to_vec())?;
@@ -85,7 +86,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         Ok(())
     })?;
     for dir in &clones {
-        retry_sync(&Store::open_with(dir, Config::default())?)?;
+        retry_sync(&Store::open(dir)?)?;
     }
     let files: Vec<Vec<u8>> = clones
         .iter()

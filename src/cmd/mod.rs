@@ -53,7 +53,11 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 /// The store of the repository around `dir`: git config, then `--proxy-config` over it.
 fn open_store(dir: &Path, proxy: Option<&Path>) -> Result<Store> {
-    let mut config = Config::load(&Git::new(dir))?;
+    let git = Git::new(dir);
+    let mut config = match crate::config::discover(dir) {
+        Some((_, git_dir)) => Config::load_cached(&git, &git_dir)?,
+        None => Config::load(&git)?,
+    };
     if let Some(p) = proxy {
         ProxyConfig::read(p)?.apply(&mut config)?;
     }

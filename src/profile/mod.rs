@@ -242,21 +242,28 @@ pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
 
 pub(crate) fn add_u64(v: &mut Value, key: &str, n: u64) -> Result<(), FieldError> {
     let map = v.as_object_mut().expect("profile documents are objects");
-    let cur = match map.get(key) {
-        None | Some(Value::Null) => 0,
-        Some(x) => x.as_u64().ok_or_else(|| FieldError::new(key, "a non-negative integer"))?,
+    let slot = match map.get_mut(key) {
+        Some(slot) => slot,
+        None => map.entry(key.to_string()).or_insert(Value::Null),
     };
-    let sum = cur.checked_add(n).ok_or_else(|| FieldError::new(key, "a counter that fits 64 bits"))?;
-    map.insert(key.to_string(), Value::from(sum));
+    let cur = match &*slot {
+        Value::Null => 0,
+        x => x.as_u64().ok_or_else(|| FieldError::new(key, "a non-negative integer"))?,
+    };
+    *slot = Value::from(cur.checked_add(n).ok_or_else(|| FieldError::new(key, "a counter that fits 64 bits"))?);
     Ok(())
 }
 
 pub(crate) fn add_f64(v: &mut Value, key: &str, x: f64) -> Result<(), FieldError> {
     let map = v.as_object_mut().expect("profile documents are objects");
-    let cur = match map.get(key) {
-        None | Some(Value::Null) => 0.0,
-        Some(c) => c.as_f64().ok_or_else(|| FieldError::new(key, "a number"))?,
+    let slot = match map.get_mut(key) {
+        Some(slot) => slot,
+        None => map.entry(key.to_string()).or_insert(Value::Null),
     };
-    map.insert(key.to_string(), Value::from(cur + x));
+    let cur = match &*slot {
+        Value::Null => 0.0,
+        c => c.as_f64().ok_or_else(|| FieldError::new(key, "a number"))?,
+    };
+    *slot = Value::from(cur + x);
     Ok(())
 }

@@ -163,13 +163,33 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         Some(id) => id.clone(),
         None => format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()),
     };
-    let seen = doc.get("recent").and_then(Value::as_array);
-    if seen.is_some_and(|l| l.iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str()))) {
-        return Ok(()); // a retried event counts once
+    // A retried event counts once. It carries its first timestamp, so only the records at
+    // that instant (found by binary search; `recent` is in time order) can be it.
+    let t = Some((e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos()));
+    let time = |r: &Value| r.get("timestamp").and_then(parse_instant);
+    if let Some(list) = doc.get("recent").and_then(Value::as_array) {
+        // Events mostly arrive in time order: nothing at or after this instant yet.
+        let later_than_all = list.last().is_none_or(|r| time(r) < t);
+        if !later_than_all {
+            let (lo, hi) = (list.partition_point(|r| time(r) < t), list.partition_point(|r| time(r) <= t));
+            if list[lo..hi].iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str())) {
+                return Ok(());
+            }
+        }
     }
     let rec = record_of(e, &id);
-    let amounts = amounts(&rec)?;
-    let [day, device, provider, model] = cell(&rec)?;
+    let amounts = [
+        Num::Int(1),
+        Num::Int(e.failed as i128),
+        Num::Int(i128::from(e.input_tokens)),
+        Num::Int(i128::from(e.output_tokens)),
+        Num::Int(i128::from(e.reasoning_tokens)),
+        Num::Int(i128::from(e.cached_tokens)),
+        Num::Int(i128::from(e.total_tokens)),
+        Num::Float(e.cost_usd),
+    ];
+    let name = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
+    let (day, device, provider, model) = (e.day(), name(&e.device), name(&e.provider), name(&e.model));
     let ts = e.timestamp_text();
     let map = doc.as_object_mut().expect("native documents are objects");
     map.entry("format").or_insert_with(|| json!(NATIVE_FORMAT));
@@ -205,8 +225,13 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let Value::Array(list) = recent else {
         return Err(FieldError::new("recent", "an array"));
     };
-    list.push(rec);
-    list.sort_by_key(|r| r.get("timestamp").and_then(parse_instant));
+    // Records stay in time order: insert after every record not later than this one.
+    if list.last().is_none_or(|r| time(r) <= t) {
+        list.push(rec);
+    } else {
+        let at = list.partition_point(|r| time(r) <= t);
+        list.insert(at, rec);
+    }
     if list.len() > limit {
         let excess = list.len() - limit;
         list.drain(..excess);
