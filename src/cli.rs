@@ -44,7 +44,7 @@ pub enum Command {
     /// Pre-shutdown sync: commit locally, then push within a time bound.
     Flush(FlushArgs),
     /// Long-running interval and debounced sync; flush on SIGTERM/SIGINT.
-    Daemon(Later),
+    Daemon,
     /// Repository, lock, pending events and driver state.
     Status(StatusArgs),
     /// Generate or install systemd timer, service and flush units.

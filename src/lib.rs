@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod debounce;
 pub mod engine;
 pub mod error;
 pub mod event;

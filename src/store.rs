@@ -946,6 +946,12 @@ impl Store {
         })
     }
 
+    /// The files whose change means there is something to sync: each usage file and its
+    /// journal.
+    pub fn watched(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.config.files.iter().map(|rel| (self.top.join(rel), self.journal(rel))).collect()
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state
     }

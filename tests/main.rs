@@ -6,5 +6,6 @@ mod common;
 mod failing;
 mod filemode;
 mod git;
+mod ops;
 mod props;
 mod sync;

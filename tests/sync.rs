@@ -12,13 +12,13 @@ use std::process::{Command, Stdio};
 
 const FILE: &str = "usage/usage.json";
 
-struct Cluster {
-    env: Env,
-    remote: PathBuf,
-    clones: Vec<PathBuf>,
+pub(crate) struct Cluster {
+    pub(crate) env: Env,
+    pub(crate) remote: PathBuf,
+    pub(crate) clones: Vec<PathBuf>,
 }
 
-fn cluster(n: usize, profile: &str) -> Cluster {
+pub(crate) fn cluster(n: usize, profile: &str) -> Cluster {
     let env = Env::new();
     let remote = env.path().join("remote.git");
     env.git(env.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
@@ -41,7 +41,7 @@ fn cluster(n: usize, profile: &str) -> Cluster {
 }
 
 /// Event `i` of machine `m`, with a timestamp unique across machines.
-fn event_line(m: usize, i: usize) -> String {
+pub(crate) fn event_line(m: usize, i: usize) -> String {
     let t0 = DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap();
     let ts = t0 + Duration::seconds((i * 8 + m) as i64 * 7);
     json!({
@@ -69,12 +69,12 @@ fn single_machine(profile: &str, lines: &[String]) -> Value {
 }
 
 impl Cluster {
-    fn tally(&self, dir: &Path) -> Command {
+    pub(crate) fn tally(&self, dir: &Path) -> Command {
         self.env.command(dir)
     }
 
     /// `record` with these lines on stdin; panics unless it succeeds.
-    fn record(&self, dir: &Path, lines: &[String]) {
+    pub(crate) fn record(&self, dir: &Path, lines: &[String]) {
         let mut c = self.tally(dir);
         c.arg("record").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();

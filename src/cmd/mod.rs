@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod daemon;
 mod demo;
 mod doctor;
 mod install;
@@ -36,7 +37,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Pull => sync::pull(&open_store(&dir, proxy)?),
         Command::Sync => sync::sync(&open_store(&dir, proxy)?),
         Command::Flush(args) => sync::flush(&open_store(&dir, proxy)?, &args),
-        Command::Daemon(_) => Err(Error::NotImplemented("daemon")),
+        Command::Daemon => daemon::run(&open_store(&dir, proxy)?),
         Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
         Command::Systemd(_) => Err(Error::NotImplemented("systemd")),
         Command::Hooks(_) => Err(Error::NotImplemented("hooks")),
