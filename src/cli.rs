@@ -48,7 +48,7 @@ pub enum Command {
     /// Repository, lock, pending events and driver state.
     Status(StatusArgs),
     /// Generate or install systemd timer, service and flush units.
-    Systemd(Later),
+    Systemd(SystemdArgs),
     /// Install or remove the git hooks that keep invalid usage files out of history.
     Hooks(Later),
     /// Totals and breakdowns of the usage file.
@@ -154,6 +154,25 @@ pub struct DemoArgs {
     /// Requests each machine serves.
     #[arg(long, default_value_t = 200)]
     pub events: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemdArgs {
+    /// print, install or uninstall.
+    #[arg(value_parser = ["print", "install", "uninstall"])]
+    pub action: String,
+    /// User units (default).
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// System units (as root).
+    #[arg(long)]
+    pub system: bool,
+    /// Sync interval (default: tally.syncInterval, 15m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<std::time::Duration>,
+    /// Write the unit files only; do not run systemctl.
+    #[arg(long)]
+    pub no_start: bool,
 }
 
 /// Arguments of commands that later work fills in.

@@ -19,6 +19,7 @@ pub mod merge;
 pub mod num;
 pub mod profile;
 pub mod store;
+pub mod systemd;
 
 /// Exit codes (SPEC §9).
 pub mod exit {

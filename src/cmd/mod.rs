@@ -8,6 +8,7 @@ mod install;
 mod merge;
 mod status;
 mod sync;
+mod systemd;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ProxyConfig};
@@ -39,7 +40,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Flush(args) => sync::flush(&open_store(&dir, proxy)?, &args),
         Command::Daemon => daemon::run(&open_store(&dir, proxy)?),
         Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
-        Command::Systemd(_) => Err(Error::NotImplemented("systemd")),
+        Command::Systemd(args) => systemd::run(&open_store(&dir, proxy)?, &args),
         Command::Hooks(_) => Err(Error::NotImplemented("hooks")),
         Command::Stats(_) => Err(Error::NotImplemented("stats")),
         Command::Export(_) => Err(Error::NotImplemented("export")),
