@@ -50,7 +50,7 @@ pub enum Command {
     /// Generate or install systemd timer, service and flush units.
     Systemd(SystemdArgs),
     /// Install or remove the git hooks that keep invalid usage files out of history.
-    Hooks(Later),
+    Hooks(HooksArgs),
     /// Totals and breakdowns of the usage file.
     Stats(Later),
     /// Export records and aggregates as CSV or JSON.
@@ -173,6 +173,26 @@ pub struct SystemdArgs {
     /// Write the unit files only; do not run systemctl.
     #[arg(long)]
     pub no_start: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    #[command(subcommand)]
+    pub action: HooksAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksAction {
+    /// Install pre-commit, post-merge, post-rewrite and pre-push (keeping existing hooks).
+    Install,
+    /// Remove them and put back the hooks they replaced.
+    Uninstall,
+    /// Run one hook (what the installed scripts call).
+    Run {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Arguments of commands that later work fills in.

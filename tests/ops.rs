@@ -1,6 +1,6 @@
 //! Running unattended: the daemon in real time, systemd units, git hooks, the installer.
 
-use crate::common::{read_json, Env};
+use crate::common::read_json;
 use crate::sync::{cluster, event_line};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,4 +149,117 @@ fn systemd_units_verify_for_user_and_system() {
         .status
         .success());
     assert_eq!(std::fs::read_dir(&user_dir).unwrap().count(), 0);
+}
+
+fn write(path: &std::path::Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn hooks_refuse_broken_usage_files_and_keep_the_users_hook() {
+    let env = crate::common::Env::new();
+    let repo = env.repo("repo");
+    let user_hook = repo.join(".git/hooks/pre-commit");
+    write(&user_hook, "#!/bin/sh\necho ran >> \"$(git rev-parse --git-dir)/user-hook-ran\"\n");
+    std::fs::set_permissions(&user_hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let original = std::fs::read(&user_hook).unwrap();
+    env.tally(&repo).args(["hooks", "install"]).assert().success();
+    env.tally(&repo).args(["hooks", "install"]).assert().success();
+    // A valid usage file commits, and the user's hook ran first.
+    env.tally(&repo).args(["record", "--event", &event_line(0, 0)]).assert().success();
+    let store = git_tally::store::Store::open(&repo).unwrap();
+    store.fold().unwrap();
+    env.git(&repo, &["add", FILE]);
+    env.commit(&repo, "usage");
+    assert!(repo.join(".git/user-hook-ran").exists(), "the user's pre-commit ran");
+    // A broken one is refused, naming the file and the JSON path.
+    write(&repo.join(FILE), "{\"format\": \"git-tally/1\", \"totals\": {\"requests\": \"many\"}}\n");
+    env.git(&repo, &["add", FILE]);
+    let out = env.git_output(&repo, &["commit", "-q", "-m", "broken"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(FILE) && err.contains("$.totals.requests"), "{err}");
+    write(&repo.join(FILE), "{\n<<<<<<< ours\n}\n");
+    env.git(&repo, &["add", FILE]);
+    let out = env.git_output(&repo, &["commit", "-q", "-m", "markers"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("conflict markers"));
+    // pre-push refuses a broken file that slipped past with --no-verify.
+    env.git(&repo, &["commit", "-q", "--no-verify", "-m", "slipped"]);
+    let remote = env.path().join("remote.git");
+    env.git(env.path(), &["init", "-q", "--bare", remote.to_str().unwrap()]);
+    let out = env.git_output(&repo, &["push", "-q", remote.to_str().unwrap(), "main"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("pre-push"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Uninstall puts the user's hook back, byte for byte.
+    env.tally(&repo).args(["hooks", "uninstall"]).assert().success();
+    assert_eq!(std::fs::read(&user_hook).unwrap(), original);
+    assert!(!repo.join(".git/hooks/pre-push").exists());
+}
+
+#[test]
+fn hooks_install_into_core_hooks_path() {
+    let env = crate::common::Env::new();
+    let repo = env.repo("repo");
+    env.git(&repo, &["config", "core.hooksPath", "my-hooks"]);
+    env.tally(&repo).args(["hooks", "install"]).assert().success();
+    assert!(repo.join("my-hooks/pre-commit").exists());
+    assert!(!repo.join(".git/hooks/pre-commit").exists());
+}
+
+#[test]
+fn a_stale_application_write_committed_with_commit_a_deletes_nothing() {
+    let env = crate::common::Env::new();
+    let repo = env.repo("repo");
+    env.git(&repo, &["config", "tally.profile", "cliproxyapi"]);
+    env.tally(&repo).args(["hooks", "install"]).assert().success();
+    let p = git_tally::profile::by_name("cliproxyapi").unwrap();
+    let now = chrono::Utc::now().fixed_offset();
+    let ev = |i: usize, m: usize| git_tally::event::Event::parse(&event_line(m, i), now, "x").unwrap();
+    let doc = |evs: &[git_tally::event::Event]| {
+        let mut d = (p.empty)();
+        for e in evs {
+            (p.apply.unwrap())(&mut d, e).unwrap();
+        }
+        serde_json::to_string_pretty(&d).unwrap() + "\n"
+    };
+    // HEAD has three machines' requests; the application rewrites the file from memory
+    // with only its own two (one old, one new) and the user commits with -a.
+    write(&repo.join(FILE), &doc(&[ev(0, 0), ev(1, 1), ev(2, 2)]));
+    env.git(&repo, &["add", FILE]);
+    env.commit(&repo, "ledger");
+    write(&repo.join(FILE), &doc(&[ev(0, 0), ev(3, 0)]));
+    let out = env.git_output(&repo, &["commit", "-q", "-a", "-m", "stale write"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ingested"));
+    let committed: serde_json::Value =
+        serde_json::from_str(&env.git(&repo, &["show", &format!("HEAD:{FILE}")])).unwrap();
+    let want: serde_json::Value = serde_json::from_str(&doc(&[ev(0, 0), ev(1, 1), ev(2, 2), ev(3, 0)])).unwrap();
+    assert_eq!(committed, want);
+}
+
+#[test]
+fn post_merge_summarises_what_came_in() {
+    let env = crate::common::Env::new();
+    let repo = env.repo("repo");
+    env.tally(&repo).arg("install").assert().success();
+    env.tally(&repo).args(["hooks", "install"]).assert().success();
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit(&repo, "attributes");
+    env.tally(&repo).args(["record", "--event", &event_line(0, 0)]).assert().success();
+    git_tally::store::Store::open(&repo).unwrap().fold().unwrap();
+    env.git(&repo, &["add", FILE]);
+    env.commit(&repo, "base");
+    env.git(&repo, &["checkout", "-q", "-b", "other"]);
+    env.tally(&repo).args(["record", "--event", &event_line(1, 0), "--event", &event_line(1, 1)]).assert().success();
+    git_tally::store::Store::open(&repo).unwrap().fold().unwrap();
+    env.git(&repo, &["commit", "-q", "-a", "-m", "other"]);
+    env.git(&repo, &["checkout", "-q", "main"]);
+    let out = env.git_output(&repo, &["merge", "--no-edit", "other"]);
+    // Git shows a hook's output on stderr.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("usage/usage.json: +2 requests"), "{text}");
 }

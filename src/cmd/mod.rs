@@ -4,6 +4,7 @@ mod check;
 mod daemon;
 mod demo;
 mod doctor;
+mod hooks;
 mod install;
 mod merge;
 mod status;
@@ -41,7 +42,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Daemon => daemon::run(&open_store(&dir, proxy)?),
         Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
         Command::Systemd(args) => systemd::run(&open_store(&dir, proxy)?, &args),
-        Command::Hooks(_) => Err(Error::NotImplemented("hooks")),
+        Command::Hooks(args) => hooks::run(&dir, &args),
         Command::Stats(_) => Err(Error::NotImplemented("stats")),
         Command::Export(_) => Err(Error::NotImplemented("export")),
         Command::History(_) => Err(Error::NotImplemented("history")),

@@ -267,3 +267,25 @@ pub(crate) fn add_f64(v: &mut Value, key: &str, x: f64) -> Result<(), FieldError
     *slot = Value::from(cur + x);
     Ok(())
 }
+
+/// (requests, tokens) a document counts, for one-line summaries; `None` for formats that
+/// count neither (manifests, generic files).
+pub fn summary(profile: &Profile, doc: &Value) -> Option<(u64, u64)> {
+    let n = |v: &Value, path: &[&str]| path.iter().try_fold(v, |v, k| v.get(*k)).and_then(Value::as_u64).unwrap_or(0);
+    match profile.name {
+        "cliproxyapi" => {
+            let root = doc.get("usage").filter(|u| u.get("total_requests").is_some()).unwrap_or(doc);
+            Some((n(root, &["total_requests"]), n(root, &["total_tokens"])))
+        }
+        "tally" => Some((n(doc, &["totals", "requests"]), n(doc, &["totals", "total_tokens"]))),
+        "proxypal-aggregate" => {
+            Some((n(doc, &["totalRequests"]), n(doc, &["totalTokensIn"]) + n(doc, &["totalTokensOut"])))
+        }
+        "proxypal-history" => Some((
+            doc.get("requests").and_then(Value::as_array).map_or(0, |a| a.len() as u64),
+            n(doc, &["totalTokensIn"]) + n(doc, &["totalTokensOut"]),
+        )),
+        "ccu-usage" => Some((n(doc, &["statistics", "total_records"]), n(doc, &["statistics", "total_tokens"]))),
+        _ => None,
+    }
+}

@@ -1,0 +1,228 @@
+//! `hooks install|uninstall|run`: git hooks that keep invalid usage files out of history
+//! (SPEC §7). The scripts in `hooks/` are embedded; installing keeps any hook already in
+//! place (renamed `<hook>.pre-git-tally`, run first by ours) and honours core.hooksPath.
+
+use crate::cli::{HooksAction, HooksArgs};
+use crate::config::Config;
+use crate::engine;
+use crate::error::{Error, Result};
+use crate::exit;
+use crate::git::Git;
+use crate::json;
+use crate::profile;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+const HOOKS: [(&str, &str); 4] = [
+    ("pre-commit", include_str!("../../hooks/pre-commit")),
+    ("post-merge", include_str!("../../hooks/post-merge")),
+    ("post-rewrite", include_str!("../../hooks/post-rewrite")),
+    ("pre-push", include_str!("../../hooks/pre-push")),
+];
+const MARK: &str = "# git-tally hook:";
+
+fn hooks_dir(git: &Git) -> Result<PathBuf> {
+    let p = PathBuf::from(git.run(&["rev-parse", "--git-path", "hooks"])?);
+    Ok(if p.is_absolute() { p } else { git.toplevel()?.join(p) })
+}
+
+fn is_ours(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains(MARK))
+}
+
+pub fn run(dir: &Path, args: &HooksArgs) -> Result<i32> {
+    let git = Git::new(dir);
+    match &args.action {
+        HooksAction::Install => install(&git),
+        HooksAction::Uninstall => uninstall(&git),
+        HooksAction::Run { name, args } => run_hook(&git, name, args),
+    }
+}
+
+fn install(git: &Git) -> Result<i32> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = hooks_dir(git)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for (name, script) in HOOKS {
+        let path = dir.join(name);
+        let saved = dir.join(format!("{name}.pre-git-tally"));
+        if path.exists() && !is_ours(&path) {
+            if saved.exists() {
+                return Err(Error::Usage(format!(
+                    "{} and {} both exist; move one away first (nothing was changed for {name})",
+                    path.display(),
+                    saved.display()
+                )));
+            }
+            std::fs::rename(&path, &saved).map_err(|e| Error::io(&path, e))?;
+            println!("kept your {name} hook as {} (it runs first)", saved.display());
+        }
+        crate::fsutil::write_atomic(&path, script.as_bytes())?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&path, e))?;
+    }
+    println!("installed pre-commit, post-merge, post-rewrite and pre-push in {}", dir.display());
+    Ok(exit::OK)
+}
+
+fn uninstall(git: &Git) -> Result<i32> {
+    let dir = hooks_dir(git)?;
+    for (name, _) in HOOKS {
+        let path = dir.join(name);
+        if is_ours(&path) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        let saved = dir.join(format!("{name}.pre-git-tally"));
+        if saved.exists() && !path.exists() {
+            std::fs::rename(&saved, &path).map_err(|e| Error::io(&saved, e))?;
+            println!("restored your {name} hook");
+        }
+    }
+    println!("removed the git-tally hooks from {}", dir.display());
+    Ok(exit::OK)
+}
+
+/// The usage files among `paths`: configured ones, and those with merge=tally.
+fn usage_files(git: &Git, paths: &[String]) -> Result<Vec<String>> {
+    let config = Config::load(git)?;
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for p in paths {
+        if config.files.iter().any(|f| f.to_string_lossy() == *p)
+            || git.check_attr("merge", p)?.as_deref() == Some("tally")
+        {
+            out.insert(p.clone());
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Problems of a usage file's bytes, as "JSON path: message" lines.
+fn problems(bytes: &[u8]) -> Vec<String> {
+    match json::parse(bytes) {
+        Err(p) => vec![p.to_string()],
+        Ok(doc) => {
+            let p = profile::detect(&[Some(&doc)]);
+            match engine::check(p, &doc) {
+                Ok(findings) => findings.into_iter().map(|f| format!("{}: {}", f.path, f.message)).collect(),
+                Err(e) => vec![e.to_string().trim_start_matches("ours: ").to_string()],
+            }
+        }
+    }
+}
+
+fn run_hook(git: &Git, name: &str, args: &[String]) -> Result<i32> {
+    match name {
+        "pre-commit" => pre_commit(git),
+        "post-merge" | "post-rewrite" => {
+            post_merge(git, name);
+            Ok(exit::OK)
+        }
+        "pre-push" => pre_push(git),
+        other => Err(Error::Usage(format!("unknown hook {other:?} (args {args:?})"))),
+    }
+}
+
+fn pre_commit(git: &Git) -> Result<i32> {
+    let staged: Vec<String> = git
+        .run(&["diff", "--cached", "--name-only", "-z", "--diff-filter=ACM"])?
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut failed = false;
+    for path in usage_files(git, &staged)? {
+        let bytes = git.run_bytes(&["cat-file", "blob", &format!(":{path}")])?;
+        let found = problems(&bytes);
+        if !found.is_empty() {
+            failed = true;
+            for p in found {
+                eprintln!("pre-commit: {path}: {p}");
+            }
+            continue;
+        }
+        ingest_if_records_lost(git, &path, &bytes)?;
+    }
+    if failed {
+        eprintln!("pre-commit: refusing to commit invalid usage files; fix them (git tally check) and commit again");
+        return Ok(exit::CONFLICT);
+    }
+    Ok(exit::OK)
+}
+
+/// A staged usage file that lost records since HEAD is a stale application write: ingest
+/// it into HEAD's version (records added, none deleted) and stage that instead.
+fn ingest_if_records_lost(git: &Git, path: &str, staged: &[u8]) -> Result<()> {
+    let Some(head) = git.blob("HEAD", path)? else { return Ok(()) };
+    let (Ok(head_doc), Ok(staged_doc)) = (json::parse(&head), json::parse(staged)) else { return Ok(()) };
+    let p = profile::detect(&[Some(&head_doc)]);
+    let (Ok(before), Ok(after)) = (engine::record_ids(p, &head_doc), engine::record_ids(p, &staged_doc)) else {
+        return Ok(());
+    };
+    let lost = before.difference(&after).count();
+    if lost == 0 {
+        return Ok(());
+    }
+    let (merged, _) = crate::merge::ingest_bytes(None, &head, staged)
+        .map_err(|e| Error::Failed(format!("pre-commit: {path}: cannot ingest the staged write: {e}")))?;
+    let blob = git.run_with_input(&["hash-object", "-w", "--stdin"], &merged)?;
+    git.run(&["update-index", "--cacheinfo", &format!("100644,{blob},{path}")])?;
+    let file = git.toplevel()?.join(path);
+    if std::fs::read(&file).ok().as_deref() == Some(staged) {
+        crate::fsutil::write_atomic(&file, &merged)?;
+    }
+    eprintln!(
+        "pre-commit: {path} lost {lost} record(s) since HEAD (a stale application write?); staged it ingested instead: its new records added, none deleted"
+    );
+    Ok(())
+}
+
+fn post_merge(git: &Git, name: &str) {
+    let Ok(files) = git.run(&["ls-tree", "-r", "--name-only", "HEAD"]) else { return };
+    let paths: Vec<String> = files.lines().map(str::to_string).collect();
+    let Ok(usage) = usage_files(git, &paths) else { return };
+    for path in usage {
+        let Ok(Some(now)) = git.blob("HEAD", &path) else { continue };
+        let found = problems(&now);
+        if !found.is_empty() {
+            eprintln!("git-tally ({name}): {path} is not a valid usage file now: {}", found.join("; "));
+            continue;
+        }
+        let before = git.blob("ORIG_HEAD", &path).ok().flatten();
+        let count = |b: &[u8]| json::parse(b).ok().and_then(|d| profile::summary(profile::detect(&[Some(&d)]), &d));
+        match (before.as_deref().and_then(count), count(&now)) {
+            (Some((r0, t0)), Some((r1, t1))) => println!(
+                "git-tally: {path}: {:+} requests, {:+} tokens from the {} (now {r1} requests)",
+                r1 as i128 - r0 as i128,
+                t1 as i128 - t0 as i128,
+                if name == "post-merge" { "merge" } else { "rewrite" }
+            ),
+            (_, Some((r1, _))) => println!("git-tally: {path}: {r1} requests"),
+            _ => println!("git-tally: {path}: valid"),
+        }
+    }
+}
+
+fn pre_push(git: &Git) -> Result<i32> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| Error::io("stdin", e))?;
+    let mut failed = false;
+    for line in input.lines() {
+        let Some(sha) = line.split_whitespace().nth(1) else { continue };
+        if sha.chars().all(|c| c == '0') {
+            continue;
+        }
+        let files = git.run(&["ls-tree", "-r", "--name-only", sha])?;
+        let paths: Vec<String> = files.lines().map(str::to_string).collect();
+        for path in usage_files(git, &paths)? {
+            let Some(bytes) = git.blob(sha, &path)? else { continue };
+            for p in problems(&bytes) {
+                failed = true;
+                eprintln!("pre-push: {path} at {}: {p}", &sha[..sha.len().min(12)]);
+            }
+        }
+    }
+    if failed {
+        eprintln!("pre-push: refusing to push invalid usage files");
+        return Ok(exit::CONFLICT);
+    }
+    Ok(exit::OK)
+}
