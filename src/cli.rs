@@ -69,6 +69,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// List the known usage-file profiles.
     Profiles,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Uninstall(args) => install::uninstall(&dir, &args),
         Command::Doctor => doctor::run(&dir),
         Command::Check(args) => check::run(&dir, &args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "git-tally", &mut std::io::stdout());
+            Ok(crate::exit::OK)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(|e| Error::io("stdout", e))?;
+            Ok(crate::exit::OK)
+        }
         Command::Profiles => {
             for p in profile::all() {
                 println!("{:<20} {}", p.name, p.description);
