@@ -52,19 +52,19 @@ pub enum Command {
     /// Install or remove the git hooks that keep invalid usage files out of history.
     Hooks(HooksArgs),
     /// Totals and breakdowns of the usage file.
-    Stats(Later),
-    /// Export records and aggregates as CSV or JSON.
-    Export(Later),
-    /// How the usage file changed over git history.
-    History(Later),
+    Stats(StatsArgs),
+    /// Export records (CSV) or aggregates (JSON).
+    Export(ExportArgs),
+    /// How the usage file changed over git history (these commits are the backups).
+    History(HistoryArgs),
     /// Write the usage file as it was at a revision or date.
-    Restore(Later),
+    Restore(RestoreArgs),
     /// Clear records, keeping aggregates.
-    ClearHistory(Later),
-    /// Zero the aggregates (merges as a reset).
-    Reset(Later),
+    ClearHistory,
+    /// Zero the aggregates and clear the records (merges as a reset).
+    Reset,
     /// Import Claude Code transcripts into usage records.
-    Import(Later),
+    Import(ImportArgs),
     /// Two simulated machines and a remote, converging exactly.
     Demo(DemoArgs),
     /// List the known usage-file profiles.
@@ -199,9 +199,68 @@ pub enum HooksAction {
     },
 }
 
-/// Arguments of commands that later work fills in.
 #[derive(Debug, Args)]
-pub struct Later {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+pub struct StatsArgs {
+    /// The usage file (default: the first of tally.file).
+    pub file: Option<PathBuf>,
+    /// Rows by day, week, month, model, provider, api or device.
+    #[arg(long, default_value = "day", value_parser = ["day", "week", "month", "model", "provider", "api", "device"])]
+    pub by: String,
+    /// First day to include (YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Last day to include (YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Machine-readable output (stable keys, see README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The usage file (default: the first of tally.file).
+    pub file: Option<PathBuf>,
+    /// csv: one row per record; json: totals and breakdowns.
+    #[arg(long, value_parser = ["csv", "json"], default_value = "csv")]
+    pub format: String,
+    /// Write here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The usage file (default: the first of tally.file).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// At most this many commits.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A revision (commit, tag, HEAD~3) or a date git understands (2026-11-01, "3 days ago").
+    #[arg(long)]
+    pub at: String,
+    /// The usage file to restore (default: the first of tally.file).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Write here instead (inside the repository).
+    #[arg(long)]
+    pub to: Option<PathBuf>,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What to import (claude-code).
+    #[arg(value_parser = ["claude-code"])]
+    pub source: String,
+    /// Claude Code's data directories (default: CLAUDE_CONFIG_DIR, else ~/.claude and
+    /// ~/.config/claude).
+    pub dirs: Vec<PathBuf>,
 }

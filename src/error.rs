@@ -25,8 +25,6 @@ pub enum Error {
     /// A check that failed, already reported (exit 1).
     #[error("{0}")]
     Failed(String),
-    #[error("{0} is not implemented yet")]
-    NotImplemented(&'static str),
     /// The lock is busy, the remote unreachable, a push kept being rejected: retry later;
     /// nothing was lost (exit 3).
     #[error("{0}")]
@@ -41,7 +39,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Git(_) | Error::Io { .. } | Error::Transient(_) => exit::TRANSIENT,
-            Error::Usage(_) | Error::NotImplemented(_) => exit::USAGE,
+            Error::Usage(_) => exit::USAGE,
             Error::Failed(_) => exit::CONFLICT,
         }
     }

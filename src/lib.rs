@@ -13,11 +13,13 @@ pub mod error;
 pub mod event;
 pub mod fsutil;
 pub mod git;
+pub mod import;
 pub mod json;
 pub mod lock;
 pub mod merge;
 pub mod num;
 pub mod profile;
+pub mod report;
 pub mod store;
 pub mod systemd;
 

@@ -946,6 +946,76 @@ impl Store {
         })
     }
 
+    /// Rewrites every usage file's ledger with `change` (under the lock, after folding),
+    /// as an explicit, local change that the next sync commits and merges.
+    fn rewrite(&self, what: &str, change: &dyn Fn(&'static Profile, &Value) -> Result<Value>) -> Result<usize> {
+        let _lock = self.lock(what)?;
+        for rel in &self.config.files {
+            self.recover_fold(rel)?;
+        }
+        if let Some(git) = &self.git {
+            self.reconcile(git)?;
+            for rel in &self.config.files {
+                self.ingest_locked(rel)?;
+            }
+        }
+        self.fold_all()?;
+        let mut n = 0;
+        for rel in &self.config.files {
+            let Some(old) = self.ledger_bytes(rel)? else { continue };
+            let doc = json::parse(&old).map_err(|p| Error::Failed(format!("{}: {p}", rel.display())))?;
+            let profile = self.profile_for(Some(&doc))?;
+            let new = change(profile, &doc)?;
+            self.note_base_if_new(rel)?;
+            self.leave(rel, &Layout::detect(&old).write(&new), Some(&old))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Clears the records, keeping every aggregate (SPEC §8). Other machines' concurrent
+    /// records survive the merge; the counters keep everything.
+    pub fn clear_history(&self) -> Result<usize> {
+        self.rewrite("clear-history", &|profile, doc| {
+            let text = serde_json::to_vec(doc).expect("serialises");
+            let mut input =
+                crate::engine::Input::parse(&text, Some(profile)).map_err(|p| Error::Failed(p.to_string()))?;
+            input.settle(profile);
+            Ok(input.skeleton)
+        })
+    }
+
+    /// Zeroes the aggregates and clears the records; merges as a reset (SPEC §4.3): other
+    /// machines' concurrent traffic is what remains.
+    pub fn reset(&self) -> Result<usize> {
+        self.rewrite("reset", &|profile, doc| {
+            let empty = (profile.empty)();
+            Ok(match profile.envelope {
+                Some((key, is_env)) if is_env(doc) => {
+                    let mut env = doc.clone();
+                    env[key] = empty;
+                    env
+                }
+                _ => empty,
+            })
+        })
+    }
+
+    /// Writes `bytes` as a usage file's content through the ledger (restore in place).
+    pub fn replace(&self, rel: &Path, bytes: &[u8]) -> Result<()> {
+        let _lock = self.lock("restore")?;
+        self.recover_fold(rel)?;
+        if let Some(git) = &self.git {
+            self.reconcile(git)?;
+        }
+        self.fold_locked(rel)?;
+        let old = self.ledger_bytes(rel)?;
+        self.note_base_if_new(rel)?;
+        let current = std::fs::read(self.top.join(rel)).ok();
+        self.leave(rel, bytes, current.as_deref().or(old.as_deref()))?;
+        Ok(())
+    }
+
     /// The files whose change means there is something to sync: each usage file and its
     /// journal.
     pub fn watched(&self) -> Vec<(PathBuf, PathBuf)> {
@@ -954,6 +1024,14 @@ impl Store {
 
     pub fn state_dir(&self) -> &Path {
         &self.state
+    }
+
+    /// The usage file's path relative to the work tree: `file` if given, else the first.
+    pub fn rel(&self, file: Option<&Path>) -> PathBuf {
+        match file {
+            Some(f) => f.strip_prefix(&self.top).unwrap_or(f).to_path_buf(),
+            None => self.config.files[0].clone(),
+        }
     }
 
     pub fn git_handle(&self) -> Option<&Git> {

@@ -8,4 +8,5 @@ mod filemode;
 mod git;
 mod ops;
 mod props;
+mod reports;
 mod sync;

@@ -4,9 +4,11 @@ mod check;
 mod daemon;
 mod demo;
 mod doctor;
+mod history;
 mod hooks;
 mod install;
 mod merge;
+mod stats;
 mod status;
 mod sync;
 mod systemd;
@@ -53,19 +55,36 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
         Command::Systemd(args) => systemd::run(&open_store(&dir, proxy)?, &args),
         Command::Hooks(args) => hooks::run(&dir, &args),
-        Command::Stats(_) => Err(Error::NotImplemented("stats")),
-        Command::Export(_) => Err(Error::NotImplemented("export")),
-        Command::History(_) => Err(Error::NotImplemented("history")),
-        Command::Restore(_) => Err(Error::NotImplemented("restore")),
-        Command::ClearHistory(_) => Err(Error::NotImplemented("clear-history")),
-        Command::Reset(_) => Err(Error::NotImplemented("reset")),
-        Command::Import(_) => Err(Error::NotImplemented("import")),
+        Command::Stats(args) => stats::stats(&dir, proxy, &args),
+        Command::Export(args) => stats::export(&dir, proxy, &args),
+        Command::History(args) => history::history(&open_store(&dir, proxy)?, &args),
+        Command::Restore(args) => history::restore(&open_store(&dir, proxy)?, &args),
+        Command::ClearHistory => {
+            let n = open_store(&dir, proxy)?.clear_history()?;
+            println!("cleared the records of {n} usage file(s); aggregates kept (sync to share)");
+            Ok(crate::exit::OK)
+        }
+        Command::Reset => {
+            let n = open_store(&dir, proxy)?.reset()?;
+            println!("reset {n} usage file(s) to zero (sync to share; other machines' new traffic stays)");
+            Ok(crate::exit::OK)
+        }
+        Command::Import(args) => {
+            let store = open_store(&dir, proxy)?;
+            let dirs = if args.dirs.is_empty() { crate::import::default_dirs() } else { args.dirs.clone() };
+            let r = crate::import::claude_code(&store, &dirs)?;
+            println!(
+                "import claude-code: {} file(s), {} bytes read, {} request(s) found, {} recorded, {} already recorded",
+                r.files, r.bytes_read, r.entries, r.recorded, r.already
+            );
+            Ok(crate::exit::OK)
+        }
         Command::Demo(args) => demo::run(&args),
     }
 }
 
 /// The store of the repository around `dir`: git config, then `--proxy-config` over it.
-fn open_store(dir: &Path, proxy: Option<&Path>) -> Result<Store> {
+pub(crate) fn open_store(dir: &Path, proxy: Option<&Path>) -> Result<Store> {
     let git = Git::new(dir);
     let mut config = match crate::config::discover(dir) {
         Some((_, git_dir)) => Config::load_cached(&git, &git_dir)?,

@@ -1,0 +1,165 @@
+//! Importing Claude Code transcripts (`projects/**/*.jsonl`) into usage events, strictly
+//! read-only and streaming: lines are read one at a time from where the previous run
+//! stopped, only lines that carry `message.usage` are parsed (no message content is
+//! kept), and a streamed message (same `message.id` + `requestId` on several lines) counts
+//! once, with the largest token total. Events go through the normal write path.
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::store::Store;
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub files: usize,
+    pub bytes_read: u64,
+    pub entries: usize,
+    pub recorded: usize,
+    pub already: usize,
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow, default)]
+    message: Option<Message<'a>>,
+    #[serde(borrow, default, rename = "requestId")]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+struct Usage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+    }
+}
+
+/// Where each transcript was read up to.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Offsets {
+    files: BTreeMap<String, (u64, u64)>,
+}
+
+/// The directories Claude Code keeps its data in: CLAUDE_CONFIG_DIR (comma-separated),
+/// else ~/.claude and ~/.config/claude.
+pub fn default_dirs() -> Vec<PathBuf> {
+    if let Some(dirs) = std::env::var_os("CLAUDE_CONFIG_DIR") {
+        return dirs.to_string_lossy().split(',').filter(|d| !d.is_empty()).map(PathBuf::from).collect();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    vec![home.join(".claude"), home.join(".config/claude")]
+}
+
+fn transcripts(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => transcripts(&p, out),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "jsonl") => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
+    let state = store.state_dir().join("import-claude-code.json");
+    let mut offsets: Offsets =
+        std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut files = Vec::new();
+    for d in dirs {
+        transcripts(&d.join("projects"), &mut files);
+    }
+    let mut report = Imported { files: files.len(), ..Imported::default() };
+    // key -> (usage, model, timestamp): the entry with the largest total wins.
+    let mut entries: HashMap<String, (Usage, String, String)> = HashMap::new();
+    let mut line = Vec::with_capacity(64 * 1024);
+    for path in &files {
+        let key = path.to_string_lossy().into_owned();
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        let (ino, mut offset) = offsets.files.get(&key).copied().map(|(i, o)| (i, o)).unwrap_or((meta.ino(), 0));
+        if ino != meta.ino() || offset > meta.len() {
+            offset = 0; // replaced or truncated: read it again (ids keep it from counting twice)
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        reader.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break; // end, or a line still being written: next time
+            }
+            offset += n as u64;
+            report.bytes_read += n as u64;
+            let Ok(text) = std::str::from_utf8(&line) else { continue };
+            if !text.contains("\"usage\"") {
+                continue;
+            }
+            let Ok(parsed) = serde_json::from_str::<Line<'_>>(text) else { continue };
+            let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { continue };
+            let (Some(id), Some(usage)) = (msg.id, msg.usage) else { continue };
+            let k = format!("claude-code:{id}:{rid}");
+            let better = entries.get(&k).is_none_or(|(u, _, _)| usage.total() > u.total());
+            if better {
+                let model = msg.model.unwrap_or(Cow::Borrowed("unknown")).into_owned();
+                let ts = parsed.timestamp.unwrap_or_default().into_owned();
+                entries.insert(k, (usage, model, ts));
+            }
+        }
+        offsets.files.insert(key, (meta.ino(), offset));
+    }
+    report.entries = entries.len();
+    let now = chrono::Utc::now().fixed_offset();
+    let device = store.config().device.clone();
+    let mut events = Vec::with_capacity(entries.len());
+    let mut sorted: Vec<_> = entries.into_iter().collect();
+    sorted.sort_by(|a, b| a.1 .2.cmp(&b.1 .2).then_with(|| a.0.cmp(&b.0)));
+    for (key, (u, model, ts)) in sorted {
+        let line = serde_json::json!({
+            "id": key, "timestamp": if ts.is_empty() { None } else { Some(ts) }, "provider": "anthropic",
+            "api": "claude-code", "model": model, "source": "claude-code",
+            "input_tokens": u.input_tokens + u.cache_creation_input_tokens, "output_tokens": u.output_tokens,
+            "cached_tokens": u.cache_read_input_tokens, "total_tokens": u.total(), "device": device,
+        });
+        match Event::parse(&line.to_string(), now, &device) {
+            Ok(e) => events.push(e),
+            Err(_) => continue,
+        }
+    }
+    let recorded = store.record(events)?;
+    report.recorded = recorded.recorded;
+    report.already = recorded.duplicates;
+    std::fs::create_dir_all(store.state_dir()).map_err(|e| Error::io(store.state_dir(), e))?;
+    crate::fsutil::write_atomic(&state, &serde_json::to_vec(&offsets).expect("serialises"))?;
+    Ok(report)
+}

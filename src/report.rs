@@ -1,0 +1,373 @@
+//! Reading any profile's file as usage figures: totals, and rows of counters by day,
+//! week, month, model, provider, api or device. Each profile is read from the parts that
+//! are exact for it — aggregates that survive trimming, not only the recent records.
+
+use crate::engine::Input;
+use crate::profile::Profile;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The counters shown for a total or a row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Counters {
+    pub requests: u64,
+    pub failed: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cached_tokens: u64,
+    pub total_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.requests += o.requests;
+        self.failed += o.failed;
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.reasoning_tokens += o.reasoning_tokens;
+        self.cached_tokens += o.cached_tokens;
+        self.total_tokens += o.total_tokens;
+        self.cost_usd += o.cost_usd;
+    }
+}
+
+/// One cell of usage: which day, machine, provider, api key and model, and its counters.
+/// Parts a format does not know are `None`.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    pub day: Option<String>,
+    pub device: Option<String>,
+    pub provider: Option<String>,
+    pub api: Option<String>,
+    pub model: Option<String>,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    Day,
+    Week,
+    Month,
+    Model,
+    Provider,
+    Api,
+    Device,
+}
+
+impl By {
+    pub fn parse(s: &str) -> Option<By> {
+        Some(match s {
+            "day" => By::Day,
+            "week" => By::Week,
+            "month" => By::Month,
+            "model" => By::Model,
+            "provider" => By::Provider,
+            "api" => By::Api,
+            "device" => By::Device,
+            _ => return None,
+        })
+    }
+}
+
+/// What a report shows: totals and rows, from cells for one breakdown.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub profile: String,
+    pub totals: Counters,
+    pub success_rate: Option<f64>,
+    pub tracked_since: Option<String>,
+    pub by: String,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub key: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    path.iter().try_fold(v, |v, k| v.get(*k)).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn f(v: &Value, path: &[&str]) -> f64 {
+    path.iter().try_fold(v, |v, k| v.get(*k)).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn day_of(ts: &str) -> Option<String> {
+    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.format("%Y-%m-%d").to_string())
+}
+
+fn ms_day(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string())
+}
+
+/// The records of a document as values (for formats whose breakdowns come from records).
+fn records(profile: &Profile, doc: &Value) -> Vec<(Vec<String>, Value)> {
+    let text = serde_json::to_vec(doc).unwrap_or_default();
+    let Ok(mut input) = Input::parse(&text, Some(profile)) else { return Vec::new() };
+    input.settle(profile);
+    let root = usize::from(profile.envelope.is_some_and(|(_, is_env)| is_env(doc)));
+    input
+        .containers
+        .iter()
+        .flat_map(|c| {
+            let caps: Vec<String> = profile
+                .records
+                .as_ref()
+                .map(|spec| {
+                    spec.container
+                        .iter()
+                        .zip(&c.path[root..])
+                        .filter(|(p, _)| **p == "*")
+                        .map(|(_, k)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            c.records.iter().filter_map(move |r| serde_json::from_str(r.get()).ok().map(|v| (caps.clone(), v)))
+        })
+        .collect()
+}
+
+/// Every cell of usage in `doc`.
+pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
+    let mut cells = Vec::new();
+    match profile.name {
+        "tally" => {
+            let mut totals = Counters::default();
+            for (day, devices) in doc.get("days").and_then(Value::as_object).into_iter().flatten() {
+                for (device, providers) in devices.as_object().into_iter().flatten() {
+                    for (provider, models) in providers.as_object().into_iter().flatten() {
+                        for (model, c) in models.as_object().into_iter().flatten() {
+                            let counters = Counters {
+                                requests: u(c, &["requests"]),
+                                failed: u(c, &["failed"]),
+                                input_tokens: u(c, &["input_tokens"]),
+                                output_tokens: u(c, &["output_tokens"]),
+                                reasoning_tokens: u(c, &["reasoning_tokens"]),
+                                cached_tokens: u(c, &["cached_tokens"]),
+                                total_tokens: u(c, &["total_tokens"]),
+                                cost_usd: f(c, &["cost_usd"]),
+                            };
+                            totals.add(&counters);
+                            cells.push(Cell {
+                                day: Some(day.clone()),
+                                device: Some(device.clone()),
+                                provider: Some(provider.clone()),
+                                api: None,
+                                model: Some(model.clone()),
+                                counters,
+                            });
+                        }
+                    }
+                }
+            }
+            let t = doc.get("totals").cloned().unwrap_or_default();
+            let totals = Counters {
+                requests: u(&t, &["requests"]),
+                failed: u(&t, &["failed"]),
+                input_tokens: u(&t, &["input_tokens"]),
+                output_tokens: u(&t, &["output_tokens"]),
+                reasoning_tokens: u(&t, &["reasoning_tokens"]),
+                cached_tokens: u(&t, &["cached_tokens"]),
+                total_tokens: u(&t, &["total_tokens"]),
+                cost_usd: f(&t, &["cost_usd"]),
+            }
+            .max_with(totals);
+            (totals, cells, By::Day)
+        }
+        "cliproxyapi" => {
+            let root = doc.get("usage").filter(|u| u.get("total_requests").is_some()).unwrap_or(doc);
+            // Day buckets come from the aggregates (exact after trimming); the token
+            // split and model/api breakdowns from the details.
+            for (day, n) in root.get("requests_by_day").and_then(Value::as_object).into_iter().flatten() {
+                cells.push(Cell {
+                    day: Some(day.clone()),
+                    counters: Counters {
+                        requests: n.as_u64().unwrap_or(0),
+                        total_tokens: u(root, &["tokens_by_day", day]),
+                        ..Counters::default()
+                    },
+                    ..Cell::default()
+                });
+            }
+            let mut split = Counters::default();
+            let mut detail_cells = Vec::new();
+            for (caps, r) in records(profile, doc) {
+                let t = r.get("tokens").cloned().unwrap_or_default();
+                let c = Counters {
+                    requests: 1,
+                    failed: u64::from(r.get("failed").and_then(Value::as_bool).unwrap_or(false)),
+                    input_tokens: u(&t, &["input_tokens"]),
+                    output_tokens: u(&t, &["output_tokens"]),
+                    reasoning_tokens: u(&t, &["reasoning_tokens"]),
+                    cached_tokens: u(&t, &["cached_tokens"]),
+                    total_tokens: u(&t, &["total_tokens"]),
+                    cost_usd: 0.0,
+                };
+                split.add(&c);
+                detail_cells.push(Cell {
+                    day: None,
+                    device: None,
+                    provider: None,
+                    api: caps.first().cloned(),
+                    model: caps.get(1).cloned(),
+                    counters: c,
+                });
+            }
+            let totals = Counters {
+                requests: u(root, &["total_requests"]),
+                failed: u(root, &["failure_count"]),
+                total_tokens: u(root, &["total_tokens"]),
+                ..split
+            };
+            cells.extend(detail_cells);
+            (totals, cells, By::Day)
+        }
+        "proxypal-aggregate" => {
+            let tokens: BTreeMap<String, u64> = doc
+                .get("tokensByDay")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| Some((e.get("label")?.as_str()?.to_string(), e.get("value")?.as_u64()?)))
+                .collect();
+            for e in doc.get("requestsByDay").and_then(Value::as_array).into_iter().flatten() {
+                let Some(label) = e.get("label").and_then(Value::as_str) else { continue };
+                cells.push(Cell {
+                    day: Some(label.to_string()),
+                    counters: Counters {
+                        requests: u(e, &["value"]),
+                        total_tokens: tokens.get(label).copied().unwrap_or(0),
+                        ..Counters::default()
+                    },
+                    ..Cell::default()
+                });
+            }
+            for (group, is_model) in [("modelStats", true), ("providerStats", false)] {
+                for (name, s) in doc.get(group).and_then(Value::as_object).into_iter().flatten() {
+                    let counters = Counters {
+                        requests: u(s, &["requests"]),
+                        failed: u(s, &["requests"]).saturating_sub(u(s, &["successCount"])),
+                        input_tokens: u(s, &["inputTokens"]),
+                        output_tokens: u(s, &["outputTokens"]),
+                        cached_tokens: u(s, &["cachedTokens"]),
+                        total_tokens: u(s, &["tokens"]),
+                        ..Counters::default()
+                    };
+                    cells.push(Cell {
+                        model: is_model.then(|| name.clone()),
+                        provider: (!is_model).then(|| name.clone()),
+                        counters,
+                        ..Cell::default()
+                    });
+                }
+            }
+            let totals = Counters {
+                requests: u(doc, &["totalRequests"]),
+                failed: u(doc, &["totalFailureCount"]),
+                input_tokens: u(doc, &["totalTokensIn"]),
+                output_tokens: u(doc, &["totalTokensOut"]),
+                cached_tokens: u(doc, &["totalTokensCached"]),
+                total_tokens: u(doc, &["totalTokensIn"]) + u(doc, &["totalTokensOut"]),
+                cost_usd: f(doc, &["totalCostUsd"]),
+                ..Counters::default()
+            };
+            (totals, cells, By::Day)
+        }
+        _ => {
+            // Record-based formats (history, per-machine files): one cell per record.
+            let mut totals = Counters::default();
+            for (_, r) in records(profile, doc) {
+                let day = match r.get("timestamp") {
+                    Some(Value::String(s)) => day_of(s),
+                    Some(Value::Number(n)) => n.as_i64().and_then(ms_day),
+                    _ => None,
+                };
+                let input = u(&r, &["input_tokens"]).max(u(&r, &["tokensIn"]));
+                let output = u(&r, &["output_tokens"]).max(u(&r, &["tokensOut"]));
+                let c = Counters {
+                    requests: 1,
+                    failed: u64::from(u(&r, &["status"]) >= 400),
+                    input_tokens: input,
+                    output_tokens: output,
+                    cached_tokens: u(&r, &["cache_read_tokens"]).max(u(&r, &["tokensCached"])),
+                    total_tokens: u(&r, &["total_tokens"]).max(input + output),
+                    ..Counters::default()
+                };
+                totals.add(&c);
+                cells.push(Cell {
+                    day,
+                    device: r.get("machine_name").and_then(Value::as_str).map(str::to_string),
+                    provider: r.get("provider").and_then(Value::as_str).map(str::to_string),
+                    api: None,
+                    model: r.get("model").and_then(Value::as_str).map(str::to_string),
+                    counters: c,
+                });
+            }
+            (totals, cells, By::Day)
+        }
+    }
+}
+
+impl Counters {
+    /// The recorded totals, unless the cells add up to more (a file whose totals lag).
+    fn max_with(self, other: Counters) -> Counters {
+        if other.requests > self.requests {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+fn key_of(cell: &Cell, by: By) -> Option<String> {
+    match by {
+        By::Day => cell.day.clone(),
+        By::Week => cell.day.as_deref().and_then(|d| {
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok().map(|d| d.format("%G-W%V").to_string())
+        }),
+        By::Month => cell.day.as_ref().map(|d| d.chars().take(7).collect()),
+        By::Model => cell.model.clone(),
+        By::Provider => cell.provider.clone(),
+        By::Api => cell.api.clone(),
+        By::Device => cell.device.clone(),
+    }
+}
+
+/// Totals and rows of `doc` by `by`, keeping days within [since, until] (`YYYY-MM-DD`).
+pub fn report(profile: &Profile, doc: &Value, by: By, since: Option<&str>, until: Option<&str>) -> Report {
+    let (mut totals, cells, _) = cells(profile, doc);
+    let in_range = |c: &Cell| match &c.day {
+        Some(d) => since.is_none_or(|s| d.as_str() >= s) && until.is_none_or(|u| d.as_str() <= u),
+        None => since.is_none() && until.is_none(),
+    };
+    let mut rows: BTreeMap<String, Counters> = BTreeMap::new();
+    // Day-keyed breakdowns use day cells; others use the cells that know the key.
+    for c in cells.iter().filter(|c| in_range(c)) {
+        if let Some(k) = key_of(c, by) {
+            rows.entry(k).or_default().add(&c.counters);
+        }
+    }
+    if since.is_some() || until.is_some() {
+        totals = Counters::default();
+        for c in cells.iter().filter(|c| c.day.is_some() && in_range(c)) {
+            totals.add(&c.counters);
+        }
+    }
+    let tracked_since = cells.iter().filter_map(|c| c.day.clone()).min();
+    let success_rate = (totals.requests > 0).then(|| 1.0 - totals.failed as f64 / totals.requests as f64);
+    let by_name = format!("{by:?}").to_lowercase();
+    Report {
+        profile: profile.name.to_string(),
+        totals,
+        success_rate,
+        tracked_since,
+        by: by_name,
+        rows: rows.into_iter().map(|(key, counters)| Row { key, counters }).collect(),
+    }
+}

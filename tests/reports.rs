@@ -1,0 +1,264 @@
+//! Reports and data: stats against each format's own aggregates, clear-history and reset
+//! merged with another machine's traffic, restore, and the Claude Code import.
+
+use crate::common::{read_json, Env};
+use crate::sync::{cluster, event_line};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+const FILE: &str = "usage/usage.json";
+
+fn stats_json(env: &Env, file: &Path, by: &str) -> Value {
+    let out = env.tally(env.path()).args(["stats", "--json", "--by", by, file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn rows(report: &Value, field: &str) -> HashMap<String, u64> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["key"].as_str().unwrap().to_string(), r[field].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn stats_reproduce_the_cliproxyapi_export() {
+    let env = Env::new();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cliproxyapi-export.json");
+    let doc = read_json(&file)["usage"].clone();
+    let r = stats_json(&env, &file, "day");
+    assert_eq!(r["totals"]["requests"], doc["total_requests"]);
+    assert_eq!(r["totals"]["failed"], doc["failure_count"]);
+    assert_eq!(r["totals"]["total_tokens"], doc["total_tokens"]);
+    let by_day = |k: &str| {
+        doc[k].as_object().unwrap().iter().map(|(d, n)| (d.clone(), n.as_u64().unwrap())).collect::<HashMap<_, _>>()
+    };
+    assert_eq!(rows(&r, "requests"), by_day("requests_by_day"));
+    assert_eq!(rows(&r, "total_tokens"), by_day("tokens_by_day"));
+    let by_model = stats_json(&env, &file, "model");
+    let models: u64 = rows(&by_model, "requests").values().sum();
+    assert_eq!(models, doc["total_requests"].as_u64().unwrap());
+    // The file is never modified by a report.
+    let before = std::fs::read(&file).unwrap();
+    env.tally(env.path()).args(["export", "--format", "csv", file.to_str().unwrap()]).assert().success();
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+}
+
+#[test]
+fn stats_reproduce_proxypal_and_native_aggregates() {
+    let env = Env::new();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let agg = cases.join("proxypal-aggregate/both-add/expected.json");
+    let doc = read_json(&agg);
+    let r = stats_json(&env, &agg, "day");
+    assert_eq!(r["totals"]["requests"], doc["totalRequests"]);
+    let want: HashMap<String, u64> = doc["requestsByDay"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["label"].as_str().unwrap().to_string(), e["value"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(rows(&r, "requests"), want);
+    let native = cases.join("tally/both-add/expected.json");
+    let doc = read_json(&native);
+    let r = stats_json(&env, &native, "day");
+    assert_eq!(r["totals"]["requests"], doc["totals"]["requests"]);
+    assert_eq!(r["totals"]["total_tokens"], doc["totals"]["total_tokens"]);
+    let mut want: HashMap<String, u64> = HashMap::new();
+    for (day, devices) in doc["days"].as_object().unwrap() {
+        for providers in devices.as_object().unwrap().values() {
+            for models in providers.as_object().unwrap().values() {
+                for cell in models.as_object().unwrap().values() {
+                    *want.entry(day.clone()).or_default() += cell["requests"].as_u64().unwrap();
+                }
+            }
+        }
+    }
+    assert_eq!(rows(&r, "requests"), want);
+    let since = stats_json(&env, &native, "day");
+    assert!(since["tracked_since"].is_string());
+    let out = env
+        .tally(env.path())
+        .args(["stats", "--json", "--since", "2026-10-04", native.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let limited: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows(&limited, "requests").keys().all(|d| d.as_str() >= "2026-10-04"));
+}
+
+fn two_machines_then(op: &str) -> (Value, Vec<String>) {
+    let c = cluster(2, "tally");
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    let base: Vec<String> = (0..20).map(|i| event_line(0, i)).collect();
+    c.record(a, &base);
+    let out = c.tally(a).arg("sync").output().unwrap();
+    assert!(out.status.success());
+    assert!(c.tally(b).arg("sync").output().unwrap().status.success());
+    assert!(c.tally(a).arg(op).output().unwrap().status.success(), "{op}");
+    let new: Vec<String> = (0..10).map(|i| event_line(1, i)).collect();
+    c.record(b, &new);
+    for dir in [a, b, a] {
+        let out = c.tally(dir).arg("sync").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(std::fs::read(a.join(FILE)).unwrap(), std::fs::read(b.join(FILE)).unwrap());
+    let doc = read_json(&a.join(FILE));
+    let ids = doc["recent"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    (doc, ids)
+}
+
+#[test]
+fn clear_history_keeps_aggregates_and_merges_with_new_traffic() {
+    let (doc, ids) = two_machines_then("clear-history");
+    assert_eq!(doc["totals"]["requests"], 30, "aggregates = before + 10");
+    let want: Vec<String> = (0..10).map(|i| format!("m1-e{i}")).collect();
+    let mut got = ids;
+    got.sort();
+    let mut want_sorted = want;
+    want_sorted.sort();
+    assert_eq!(got, want_sorted, "records = only the other machine's new ones");
+}
+
+#[test]
+fn reset_merges_as_a_reset() {
+    let (doc, ids) = two_machines_then("reset");
+    assert_eq!(doc["totals"]["requests"], 10);
+    assert_eq!(ids.len(), 10);
+}
+
+#[test]
+fn restore_round_trips_and_stays_inside_the_repository() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let mut versions = Vec::new();
+    for i in 0..4 {
+        c.record(dir, &[event_line(0, i)]);
+        assert!(c.tally(dir).arg("sync").output().unwrap().status.success());
+        versions.push(std::fs::read(dir.join(FILE)).unwrap());
+    }
+    let out = c.tally(dir).args(["restore", "--at", "HEAD~3", "--to", "backup/usage-then.json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dir.join("backup/usage-then.json")).unwrap(), versions[0], "byte for byte");
+    let out = c.tally(dir).args(["restore", "--at", "HEAD~3", "--to", "../outside.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!c.env.path().join("outside.json").exists());
+    let out = c.tally(dir).args(["restore", "--at", "HEAD~3", "--to", "backup/usage-then.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no overwrite without --force");
+    let out = c.tally(dir).args(["restore", "--at", "HEAD~2", "--force"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), versions[1]);
+    let out = c.tally(dir).arg("history").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 5);
+}
+
+#[test]
+fn importing_the_claude_code_sample_counts_a_streamed_message_once() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let data = c.env.path().join("claude");
+    std::fs::create_dir_all(data.join("projects/-home-dev")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/claude-code-sample.jsonl"),
+        data.join("projects/-home-dev/s.jsonl"),
+    )
+    .unwrap();
+    let out = c.tally(dir).args(["import", "claude-code", data.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    git_tally::store::Store::open(dir).unwrap().fold().unwrap();
+    let doc = read_json(&dir.join(FILE));
+    assert_eq!(doc["totals"]["requests"], 2, "two requests; the streamed one once");
+    assert_eq!(doc["totals"]["output_tokens"], 418 + 96, "with the larger output tokens");
+}
+
+/// The generator's shape (seed tools/gen_claude_logs.py): files of assistant lines, a third
+/// of the messages streamed over several lines with growing output tokens.
+fn generate(dir: &Path, files: usize, lines: usize) -> (u64, u64) {
+    let mut seed: u64 = 7;
+    let mut rand = move |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let (mut requests, mut tokens) = (0u64, 0u64);
+    let mut t = chrono::DateTime::parse_from_rfc3339("2026-10-01T08:00:00Z").unwrap();
+    for f in 0..files {
+        let proj = dir.join(format!("projects/-home-dev-proj{}", f % 7));
+        std::fs::create_dir_all(&proj).unwrap();
+        let mut text = String::new();
+        let mut n = 0;
+        let mut m = 0;
+        while n < lines {
+            m += 1;
+            t += chrono::Duration::seconds(1 + rand(300) as i64);
+            let (inp, cc, cr) = (1 + rand(5000), rand(20000), rand(80000));
+            let parts = [1, 1, 2, 3][rand(4) as usize];
+            let mut last = 0;
+            for k in 0..parts {
+                let out = if k + 1 < parts { 1 + rand(50) } else { 50 + rand(4000) };
+                last = out;
+                text.push_str(&serde_json::json!({
+                    "type": "assistant", "sessionId": format!("s{f}"), "timestamp": t.to_rfc3339(), "requestId": format!("req_{f}_{m}"),
+                    "message": {"id": format!("msg_{f}_{m}"), "model": "claude-sonnet-4-5", "role": "assistant",
+                        "content": [{"type": "text", "text": "secret words"}],
+                        "usage": {"input_tokens": inp, "cache_creation_input_tokens": cc, "cache_read_input_tokens": cr, "output_tokens": out}}
+                }).to_string());
+                text.push('\n');
+                n += 1;
+            }
+            if rand(5) == 0 {
+                text.push_str(&format!("{{\"type\":\"user\",\"timestamp\":\"{}\",\"message\":{{\"role\":\"user\",\"content\":\"go on\"}}}}\n", t.to_rfc3339()));
+            }
+            requests += 1;
+            tokens += inp + cc + cr + last;
+        }
+        std::fs::write(proj.join(format!("session-{f}.jsonl")), text).unwrap();
+    }
+    (requests, tokens)
+}
+
+#[test]
+fn importing_a_generated_tree_matches_an_independent_count_and_is_incremental() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let data = c.env.path().join("claude");
+    let (requests, tokens) = generate(&data, 200, 1000);
+    let snapshot = || -> Vec<(std::path::PathBuf, Vec<u8>, std::time::SystemTime)> {
+        let mut files = Vec::new();
+        for d in std::fs::read_dir(data.join("projects")).unwrap() {
+            for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                let meta = std::fs::metadata(&p).unwrap();
+                files.push((p.clone(), std::fs::read(&p).unwrap(), meta.modified().unwrap()));
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let import = || {
+        let out = c.tally(dir).args(["import", "claude-code", data.to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    import();
+    assert!(c.tally(dir).arg("sync").output().unwrap().status.success());
+    let doc = read_json(&dir.join(FILE));
+    assert_eq!(doc["totals"]["requests"], requests);
+    assert_eq!(doc["totals"]["total_tokens"], tokens);
+    assert_eq!(snapshot(), before, "sources untouched: bytes and mtimes");
+    assert!(!std::fs::read_to_string(dir.join(FILE)).unwrap().contains("secret words"), "no content copied");
+    let second = import();
+    assert!(second.contains(" 0 bytes read") && second.contains(" 0 recorded"), "{second}");
+    // New lines in one transcript: only they are read.
+    let f = &before[0].0;
+    let extra = "{\"type\":\"assistant\",\"timestamp\":\"2026-12-01T00:00:00Z\",\"requestId\":\"req_new\",\"message\":{\"id\":\"msg_new\",\"model\":\"m\",\"usage\":{\"input_tokens\":5,\"output_tokens\":6}}}\n";
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(f)
+        .and_then(|mut h| std::io::Write::write_all(&mut h, extra.as_bytes()))
+        .unwrap();
+    let third = import();
+    assert!(third.contains(&format!(" {} bytes read", extra.len())) && third.contains(" 1 recorded"), "{third}");
+}
