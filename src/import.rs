@@ -107,7 +107,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
         let key = path.to_string_lossy().into_owned();
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        let (ino, mut offset) = offsets.files.get(&key).copied().map(|(i, o)| (i, o)).unwrap_or((meta.ino(), 0));
+        let (ino, mut offset) = offsets.files.get(&key).copied().unwrap_or((meta.ino(), 0));
         if ino != meta.ino() || offset > meta.len() {
             offset = 0; // replaced or truncated: read it again (ids keep it from counting twice)
         }

@@ -19,7 +19,7 @@ pub fn history(store: &Store, args: &HistoryArgs) -> Result<i32> {
     let path = rel.to_string_lossy();
     let limit = format!("-{}", args.limit);
     let log = git.run(&["log", &limit, "--format=%H%x1f%h%x1f%an%x1f%aI%x1f%s", "--", &path])?;
-    println!("{:<9} {:<25} {:<22} {:>9} {:>12}  {}", "commit", "date", "author", "requests", "tokens", "message");
+    println!("{:<9} {:<25} {:<22} {:>9} {:>12}  message", "commit", "date", "author", "requests", "tokens");
     for line in log.lines() {
         let f: Vec<&str> = line.split('\x1f').collect();
         let [full, short, author, date, subject] = f[..] else { continue };
