@@ -469,3 +469,27 @@ fn a_proxy_config_in_the_prd_shape_drives_the_write_path() {
         .success());
     assert_eq!(read_json(&dir.join("local.json"))["totals"]["requests"], 1);
 }
+
+#[test]
+fn flush_commits_locally_and_gives_up_pushing_within_its_timeout() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    c.record(dir, &[event_line(0, 0)]);
+    c.sync_until_ok(dir);
+    // A remote that never answers.
+    c.env.git(dir, &["remote", "set-url", "origin", "ssh://unreachable.invalid/usage.git"]);
+    c.record(dir, &[event_line(0, 1)]);
+    let start = std::time::Instant::now();
+    let out = c
+        .tally(dir)
+        .env("GIT_SSH_COMMAND", "sh -c 'sleep 120' --")
+        .args(["flush", "--timeout", "2s"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took >= std::time::Duration::from_secs(2), "the transport really hung ({took:?})");
+    assert!(took < std::time::Duration::from_secs(10), "flush took {took:?}");
+    let committed: Value = serde_json::from_str(&c.env.git(dir, &["show", &format!("HEAD:{FILE}")])).unwrap();
+    assert_eq!(committed["totals"]["requests"], 2, "committed locally before trying to push");
+}
