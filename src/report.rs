@@ -22,6 +22,20 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The values in the order of [`crate::profile::COUNTERS`] (CSV columns).
+    pub fn values(&self) -> [String; 8] {
+        [
+            self.requests.to_string(),
+            self.failed.to_string(),
+            self.input_tokens.to_string(),
+            self.output_tokens.to_string(),
+            self.reasoning_tokens.to_string(),
+            self.cached_tokens.to_string(),
+            self.total_tokens.to_string(),
+            self.cost_usd.to_string(),
+        ]
+    }
+
     fn add(&mut self, o: &Counters) {
         self.requests += o.requests;
         self.failed += o.failed;
@@ -98,6 +112,20 @@ fn f(v: &Value, path: &[&str]) -> f64 {
     path.iter().try_fold(v, |v, k| v.get(*k)).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
+/// A counters object of the native format (`totals`, or a day cell).
+fn native_counters(c: &Value) -> Counters {
+    Counters {
+        requests: u(c, &["requests"]),
+        failed: u(c, &["failed"]),
+        input_tokens: u(c, &["input_tokens"]),
+        output_tokens: u(c, &["output_tokens"]),
+        reasoning_tokens: u(c, &["reasoning_tokens"]),
+        cached_tokens: u(c, &["cached_tokens"]),
+        total_tokens: u(c, &["total_tokens"]),
+        cost_usd: f(c, &["cost_usd"]),
+    }
+}
+
 fn day_of(ts: &str) -> Option<String> {
     chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.format("%Y-%m-%d").to_string())
 }
@@ -134,7 +162,7 @@ fn records(profile: &Profile, doc: &Value) -> Vec<(Vec<String>, Value)> {
 }
 
 /// Every cell of usage in `doc`.
-pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
+pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
     let mut cells = Vec::new();
     match profile.name {
         "tally" => {
@@ -143,16 +171,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
                 for (device, providers) in devices.as_object().into_iter().flatten() {
                     for (provider, models) in providers.as_object().into_iter().flatten() {
                         for (model, c) in models.as_object().into_iter().flatten() {
-                            let counters = Counters {
-                                requests: u(c, &["requests"]),
-                                failed: u(c, &["failed"]),
-                                input_tokens: u(c, &["input_tokens"]),
-                                output_tokens: u(c, &["output_tokens"]),
-                                reasoning_tokens: u(c, &["reasoning_tokens"]),
-                                cached_tokens: u(c, &["cached_tokens"]),
-                                total_tokens: u(c, &["total_tokens"]),
-                                cost_usd: f(c, &["cost_usd"]),
-                            };
+                            let counters = native_counters(c);
                             totals.add(&counters);
                             cells.push(Cell {
                                 day: Some(day.clone()),
@@ -166,19 +185,8 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
                     }
                 }
             }
-            let t = doc.get("totals").cloned().unwrap_or_default();
-            let totals = Counters {
-                requests: u(&t, &["requests"]),
-                failed: u(&t, &["failed"]),
-                input_tokens: u(&t, &["input_tokens"]),
-                output_tokens: u(&t, &["output_tokens"]),
-                reasoning_tokens: u(&t, &["reasoning_tokens"]),
-                cached_tokens: u(&t, &["cached_tokens"]),
-                total_tokens: u(&t, &["total_tokens"]),
-                cost_usd: f(&t, &["cost_usd"]),
-            }
-            .max_with(totals);
-            (totals, cells, By::Day)
+            let totals = native_counters(doc.get("totals").unwrap_or(&Value::Null)).max_with(totals);
+            (totals, cells)
         }
         "cliproxyapi" => {
             let root = doc.get("usage").filter(|u| u.get("total_requests").is_some()).unwrap_or(doc);
@@ -226,7 +234,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
                 ..split
             };
             cells.extend(detail_cells);
-            (totals, cells, By::Day)
+            (totals, cells)
         }
         "proxypal-aggregate" => {
             let tokens: BTreeMap<String, u64> = doc
@@ -277,7 +285,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
                 cost_usd: f(doc, &["totalCostUsd"]),
                 ..Counters::default()
             };
-            (totals, cells, By::Day)
+            (totals, cells)
         }
         _ => {
             // Record-based formats (history, per-machine files): one cell per record.
@@ -309,7 +317,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>, By) {
                     counters: c,
                 });
             }
-            (totals, cells, By::Day)
+            (totals, cells)
         }
     }
 }
@@ -341,7 +349,7 @@ fn key_of(cell: &Cell, by: By) -> Option<String> {
 
 /// Totals and rows of `doc` by `by`, keeping days within [since, until] (`YYYY-MM-DD`).
 pub fn report(profile: &Profile, doc: &Value, by: By, since: Option<&str>, until: Option<&str>) -> Report {
-    let (mut totals, cells, _) = cells(profile, doc);
+    let (mut totals, cells) = cells(profile, doc);
     let in_range = |c: &Cell| match &c.day {
         Some(d) => since.is_none_or(|s| d.as_str() >= s) && until.is_none_or(|u| d.as_str() <= u),
         None => since.is_none() && until.is_none(),

@@ -120,41 +120,21 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
         buf = serde_json::to_vec_pretty(&v).expect("serialises");
         buf.push(b'\n');
     } else {
-        let (_, cells, _) = report::cells(profile, &doc);
+        let (_, cells) = report::cells(profile, &doc);
         let mut w = csv_writer(&mut buf);
-        w(&[
-            "day",
-            "device",
-            "provider",
-            "api",
-            "model",
-            "requests",
-            "failed",
-            "input_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "cached_tokens",
-            "total_tokens",
-            "cost_usd",
-        ]
-        .map(String::from));
+        let mut header: Vec<String> = ["day", "device", "provider", "api", "model"].map(String::from).to_vec();
+        header.extend(profile::COUNTERS.map(String::from));
+        w(&header);
         for c in cells {
-            let k = &c.counters;
-            w(&[
+            let mut row = vec![
                 c.day.unwrap_or_default(),
                 c.device.unwrap_or_default(),
                 c.provider.unwrap_or_default(),
                 c.api.unwrap_or_default(),
                 c.model.unwrap_or_default(),
-                k.requests.to_string(),
-                k.failed.to_string(),
-                k.input_tokens.to_string(),
-                k.output_tokens.to_string(),
-                k.reasoning_tokens.to_string(),
-                k.cached_tokens.to_string(),
-                k.total_tokens.to_string(),
-                k.cost_usd.to_string(),
-            ]);
+            ];
+            row.extend(c.counters.values());
+            w(&row);
         }
     }
     match &args.out {
