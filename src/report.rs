@@ -114,16 +114,23 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 
 /// A counters object of the native format (`totals`, or a day cell).
 fn native_counters(c: &Value) -> Counters {
-    Counters {
-        requests: u(c, &["requests"]),
-        failed: u(c, &["failed"]),
-        input_tokens: u(c, &["input_tokens"]),
-        output_tokens: u(c, &["output_tokens"]),
-        reasoning_tokens: u(c, &["reasoning_tokens"]),
-        cached_tokens: u(c, &["cached_tokens"]),
-        total_tokens: u(c, &["total_tokens"]),
-        cost_usd: f(c, &["cost_usd"]),
+    // One pass over the entries: this runs for every cell of years of data.
+    let mut out = Counters::default();
+    for (k, v) in c.as_object().into_iter().flatten() {
+        let n = v.as_u64().unwrap_or(0);
+        match k.as_str() {
+            "requests" => out.requests = n,
+            "failed" => out.failed = n,
+            "input_tokens" => out.input_tokens = n,
+            "output_tokens" => out.output_tokens = n,
+            "reasoning_tokens" => out.reasoning_tokens = n,
+            "cached_tokens" => out.cached_tokens = n,
+            "total_tokens" => out.total_tokens = n,
+            "cost_usd" => out.cost_usd = v.as_f64().unwrap_or(0.0),
+            _ => {}
+        }
     }
+    out
 }
 
 fn day_of(ts: &str) -> Option<String> {
@@ -349,7 +356,19 @@ fn key_of(cell: &Cell, by: By) -> Option<String> {
 
 /// Totals and rows of `doc` by `by`, keeping days within [since, until] (`YYYY-MM-DD`).
 pub fn report(profile: &Profile, doc: &Value, by: By, since: Option<&str>, until: Option<&str>) -> Report {
-    let (mut totals, cells) = cells(profile, doc);
+    let (totals, cells) = cells(profile, doc);
+    report_of(profile, totals, &cells, by, since, until)
+}
+
+/// `report` from cells already read (several breakdowns of one file).
+pub fn report_of(
+    profile: &Profile,
+    mut totals: Counters,
+    cells: &[Cell],
+    by: By,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Report {
     let in_range = |c: &Cell| match &c.day {
         Some(d) => since.is_none_or(|s| d.as_str() >= s) && until.is_none_or(|u| d.as_str() <= u),
         None => since.is_none() && until.is_none(),

@@ -45,7 +45,8 @@ fn sparkline(values: &[u64]) -> String {
 pub fn stats(dir: &Path, proxy: Option<&Path>, args: &StatsArgs) -> Result<i32> {
     let by = By::parse(&args.by).expect("clap checked the value");
     let (path, profile, doc, pending) = load(dir, proxy, args.file.as_ref())?;
-    let r = report::report(profile, &doc, by, args.since.as_deref(), args.until.as_deref());
+    let (totals, cells) = report::cells(profile, &doc);
+    let r = report::report_of(profile, totals.clone(), &cells, by, args.since.as_deref(), args.until.as_deref());
     if args.json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
         v["file"] = Value::from(path.display().to_string());
@@ -54,11 +55,12 @@ pub fn stats(dir: &Path, proxy: Option<&Path>, args: &StatsArgs) -> Result<i32> 
         return Ok(exit::OK);
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print_table(&r, &path, profile, &doc, color, pending);
+    let days = report::report_of(profile, totals, &cells, By::Day, None, None);
+    print_table(&r, &days, &path, color, pending);
     Ok(exit::OK)
 }
 
-fn print_table(r: &Report, path: &Path, profile: &Profile, doc: &Value, color: bool, pending: usize) {
+fn print_table(r: &Report, days: &Report, path: &Path, color: bool, pending: usize) {
     let (bold, dim, bar_c, reset) =
         if color { ("\x1b[1m", "\x1b[2m", "\x1b[36m", "\x1b[0m") } else { ("", "", "", "") };
     let t = &r.totals;
@@ -81,7 +83,6 @@ fn print_table(r: &Report, path: &Path, profile: &Profile, doc: &Value, color: b
     if pending > 0 {
         println!("{dim}{pending} recorded event(s) not yet folded into the file (git tally sync){reset}");
     }
-    let days = report::report(profile, doc, By::Day, None, None);
     let last: Vec<u64> = days.rows.iter().rev().take(30).rev().map(|row| row.counters.requests).collect();
     if !last.is_empty() {
         println!("last {} days  {bar_c}{}{reset}", last.len(), sparkline(&last));
