@@ -59,6 +59,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Write the usage file as it was at a revision or date.
     Restore(RestoreArgs),
+    /// The semantic change of the usage file between two revisions (or a revision and now).
+    Diff(DiffArgs),
+    /// A usage file in canonical form (sorted keys): git's textconv for usage files.
+    Show { file: PathBuf },
     /// Clear records, keeping aggregates.
     ClearHistory,
     /// Zero the aggregates and clear the records (merges as a reset).
@@ -237,6 +241,17 @@ pub struct HistoryArgs {
     /// At most this many commits.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// From this revision.
+    pub from: String,
+    /// To this revision (default: the file in the work tree).
+    pub to: Option<String>,
+    /// The usage file (default: the first of tally.file).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -262,3 +262,24 @@ fn importing_a_generated_tree_matches_an_independent_count_and_is_incremental() 
     let third = import();
     assert!(third.contains(&format!(" {} bytes read", extra.len())) && third.contains(" 1 recorded"), "{third}");
 }
+
+#[test]
+fn diff_and_textconv_show_the_semantic_change() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    assert!(c.tally(dir).arg("install").output().unwrap().status.success());
+    c.record(dir, &[event_line(0, 0)]);
+    assert!(c.tally(dir).arg("sync").output().unwrap().status.success());
+    c.record(dir, &[event_line(0, 1), event_line(0, 2)]);
+    assert!(c.tally(dir).arg("sync").output().unwrap().status.success());
+    let out = c.tally(dir).args(["diff", "HEAD~1", "HEAD"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("+2 requests") && text.contains("-    \"requests\": 1,"), "{text}");
+    // git's own diff goes through the textconv driver: canonical, sorted keys ("days"
+    // before "format", where the file itself has "format" first).
+    let raw = std::fs::read_to_string(dir.join(FILE)).unwrap();
+    assert!(raw.find("\"format\"").unwrap() < raw.find("\"days\"").unwrap());
+    let patch = c.env.git(dir, &["log", "-p", "-1", "-U10000", "--", FILE]);
+    let (days, format) = (patch.find("\"days\"").unwrap(), patch.find("\"format\"").unwrap());
+    assert!(days < format, "{patch}");
+}

@@ -1,6 +1,6 @@
 //! `history` and `restore`: the commits that changed a usage file are its backups.
 
-use crate::cli::{HistoryArgs, RestoreArgs};
+use crate::cli::{DiffArgs, HistoryArgs, RestoreArgs};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::json;
@@ -96,5 +96,49 @@ pub fn restore(store: &Store, args: &RestoreArgs) -> Result<i32> {
         crate::fsutil::write_atomic(&target, &bytes)?;
     }
     println!("restored {path} as of {} into {}", &rev[..12.min(rev.len())], target.display());
+    Ok(exit::OK)
+}
+
+/// Canonical text: sorted keys, two-space indent — stable lines for diffs.
+fn canonical_text(bytes: &[u8]) -> String {
+    match json::parse(bytes) {
+        Ok(v) => {
+            let sorted: serde_json::Value = serde_json::from_str(&json::canonical(&v)).expect("canonical JSON parses");
+            serde_json::to_string_pretty(&sorted).expect("serialises") + "\n"
+        }
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+pub fn show(path: &Path) -> Result<i32> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    print!("{}", canonical_text(&bytes));
+    Ok(exit::OK)
+}
+
+pub fn diff(store: &Store, args: &DiffArgs) -> Result<i32> {
+    let git = store.git_handle().ok_or_else(|| Error::Usage("diff needs git (tally.enabled is false)".into()))?;
+    let rel = store.rel(args.file.as_deref());
+    let path = rel.to_string_lossy().into_owned();
+    let old = git.blob(&args.from, &path)?.unwrap_or_default();
+    let (new, to) = match &args.to {
+        Some(r) => (git.blob(r, &path)?.unwrap_or_default(), r.clone()),
+        None => (std::fs::read(store.top().join(&rel)).unwrap_or_default(), "the work tree".into()),
+    };
+    match (summary(Some(&old)), summary(Some(&new))) {
+        (Some((r0, t0)), Some((r1, t1))) => println!(
+            "{path}: {:+} requests, {:+} tokens from {} to {to} ({r0} -> {r1} requests)",
+            r1 as i128 - r0 as i128,
+            t1 as i128 - t0 as i128,
+            args.from
+        ),
+        _ => println!("{path}: from {} to {to}", args.from),
+    }
+    let (a, b) = (canonical_text(&old), canonical_text(&new));
+    let text = similar::TextDiff::from_lines(&a, &b);
+    print!(
+        "{}",
+        text.unified_diff().context_radius(2).header(&format!("{path} at {}", args.from), &format!("{path} at {to}"))
+    );
     Ok(exit::OK)
 }

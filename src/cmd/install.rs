@@ -68,7 +68,7 @@ fn block(args: &InstallArgs) -> Result<String> {
     let mut s = format!("{BEGIN}\n");
     for p in patterns {
         s.push_str(p);
-        s.push_str(" merge=tally");
+        s.push_str(" merge=tally diff=tally");
         if let Some(prof) = &args.profile {
             s.push_str(&format!(" tally-profile={prof}"));
         }
@@ -105,6 +105,8 @@ pub fn install(dir: &Path, args: &InstallArgs) -> Result<i32> {
     let block = block(args)?;
     git.config_set(scope, "merge.tally.name", "git-tally: exact merge of usage statistics")?;
     git.config_set(scope, "merge.tally.driver", DRIVER)?;
+    // `git diff` and `git log -p` show usage files in canonical form (sorted keys).
+    git.config_set(scope, "diff.tally.textconv", "git-tally show")?;
     // The driver must also build the virtual ancestor of criss-cross merges.
     git.config_unset(scope, "merge.tally.recursive")?;
     let file = attributes_file(&git, args)?;
@@ -136,6 +138,7 @@ pub fn uninstall(dir: &Path, args: &InstallArgs) -> Result<i32> {
     let git = Git::new(dir);
     let scope = scope(args);
     git.config_remove_section(scope, "merge.tally")?;
+    git.config_remove_section(scope, "diff.tally")?;
     let file = attributes_file(&git, args)?;
     let old = read_text(&file)?;
     let (rest, had) = strip_block(&old);

@@ -59,6 +59,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Export(args) => stats::export(&dir, proxy, &args),
         Command::History(args) => history::history(&open_store(&dir, proxy)?, &args),
         Command::Restore(args) => history::restore(&open_store(&dir, proxy)?, &args),
+        Command::Diff(args) => history::diff(&open_store(&dir, proxy)?, &args),
+        Command::Show { file } => history::show(&dir.join(file)),
         Command::ClearHistory => {
             let n = open_store(&dir, proxy)?.clear_history()?;
             println!("cleared the records of {n} usage file(s); aggregates kept (sync to share)");
