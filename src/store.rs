@@ -341,7 +341,7 @@ impl Store {
     /// the user's own `git pull`): the local changes are merged onto HEAD's version, so a
     /// stale ledger can never be committed over newer history.
     fn reconcile(&self, git: &Git) -> Result<()> {
-        let Some(head) = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])? else { return Ok(()) };
+        let Some(head) = self.head(git)? else { return Ok(()) };
         for rel in &self.config.files {
             let Ok(ledger) = std::fs::read(self.ledger_copy(rel)) else { continue };
             let base = std::fs::read_to_string(self.base_copy(rel)).ok();
@@ -394,7 +394,7 @@ impl Store {
             return Ok(());
         }
         if let Some(git) = &self.git {
-            if let Some(head) = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])? {
+            if let Some(head) = self.head(git)? {
                 std::fs::create_dir_all(&self.state).map_err(|e| Error::io(&self.state, e))?;
                 write_atomic(&self.base_copy(rel), head.as_bytes())?;
             }
@@ -542,6 +542,46 @@ impl Store {
         }
     }
 
+    /// The commit HEAD points at (`None` on an unborn branch), read from the git directory
+    /// like git does; anything unusual (a symbolic ref chain, an odd file) asks git.
+    fn head(&self, git: &Git) -> Result<Option<String>> {
+        let is_id = |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let Ok(r) = self.branch() else { return Ok(git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?) };
+        let common = match std::fs::read_to_string(self.git_dir.join("commondir")) {
+            Ok(c) => self.git_dir.join(c.trim()),
+            Err(_) => self.git_dir.clone(),
+        };
+        if let Ok(loose) = std::fs::read_to_string(common.join(&r)) {
+            let id = loose.trim();
+            return if is_id(id) {
+                Ok(Some(id.to_string()))
+            } else {
+                Ok(git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?)
+            };
+        }
+        if let Ok(packed) = std::fs::read_to_string(common.join("packed-refs")) {
+            for line in packed.lines() {
+                if let Some((id, name)) = line.split_once(' ') {
+                    if name == r && is_id(id) {
+                        return Ok(Some(id.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// What the last fetch brought: the first line of FETCH_HEAD.
+    fn fetch_head(&self, git: &Git) -> Result<String> {
+        let text = std::fs::read_to_string(self.git_dir.join("FETCH_HEAD")).unwrap_or_default();
+        let id = text.split(['\t', ' ', '\n']).next().unwrap_or("");
+        if (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(id.to_string())
+        } else {
+            Ok(git.run(&["rev-parse", "FETCH_HEAD"])?)
+        }
+    }
+
     /// (remote, branch) to sync with: tally.remote/tally.branch, else the upstream.
     fn upstream(&self) -> Result<(String, String)> {
         let full = self.branch()?;
@@ -579,7 +619,7 @@ impl Store {
         }
         let list: String = ledgers.iter().map(|(_, p)| format!("{}\n", p.display())).collect();
         let blobs = git.run_with_input(&["hash-object", "-w", "--stdin-paths"], list.as_bytes())?;
-        let parent = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+        let parent = self.head(git)?;
         let committed = match &parent {
             Some(_) => {
                 let mut args = vec!["ls-tree", "-z", "HEAD", "--"];
@@ -656,7 +696,7 @@ impl Store {
     /// Fetches; `None` when the remote has no such branch yet.
     fn fetch(&self, git: &Git, remote: &str, branch: &str) -> Result<Option<String>> {
         match git.run(&["fetch", "--quiet", remote, branch]) {
-            Ok(_) => Ok(Some(git.run(&["rev-parse", "FETCH_HEAD"])?)),
+            Ok(_) => Ok(Some(self.fetch_head(git)?)),
             Err(e) if e.stderr.contains("couldn't find remote ref") => Ok(None),
             Err(e) => Err(Error::Transient(format!(
                 "could not fetch from {remote}: {}; your usage is committed locally and will be pushed by the next sync",
@@ -670,7 +710,7 @@ impl Store {
     /// on — all with plumbing: no rebase state, no stash, and the work tree is only
     /// updated afterwards, path by path, never over an application's newer write.
     fn integrate(&self, git: &Git, upstream: &str) -> Result<bool> {
-        let head = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+        let head = self.head(git)?;
         let new = match &head {
             None => upstream.to_string(),
             Some(h) if h == upstream => return Ok(false),
@@ -885,7 +925,7 @@ impl Store {
         let mut attempt = 0;
         loop {
             // After integrating, HEAD contains the upstream: ahead unless equal.
-            let head = git.run_optional(&["rev-parse", "-q", "--verify", "HEAD"])?;
+            let head = self.head(git)?;
             if head.is_none() || head == upstream {
                 return Ok(report);
             }
