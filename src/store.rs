@@ -20,9 +20,9 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Fold the journal into the file once it holds this many events, so that reading it
-/// (for duplicate ids) stays cheap however long a machine goes without syncing.
-const AUTO_FOLD: usize = 10_000;
+/// Fold the journal into the file once it is this large (about 10,000 events), so that
+/// reading it (for duplicate ids) stays cheap however long a machine goes without syncing.
+const AUTO_FOLD_BYTES: u64 = 4 << 20;
 /// Ids of folded events kept for recognising retried events.
 const SEEN_KEEP: usize = 100_000;
 
@@ -220,8 +220,8 @@ impl Store {
             append_durably(&journal, text.as_bytes())?;
         }
         report.recorded = events.len();
-        let pending = count_lines(&journal)?;
-        if !self.config.enabled || self.git.is_none() || pending >= AUTO_FOLD {
+        let size = std::fs::metadata(&journal).map_or(0, |m| m.len());
+        if !self.config.enabled || self.git.is_none() || size >= AUTO_FOLD_BYTES {
             self.fold_locked(&rel)?;
         }
         Ok(report)
