@@ -293,11 +293,19 @@ impl Store {
         })?;
         let doc = doc.get_or_insert_with(|| (profile.empty)());
         let now = chrono::Utc::now().fixed_offset();
-        for (i, line) in lines.iter().enumerate() {
-            let e = Event::parse(line, now, &self.config.device)
-                .map_err(|err| Error::Failed(format!("journal line {}: {err}", i + 1)))?;
-            apply(doc, &e).map_err(|err| Error::Failed(format!("{}: {err}", path.display())))?;
-        }
+        let events = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                Event::parse(line, now, &self.config.device)
+                    .map_err(|err| Error::Failed(format!("journal line {}: {err}", i + 1)))
+            })
+            .collect::<Result<Vec<Event>>>()?;
+        let applied = match profile.apply_batch {
+            Some(batch) => batch(doc, &events),
+            None => events.iter().try_for_each(|e| apply(doc, e)),
+        };
+        applied.map_err(|err| Error::Failed(format!("{}: {err}", path.display())))?;
         let bytes = layout.write(doc);
         let marker = self.state.join(format!("fold-{}.pending", self.key(rel)));
         write_atomic(&marker, json!({ "hash": fnv(&bytes) }).to_string().as_bytes())?;

@@ -52,6 +52,7 @@ pub static USAGE: Profile = Profile {
         })
     },
     apply: Some(apply_usage),
+    apply_batch: None,
     invariants: |doc, report| {
         let mut derived = doc.clone();
         if derive_in_place(&mut derived).is_ok() && derived.get("statistics") != doc.get("statistics") {
@@ -186,6 +187,7 @@ pub static MANIFEST: Profile = Profile {
     strict: true,
     empty: || json!({ "version": "1.0", "last_updated": null, "machines": [], "backup_retention_days": 30 }),
     apply: None,
+    apply_batch: None,
     invariants: |doc, report| {
         let mut seen = HashSet::new();
         for m in doc.get("machines").and_then(Value::as_array).into_iter().flatten() {

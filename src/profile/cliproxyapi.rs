@@ -58,6 +58,7 @@ pub static CLIPROXYAPI: Profile = Profile {
     strict: true,
     empty,
     apply: Some(apply),
+    apply_batch: None,
     invariants,
 };
 

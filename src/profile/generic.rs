@@ -16,5 +16,6 @@ pub static GENERIC: Profile = Profile {
     strict: false,
     empty: || json!({}),
     apply: None,
+    apply_batch: None,
     invariants: |_, _| {},
 };

@@ -127,6 +127,8 @@ pub type Identity = fn(&[String], &str) -> Result<(String, Option<Instant>), Fie
 pub type Finish = fn(&mut Value, &[&str]) -> Result<(), FieldError>;
 /// Applies one event to a document.
 pub type Apply = fn(&mut Value, &Event) -> Result<(), FieldError>;
+/// Applies events in order to a document.
+pub type ApplyBatch = fn(&mut Value, &[Event]) -> Result<(), FieldError>;
 /// A test on a whole document.
 pub type DocTest = fn(&Value) -> bool;
 /// Reports `(path, message)` of a broken invariant.
@@ -152,6 +154,8 @@ pub struct Profile {
     pub empty: fn() -> Value,
     /// Applies one usage event (the write path); `None` when the format has no events.
     pub apply: Option<Apply>,
+    /// Applies many events at once, as `apply` one by one would (a faster fold).
+    pub apply_batch: Option<ApplyBatch>,
     /// Invariants beyond "every counter covers its records", for `check`.
     pub invariants: for<'a, 'b> fn(&'a Value, &'a mut Report<'b>),
 }

@@ -50,6 +50,7 @@ pub static AGGREGATE: Profile = Profile {
         })
     },
     apply: Some(apply_aggregate),
+    apply_batch: None,
     invariants: aggregate_invariants,
 };
 
@@ -161,6 +162,7 @@ pub static HISTORY: Profile = Profile {
     strict: true,
     empty: || json!({ "requests": [], "totalTokensIn": 0, "totalTokensOut": 0, "totalCostUsd": 0 }),
     apply: Some(apply_history),
+    apply_batch: None,
     invariants: |_, _| {},
 };
 

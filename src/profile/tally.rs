@@ -72,6 +72,7 @@ pub static TALLY: Profile = Profile {
     strict: true,
     empty,
     apply: Some(apply),
+    apply_batch: Some(apply_batch),
     invariants,
 };
 
@@ -259,4 +260,104 @@ fn invariants(doc: &Value, report: &mut super::Report<'_>) {
             report(format!("totals.{k}"), format!("the days add up to {sum}, the total is {total}"));
         }
     }
+}
+
+/// `apply` for many events at once: counters are summed per cell first, and records are
+/// built only for the events that stay in `recent` (the newest `recent_limit`).
+fn apply_batch(doc: &mut Value, events: &[Event]) -> Result<(), FieldError> {
+    use std::collections::{HashMap, HashSet};
+    let limit = doc.get("recent_limit").and_then(Value::as_u64).map_or(RECENT_LIMIT, |n| n as usize);
+    let mut seen: HashSet<String> = doc
+        .get("recent")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let mut kept: Vec<(&Event, String)> = Vec::with_capacity(events.len());
+    for e in events {
+        let id = match &e.id {
+            Some(id) => id.clone(),
+            None => format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()),
+        };
+        if seen.insert(id.clone()) {
+            kept.push((e, id));
+        }
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    let name = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
+    let mut cells: HashMap<[String; 4], [u64; 7]> = HashMap::new();
+    let mut costs: HashMap<[String; 4], f64> = HashMap::new();
+    let mut order: Vec<[String; 4]> = Vec::new();
+    let mut devices: HashMap<String, (&Event, &Event)> = HashMap::new();
+    for (e, _) in &kept {
+        let key = [e.day(), name(&e.device), name(&e.provider), name(&e.model)];
+        let amounts =
+            [1, e.failed as u64, e.input_tokens, e.output_tokens, e.reasoning_tokens, e.cached_tokens, e.total_tokens];
+        let slot = cells.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            [0; 7]
+        });
+        for (s, a) in slot.iter_mut().zip(amounts) {
+            *s = s.checked_add(a).ok_or_else(|| FieldError::new("tokens", "counts that fit 64 bits"))?;
+        }
+        // Costs are added event by event, in order, as `apply` adds them.
+        *costs.entry(key).or_insert(0.0) += e.cost_usd;
+        let d = devices.entry(name(&e.device)).or_insert((e, e));
+        if e.timestamp < d.0.timestamp {
+            d.0 = e;
+        }
+        if e.timestamp > d.1.timestamp {
+            d.1 = e;
+        }
+    }
+    let first = kept.iter().map(|(e, _)| *e).min_by_key(|e| e.timestamp).expect("not empty");
+    let last = kept.iter().map(|(e, _)| *e).max_by_key(|e| e.timestamp).expect("not empty");
+    let map = doc.as_object_mut().expect("native documents are objects");
+    map.entry("format").or_insert_with(|| json!(NATIVE_FORMAT));
+    let instant = |e: &Event| (e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos());
+    let earlier = |old: Option<&Value>, e: &Event| old.and_then(parse_instant).is_none_or(|t| instant(e) < t);
+    let later = |old: Option<&Value>, e: &Event| old.and_then(parse_instant).is_none_or(|t| instant(e) > t);
+    if earlier(map.get("created_at"), first) {
+        map.insert("created_at".into(), json!(first.timestamp_text()));
+    }
+    if later(map.get("updated_at"), last) {
+        map.insert("updated_at".into(), json!(last.timestamp_text()));
+    }
+    for key in &order {
+        let sums = cells[key];
+        let cost = costs[key];
+        let bump = |target: &mut Value| -> Result<(), FieldError> {
+            for (k, n) in COUNTERS.iter().zip(sums) {
+                add_u64(target, k, n)?;
+            }
+            add_f64(target, "cost_usd", cost)
+        };
+        bump(obj_mut(doc, "totals"))?;
+        let [day, device, provider, model] = key;
+        bump(obj_mut(obj_mut(obj_mut(obj_mut(obj_mut(doc, "days"), day), device), provider), model))?;
+    }
+    for (device, (first, last)) in devices {
+        let dev = obj_mut(obj_mut(doc, "devices"), &device);
+        if earlier(dev.get("first_seen"), first) {
+            dev["first_seen"] = json!(first.timestamp_text());
+        }
+        if later(dev.get("last_seen"), last) {
+            dev["last_seen"] = json!(last.timestamp_text());
+        }
+    }
+    // Only the newest `limit` of the new events can stay in `recent`.
+    kept.sort_by_key(|(e, _)| e.timestamp);
+    let skip = kept.len().saturating_sub(limit);
+    let recent = doc.as_object_mut().expect("object").entry("recent").or_insert_with(|| json!([]));
+    let Value::Array(list) = recent else { return Err(FieldError::new("recent", "an array")) };
+    list.extend(kept[skip..].iter().map(|(e, id)| record_of(e, id)));
+    list.sort_by_key(|r| r.get("timestamp").and_then(parse_instant));
+    if list.len() > limit {
+        let excess = list.len() - limit;
+        list.drain(..excess);
+    }
+    Ok(())
 }
