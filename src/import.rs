@@ -91,23 +91,24 @@ fn transcripts(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
-    let state = store.state_dir().join("import-claude-code.json");
-    let mut offsets: Offsets =
-        std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let mut files = Vec::new();
-    for d in dirs {
-        transcripts(&d.join("projects"), &mut files);
-    }
-    let mut report = Imported { files: files.len(), ..Imported::default() };
-    // key -> (usage, model, timestamp): the entry with the largest total wins.
-    let mut entries: HashMap<String, (Usage, String, String)> = HashMap::new();
+/// A request's usage, model and timestamp.
+type Entry = (Usage, String, String);
+
+/// What reading some transcripts found.
+struct Part {
+    entries: HashMap<String, Entry>,
+    offsets: Vec<(String, (u64, u64))>,
+    bytes: u64,
+}
+
+/// Reads `files` from their recorded (inode, offset), keeping each request's largest entry.
+fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>]) -> Result<Part> {
+    let mut part = Part { entries: HashMap::new(), offsets: Vec::new(), bytes: 0 };
     let mut line = Vec::with_capacity(64 * 1024);
-    for path in &files {
-        let key = path.to_string_lossy().into_owned();
+    for (path, start) in files.iter().zip(starts) {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        let (ino, mut offset) = offsets.files.get(&key).copied().unwrap_or((meta.ino(), 0));
+        let (ino, mut offset) = start.unwrap_or((meta.ino(), 0));
         if ino != meta.ino() || offset > meta.len() {
             offset = 0; // replaced or truncated: read it again (ids keep it from counting twice)
         }
@@ -120,7 +121,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
                 break; // end, or a line still being written: next time
             }
             offset += n as u64;
-            report.bytes_read += n as u64;
+            part.bytes += n as u64;
             let Ok(text) = std::str::from_utf8(&line) else { continue };
             if !text.contains("\"usage\"") {
                 continue;
@@ -129,14 +130,52 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
             let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { continue };
             let (Some(id), Some(usage)) = (msg.id, msg.usage) else { continue };
             let k = format!("claude-code:{id}:{rid}");
-            let better = entries.get(&k).is_none_or(|(u, _, _)| usage.total() > u.total());
-            if better {
+            if part.entries.get(&k).is_none_or(|(u, _, _)| usage.total() > u.total()) {
                 let model = msg.model.unwrap_or(Cow::Borrowed("unknown")).into_owned();
                 let ts = parsed.timestamp.unwrap_or_default().into_owned();
-                entries.insert(k, (usage, model, ts));
+                part.entries.insert(k, (usage, model, ts));
             }
         }
-        offsets.files.insert(key, (meta.ino(), offset));
+        part.offsets.push((path.to_string_lossy().into_owned(), (meta.ino(), offset)));
+    }
+    Ok(part)
+}
+
+pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
+    let state = store.state_dir().join("import-claude-code.json");
+    let mut offsets: Offsets =
+        std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut files = Vec::new();
+    for d in dirs {
+        transcripts(&d.join("projects"), &mut files);
+    }
+    let mut report = Imported { files: files.len(), ..Imported::default() };
+    // Transcripts are independent: read them on two threads, then keep, for each
+    // request, the entry with the largest total (ties: the later timestamp).
+    let (left, right) = files.split_at(files.len() / 2);
+    let starts = |part: &[PathBuf]| -> Vec<Option<(u64, u64)>> {
+        part.iter().map(|p| offsets.files.get(&*p.to_string_lossy()).copied()).collect()
+    };
+    let (ls, rs) = (starts(left), starts(right));
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| read_all(left, &ls));
+        let b = s.spawn(|| read_all(right, &rs));
+        (a.join().expect("import thread"), b.join().expect("import thread"))
+    });
+    let mut entries: HashMap<String, Entry> = HashMap::new();
+    for part in [a?, b?] {
+        report.bytes_read += part.bytes;
+        for (path, at) in part.offsets {
+            offsets.files.insert(path, at);
+        }
+        for (k, e) in part.entries {
+            match entries.get(&k) {
+                Some(old) if (old.0.total(), &old.2) >= (e.0.total(), &e.2) => {}
+                _ => {
+                    entries.insert(k, e);
+                }
+            }
+        }
     }
     report.entries = entries.len();
     let now = chrono::Utc::now().fixed_offset();
@@ -145,16 +184,29 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     let mut sorted: Vec<_> = entries.into_iter().collect();
     sorted.sort_by(|a, b| a.1 .2.cmp(&b.1 .2).then_with(|| a.0.cmp(&b.0)));
     for (key, (u, model, ts)) in sorted {
-        let line = serde_json::json!({
-            "id": key, "timestamp": if ts.is_empty() { None } else { Some(ts) }, "provider": "anthropic",
-            "api": "claude-code", "model": model, "source": "claude-code",
-            "input_tokens": u.input_tokens + u.cache_creation_input_tokens, "output_tokens": u.output_tokens,
-            "cached_tokens": u.cache_read_input_tokens, "total_tokens": u.total(), "device": device,
+        // A transcript line without a readable timestamp is dated now.
+        let timestamp = chrono::DateTime::parse_from_rfc3339(&ts).unwrap_or(now);
+        events.push(Event {
+            id: Some(key),
+            timestamp,
+            api: "claude-code".into(),
+            provider: "anthropic".into(),
+            model,
+            source: "claude-code".into(),
+            auth_index: String::new(),
+            status: None,
+            failed: false,
+            input_tokens: u.input_tokens + u.cache_creation_input_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_tokens: 0,
+            cached_tokens: u.cache_read_input_tokens,
+            total_tokens: u.total(),
+            cost_usd: 0.0,
+            latency_ms: None,
+            method: String::new(),
+            path: String::new(),
+            device: device.clone(),
         });
-        match Event::parse(&line.to_string(), now, &device) {
-            Ok(e) => events.push(e),
-            Err(_) => continue,
-        }
     }
     let recorded = store.record(events)?;
     report.recorded = recorded.recorded;

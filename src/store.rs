@@ -198,11 +198,24 @@ impl Store {
         }
         let journal = self.journal(&rel);
         let explicit: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
-        let seen = if explicit.is_empty() { HashSet::new() } else { self.seen_ids(&rel)? };
+        // Ids recorded before: folded recently (the seen list, borrowed from its text) or
+        // pending in the journal.
+        let seen_text = match explicit.is_empty() {
+            true => String::new(),
+            false => {
+                std::fs::read_to_string(self.state.join(format!("seen-{}.ids", self.key(&rel)))).unwrap_or_default()
+            }
+        };
+        let mut seen: HashSet<&str> = seen_text.lines().collect();
+        let pending: Vec<String> = match explicit.is_empty() {
+            true => Vec::new(),
+            false => read_lines(&journal)?.iter().filter_map(|l| Event::id_of_line(l)).collect(),
+        };
+        seen.extend(pending.iter().map(String::as_str));
         let mut batch = HashSet::new();
         let before = events.len();
         events.retain(|e| match &e.id {
-            Some(id) => !seen.contains(id) && batch.insert(id.clone()),
+            Some(id) => !seen.contains(id.as_str()) && batch.insert(id.clone()),
             None => true,
         });
         report.duplicates = before - events.len();
@@ -225,16 +238,6 @@ impl Store {
             self.fold_locked(&rel)?;
         }
         Ok(report)
-    }
-
-    /// Ids recorded before: pending in the journal, or folded recently.
-    fn seen_ids(&self, rel: &Path) -> Result<HashSet<String>> {
-        let mut ids = HashSet::new();
-        ids.extend(read_lines(&self.journal(rel))?.iter().filter_map(|l| Event::id_of_line(l)));
-        for line in read_lines(&self.state.join(format!("seen-{}.ids", self.key(rel))))? {
-            ids.insert(line);
-        }
-        Ok(ids)
     }
 
     /// A fold interrupted by a crash: finish it if the ledger was replaced, else undo it.
