@@ -55,6 +55,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Export records (CSV) or aggregates (JSON).
     Export(ExportArgs),
+    /// A self-contained HTML page with charts (no network needed to view it).
+    Report(ReportArgs),
     /// How the usage file changed over git history (these commits are the backups).
     History(HistoryArgs),
     /// Write the usage file as it was at a revision or date.
@@ -219,6 +221,15 @@ pub struct StatsArgs {
     /// Machine-readable output (stable keys, see README).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The usage file (default: the first of tally.file).
+    pub file: Option<PathBuf>,
+    /// Write the page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
 }
 
 #[derive(Debug, Args)]

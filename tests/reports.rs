@@ -283,3 +283,67 @@ fn diff_and_textconv_show_the_semantic_change() {
     let (days, format) = (patch.find("\"days\"").unwrap(), patch.find("\"format\"").unwrap());
     assert!(days < format, "{patch}");
 }
+
+/// The HTML report in headless Chromium (Debian `chromium`; .ci/run installs it): one bar
+/// per day with the right value, read back from the rendered DOM; a screenshot is left in
+/// target/tmp for people to look at.
+#[test]
+fn the_html_report_renders_one_bar_per_day() {
+    let env = Env::new();
+    let usage = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/tally/both-add/expected.json");
+    let page = env.path().join("report.html");
+    let out = env
+        .tally(env.path())
+        .args(["report", "--html", page.to_str().unwrap(), usage.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"), "self-contained: no network references");
+    let chromium = |extra: &[&str]| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium (Debian package chromium; .ci/run installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let bars: Vec<(String, u64)> = dom
+        .split("<rect class=\"bar requests\"")
+        .skip(1)
+        .map(|r| {
+            let attr =
+                |name: &str| r.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap().to_string();
+            (attr("data-day"), attr("data-value").parse().unwrap())
+        })
+        .collect();
+    let doc = read_json(&usage);
+    let mut want: Vec<(String, u64)> = doc["days"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(day, devices)| {
+            let n = devices
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|p| p.as_object().unwrap().values())
+                .flat_map(|m| m.as_object().unwrap().values())
+                .map(|c| c["requests"].as_u64().unwrap())
+                .sum();
+            (day.clone(), n)
+        })
+        .collect();
+    want.sort();
+    assert_eq!(bars, want, "one bar per day, in order, with the day's requests");
+    assert!(dom.contains(&format!(">{}</b>", doc["totals"]["requests"])), "the totals are on the page");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png");
+    chromium(&["--window-size=1000,900", &format!("--screenshot={}", shot.display())]);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot in {}", shot.display());
+}

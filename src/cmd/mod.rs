@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Hooks(args) => hooks::run(&dir, &args),
         Command::Stats(args) => stats::stats(&dir, proxy, &args),
         Command::Export(args) => stats::export(&dir, proxy, &args),
+        Command::Report(args) => stats::html(&dir, proxy, &args),
         Command::History(args) => history::history(&open_store(&dir, proxy)?, &args),
         Command::Restore(args) => history::restore(&open_store(&dir, proxy)?, &args),
         Command::Diff(args) => history::diff(&open_store(&dir, proxy)?, &args),

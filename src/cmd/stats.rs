@@ -2,7 +2,7 @@
 //! (folding nothing: pending journal events are listed separately) and never modify it.
 
 use super::open_store;
-use crate::cli::{ExportArgs, StatsArgs};
+use crate::cli::{ExportArgs, ReportArgs, StatsArgs};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::json;
@@ -165,4 +165,120 @@ fn csv_writer(buf: &mut Vec<u8>) -> impl FnMut(&[String]) + '_ {
         buf.extend_from_slice(line.join(",").as_bytes());
         buf.extend_from_slice(b"\r\n");
     }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A bar chart of one counter by day, as inline SVG; each bar carries its day and value.
+fn chart(rows: &[report::Row], class: &str, title: &str, value: fn(&Counters) -> u64) -> String {
+    let (w, h, pad) = (900.0, 220.0, 30.0);
+    let max = rows.iter().map(|r| value(&r.counters)).max().unwrap_or(0).max(1) as f64;
+    let n = rows.len().max(1) as f64;
+    let bw = (w - 2.0 * pad) / n;
+    let mut svg = format!(
+        "<figure><figcaption>{title}</figcaption><svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{title}\">"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let v = value(&r.counters);
+        let bh = (h - 2.0 * pad) * v as f64 / max;
+        svg.push_str(&format!(
+            "<rect class=\"bar {class}\" data-day=\"{}\" data-value=\"{v}\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\"><title>{}: {v}</title></rect>",
+            esc(&r.key),
+            pad + i as f64 * bw + bw * 0.1,
+            h - pad - bh,
+            bw * 0.8,
+            bh,
+            esc(&r.key)
+        ));
+    }
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        svg.push_str(&format!(
+            "<text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            h - 8.0,
+            esc(&first.key),
+            w - pad,
+            h - 8.0,
+            esc(&last.key)
+        ));
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+fn table(title: &str, rows: &[report::Row]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut t = format!(
+        "<section><h2>{title}</h2><table><tr><th>{title}</th><th>requests</th><th>tokens</th><th>cost</th></tr>"
+    );
+    for r in rows {
+        t.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>${:.2}</td></tr>",
+            esc(&r.key),
+            r.counters.requests,
+            r.counters.total_tokens,
+            r.counters.cost_usd
+        ));
+    }
+    t.push_str("</table></section>");
+    t
+}
+
+pub fn html(dir: &Path, proxy: Option<&Path>, args: &ReportArgs) -> Result<i32> {
+    let (path, profile, doc, _) = load(dir, proxy, args.file.as_ref())?;
+    let (totals, cells) = report::cells(profile, &doc);
+    let by = |b: By| report::report_of(profile, totals.clone(), &cells, b, None, None).rows;
+    let days = by(By::Day);
+    let t = &totals;
+    let page = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Usage: {name}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+:root {{ color-scheme: light dark; --fg: #1b1f24; --bg: #ffffff; --muted: #59636e; --bar: #2f81f7; --bar2: #8250df; --line: #d0d7de; }}
+@media (prefers-color-scheme: dark) {{ :root {{ --fg: #e6edf3; --bg: #0d1117; --muted: #9198a1; --bar: #4493f8; --bar2: #ab7df8; --line: #30363d; }} }}
+body {{ font: 15px/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg); margin: 2rem auto; max-width: 960px; padding: 0 1rem; }}
+h1 {{ font-size: 1.4rem; }} .muted {{ color: var(--muted); }}
+.cards {{ display: flex; flex-wrap: wrap; gap: 1rem; }} .card {{ border: 1px solid var(--line); border-radius: 8px; padding: .6rem 1rem; }}
+.card b {{ display: block; font-size: 1.3rem; }}
+figure {{ margin: 1.5rem 0; }} figcaption {{ font-weight: 600; }} svg {{ width: 100%; height: auto; }}
+svg text {{ fill: var(--muted); font-size: 12px; }} .bar.requests {{ fill: var(--bar); }} .bar.tokens {{ fill: var(--bar2); }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px solid var(--line); padding: .3rem .5rem; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+</style></head><body>
+<h1>Usage: {name}</h1><p class="muted">{profile} file; tracked since {since}</p>
+<div class="cards">
+<div class="card"><b id="total-requests">{req}</b>requests</div>
+<div class="card"><b>{failed}</b>failed</div>
+<div class="card"><b id="total-tokens">{tok}</b>tokens</div>
+<div class="card"><b>{inp} / {out}</b>tokens in / out</div>
+<div class="card"><b>${cost:.2}</b>cost</div>
+</div>
+{requests_chart}
+{tokens_chart}
+{models}{providers}{devices}{apis}
+</body></html>
+"#,
+        name = esc(&path.display().to_string()),
+        profile = profile.name,
+        since = esc(days.first().map_or("-", |r| r.key.as_str())),
+        req = t.requests,
+        failed = t.failed,
+        tok = t.total_tokens,
+        inp = t.input_tokens,
+        out = t.output_tokens,
+        cost = t.cost_usd,
+        requests_chart = chart(&days, "requests", "Requests per day", |c| c.requests),
+        tokens_chart = chart(&days, "tokens", "Tokens per day", |c| c.total_tokens),
+        models = table("model", &by(By::Model)),
+        providers = table("provider", &by(By::Provider)),
+        devices = table("device", &by(By::Device)),
+        apis = table("api", &by(By::Api)),
+    );
+    crate::fsutil::write_atomic(&args.html, page.as_bytes())?;
+    println!("wrote {}", args.html.display());
+    Ok(exit::OK)
 }
