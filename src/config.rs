@@ -39,11 +39,16 @@ pub struct Config {
     pub has_identity: bool,
     /// core.attributesFile, kept when git-tally adds its own attributes for a sync.
     pub attributes_file: Option<PathBuf>,
+    /// `per-machine`: each device writes `usage_data_<device>.json` beside a shared
+    /// `manifest.json` (seed 001), in the directory of `tally.file`.
+    pub per_machine: bool,
     /// branch.<name>.remote and branch.<name>.merge, by branch name.
     pub branches: std::collections::HashMap<String, (Option<String>, Option<String>)>,
 }
 
 pub const DEFAULT_FILE: &str = "usage/usage.json";
+/// The manifest of the per-machine layout.
+pub const MANIFEST: &str = "manifest.json";
 
 impl Default for Config {
     fn default() -> Self {
@@ -63,6 +68,7 @@ impl Default for Config {
             lock_timeout: Duration::from_secs(30),
             has_identity: false,
             attributes_file: None,
+            per_machine: false,
             branches: Default::default(),
         }
     }
@@ -156,6 +162,15 @@ impl Config {
                     }
                 }
                 "tally.enabled" => c.enabled = boolean(k, v)?,
+                "tally.layout" => {
+                    c.per_machine = match v.trim() {
+                        "single" => false,
+                        "per-machine" => true,
+                        _ => {
+                            return Err(Error::Usage(format!("git config {k} = {v:?}: expected single or per-machine")))
+                        }
+                    }
+                }
                 "user.email" => c.has_identity = true,
                 "core.attributesfile" => c.attributes_file = Some(PathBuf::from(v)),
                 k if k.starts_with("branch.") && (k.ends_with(".remote") || k.ends_with(".merge")) => {
@@ -173,6 +188,10 @@ impl Config {
         }
         if !files.is_empty() {
             c.files = files;
+        }
+        if c.per_machine {
+            let dir = c.files[0].parent().map(PathBuf::from).unwrap_or_default();
+            c.files = vec![dir.join(format!("usage_data_{}.json", c.device)), dir.join(MANIFEST)];
         }
         Ok(c)
     }

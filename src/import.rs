@@ -102,7 +102,7 @@ struct Part {
 }
 
 /// Reads `files` from their recorded (inode, offset), keeping each request's largest entry.
-fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>]) -> Result<Part> {
+fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>], progress: &indicatif::ProgressBar) -> Result<Part> {
     let mut part = Part { entries: HashMap::new(), offsets: Vec::new(), bytes: 0 };
     let mut line = Vec::with_capacity(64 * 1024);
     for (path, start) in files.iter().zip(starts) {
@@ -137,6 +137,7 @@ fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>]) -> Result<Part> {
             }
         }
         part.offsets.push((path.to_string_lossy().into_owned(), (meta.ino(), offset)));
+        progress.inc(meta.len().saturating_sub(start.map_or(0, |s| s.1)));
     }
     Ok(part)
 }
@@ -157,11 +158,31 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
         part.iter().map(|p| offsets.files.get(&*p.to_string_lossy()).copied()).collect()
     };
     let (ls, rs) = (starts(left), starts(right));
+    // A progress bar on a terminal only: long imports say how far they are.
+    let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let todo: u64 = files
+            .iter()
+            .map(|p| {
+                let len = std::fs::metadata(p).map_or(0, |m| m.len());
+                len.saturating_sub(offsets.files.get(&*p.to_string_lossy()).map_or(0, |s| s.1))
+            })
+            .sum();
+        let bar = indicatif::ProgressBar::new(todo);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| read_all(left, &ls));
-        let b = s.spawn(|| read_all(right, &rs));
+        let a = s.spawn(|| read_all(left, &ls, &progress));
+        let b = s.spawn(|| read_all(right, &rs, &progress));
         (a.join().expect("import thread"), b.join().expect("import thread"))
     });
+    progress.finish_and_clear();
     let mut entries: HashMap<String, Entry> = HashMap::new();
     for part in [a?, b?] {
         report.bytes_read += part.bytes;

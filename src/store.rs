@@ -176,6 +176,7 @@ impl Store {
         }
         Ok(match doc {
             Some(d) => profile::detect(&[Some(d)]),
+            None if self.config.per_machine => profile::by_name("ccu-usage").expect("the per-machine profile exists"),
             None => profile::by_name("tally").expect("the native profile exists"),
         })
     }
@@ -313,12 +314,52 @@ impl Store {
         let marker = self.state.join(format!("fold-{}.pending", self.key(rel)));
         write_atomic(&marker, json!({ "hash": fnv(&bytes) }).to_string().as_bytes())?;
         self.leave(rel, &bytes, old.as_deref())?;
+        if self.config.per_machine {
+            self.update_manifest(doc)?;
+        }
         self.finish_fold(rel, &lines)?;
         std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
         let mut state = self.state();
         state.uncommitted_events += lines.len();
         self.save_state(&state)?;
         Ok(lines.len())
+    }
+
+    /// The per-machine layout's manifest: this machine's entry follows its file.
+    fn update_manifest(&self, machine_doc: &Value) -> Result<()> {
+        let Some(rel) = self.config.files.get(1) else { return Ok(()) };
+        let old = self.ledger_bytes(rel)?;
+        let mut manifest = match &old {
+            Some(b) => json::parse(b).map_err(|p| Error::Failed(format!("{}: {p}", rel.display())))?,
+            None => (profile::by_name("ccu-manifest").expect("manifest profile").empty)(),
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let file = self.config.files[0].file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let entry = json!({
+            "machine_name": self.config.device,
+            "last_sync": now,
+            "last_record_date": machine_doc["data_range"]["newest"],
+            "total_records": machine_doc["statistics"]["total_records"],
+            "current_file": file,
+            "backups": [],
+        });
+        let machines =
+            manifest.as_object_mut().expect("manifest object").entry("machines").or_insert_with(|| json!([]));
+        if let Value::Array(list) = machines {
+            match list.iter_mut().find(|m| m["machine_name"] == json!(self.config.device)) {
+                Some(m) => {
+                    let backups = m["backups"].clone();
+                    *m = entry;
+                    m["backups"] = backups;
+                }
+                None => list.push(entry),
+            }
+        }
+        manifest["last_updated"] = json!(now);
+        let layout = old.as_deref().map(Layout::detect).unwrap_or_default();
+        self.note_base_if_new(rel)?;
+        self.leave(rel, &layout.write(&manifest), old.as_deref())?;
+        Ok(())
     }
 
     fn ledger_copy(&self, rel: &Path) -> PathBuf {

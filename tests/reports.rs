@@ -347,3 +347,40 @@ fn the_html_report_renders_one_bar_per_day() {
     chromium(&["--window-size=1000,900", &format!("--screenshot={}", shot.display())]);
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot in {}", shot.display());
 }
+
+#[test]
+fn the_per_machine_layout_keeps_a_file_per_device_and_a_manifest() {
+    let c = cluster(2, "tally");
+    for dir in &c.clones {
+        c.env.git(dir, &["config", "--unset", "tally.profile"]);
+        c.env.git(dir, &["config", "tally.layout", "per-machine"]);
+    }
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    c.record(a, &(0..3).map(|i| event_line(0, i)).collect::<Vec<_>>());
+    c.record(b, &(0..2).map(|i| event_line(1, i)).collect::<Vec<_>>());
+    for dir in [a, b, a] {
+        let out = c.tally(dir).arg("sync").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for dir in [a, b] {
+        assert_eq!(read_json(&dir.join("usage/usage_data_m0.json"))["statistics"]["total_records"], 3);
+        assert_eq!(read_json(&dir.join("usage/usage_data_m1.json"))["statistics"]["total_records"], 2);
+        assert_eq!(read_json(&dir.join("usage/usage_data_m1.json"))["machine_name"], "m1");
+    }
+    let manifest = read_json(&a.join("usage/manifest.json"));
+    let machines: HashMap<String, u64> = manifest["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["machine_name"].as_str().unwrap().to_string(), m["total_records"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(machines, HashMap::from([("m0".to_string(), 3), ("m1".to_string(), 2)]));
+    assert_eq!(
+        std::fs::read(a.join("usage/manifest.json")).unwrap(),
+        std::fs::read(b.join("usage/manifest.json")).unwrap()
+    );
+    let out = c.tally(a).args(["stats", "--json", "--by", "device", "usage"]).output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["totals"]["requests"], 5);
+    assert_eq!(rows(&r, "requests"), HashMap::from([("m0".to_string(), 3), ("m1".to_string(), 2)]));
+}

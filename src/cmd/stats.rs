@@ -21,10 +21,39 @@ fn load(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(Pat
             (store.file(), store.pending_events())
         }
     };
+    if path.is_dir() {
+        return load_machines(path, pending);
+    }
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let doc = json::parse(&bytes).map_err(|p| Error::Failed(format!("{}: {p}", path.display())))?;
     let profile = profile::detect(&[Some(&doc)]);
     Ok((path, profile, doc, pending))
+}
+
+/// A directory of per-machine files (seed 001): their records together, as one file.
+fn load_machines(dir: PathBuf, pending: usize) -> Result<(PathBuf, &'static Profile, Value, usize)> {
+    let usage = profile::by_name("ccu-usage").expect("per-machine profile");
+    let mut records = Vec::new();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        let Ok(doc) = json::parse(&bytes) else { continue };
+        if profile::detect(&[Some(&doc)]).name == "ccu-usage" {
+            let machine = doc["machine_name"].clone();
+            for mut r in doc["records"].as_array().cloned().unwrap_or_default() {
+                r["machine_name"] = machine.clone();
+                records.push(r);
+            }
+        }
+    }
+    let mut all = (usage.empty)();
+    all["records"] = Value::Array(records);
+    Ok((dir, usage, all, pending))
 }
 
 fn human(n: u64) -> String {
