@@ -57,6 +57,8 @@ pub enum Command {
     Export(ExportArgs),
     /// A self-contained HTML page with charts (no network needed to view it).
     Report(ReportArgs),
+    /// Rebuild a missing or corrupt ProxyPal aggregate.json from history.json beside it.
+    Rebuild { file: PathBuf },
     /// How the usage file changed over git history (these commits are the backups).
     History(HistoryArgs),
     /// Write the usage file as it was at a revision or date.

@@ -384,3 +384,25 @@ fn the_per_machine_layout_keeps_a_file_per_device_and_a_manifest() {
     assert_eq!(r["totals"]["requests"], 5);
     assert_eq!(rows(&r, "requests"), HashMap::from([("m0".to_string(), 3), ("m1".to_string(), 2)]));
 }
+
+#[test]
+fn a_corrupt_proxypal_aggregate_is_rebuilt_from_history_with_a_warning() {
+    let env = Env::new();
+    let dir = env.path().join("stats");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/proxypal-history/both-add/expected.json");
+    let history = read_json(&cases);
+    std::fs::copy(&cases, dir.join("history.json")).unwrap();
+    std::fs::write(dir.join("aggregate.json"), b"{\"totalRequests\": 12, \"modelSt").unwrap();
+    let n = history["requests"].as_array().unwrap().len() as u64;
+    let tokens_in: u64 = history["requests"].as_array().unwrap().iter().map(|r| r["tokensIn"].as_u64().unwrap()).sum();
+    let out = env.tally(&dir).args(["stats", "--json", "aggregate.json"]).output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("rebuilt from history.json"));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["totals"]["requests"], n);
+    assert_eq!(r["totals"]["input_tokens"], tokens_in);
+    env.tally(&dir).args(["rebuild", "aggregate.json"]).assert().success();
+    let rebuilt = read_json(&dir.join("aggregate.json"));
+    assert_eq!(rebuilt["totalRequests"], n);
+    env.tally(&dir).args(["check", "aggregate.json"]).assert().success();
+}

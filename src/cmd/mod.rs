@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stats(args) => stats::stats(&dir, proxy, &args),
         Command::Export(args) => stats::export(&dir, proxy, &args),
         Command::Report(args) => stats::html(&dir, proxy, &args),
+        Command::Rebuild { file } => stats::rebuild(&dir.join(file)),
         Command::History(args) => history::history(&open_store(&dir, proxy)?, &args),
         Command::Restore(args) => history::restore(&open_store(&dir, proxy)?, &args),
         Command::Diff(args) => history::diff(&open_store(&dir, proxy)?, &args),

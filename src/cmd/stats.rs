@@ -24,8 +24,21 @@ fn load(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(Pat
     if path.is_dir() {
         return load_machines(path, pending);
     }
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let doc = json::parse(&bytes).map_err(|p| Error::Failed(format!("{}: {p}", path.display())))?;
+    let parsed = std::fs::read(&path)
+        .map_err(|e| Error::io(&path, e))
+        .and_then(|bytes| json::parse(&bytes).map_err(|p| Error::Failed(format!("{}: {p}", path.display()))));
+    let doc = match parsed {
+        Ok(doc) => doc,
+        Err(e) => {
+            match rebuilt_aggregate(&path) {
+                Some((doc, n)) => {
+                    eprintln!("warning: {e}; showing it rebuilt from history.json ({n} requests; `git tally rebuild` writes it)");
+                    doc
+                }
+                None => return Err(e),
+            }
+        }
+    };
     let profile = profile::detect(&[Some(&doc)]);
     Ok((path, profile, doc, pending))
 }
@@ -309,5 +322,47 @@ td:first-child, th:first-child {{ text-align: left; }}
     );
     crate::fsutil::write_atomic(&args.html, page.as_bytes())?;
     println!("wrote {}", args.html.display());
+    Ok(exit::OK)
+}
+
+/// ProxyPal's aggregate.json rebuilt from the history.json beside it (seed 003 §7), and how
+/// many requests that history held; `None` when `path` is not such a pair.
+fn rebuilt_aggregate(path: &Path) -> Option<(Value, usize)> {
+    if path.file_name()? != "aggregate.json" {
+        return None;
+    }
+    let history = json::parse(&std::fs::read(path.with_file_name("history.json")).ok()?).ok()?;
+    let aggregate = profile::by_name("proxypal-aggregate").expect("profile exists");
+    let mut doc = (aggregate.empty)();
+    let requests = history.get("requests")?.as_array()?;
+    for r in requests {
+        let ms = r.get("timestamp").and_then(Value::as_i64)?;
+        let ts = chrono::DateTime::from_timestamp_millis(ms)?.fixed_offset();
+        let line = serde_json::json!({
+            "id": r.get("id"), "timestamp": ts.to_rfc3339(), "provider": r.get("provider"), "model": r.get("model"),
+            "status": r.get("status"), "input_tokens": r.get("tokensIn"), "output_tokens": r.get("tokensOut"),
+            "cached_tokens": r.get("tokensCached"), "duration_ms": r.get("durationMs"),
+        });
+        let e = crate::event::Event::parse(&line.to_string(), ts, "history").ok()?;
+        (aggregate.apply.expect("aggregate apply"))(&mut doc, &e).ok()?;
+    }
+    Some((doc, requests.len()))
+}
+
+pub fn rebuild(path: &Path) -> Result<i32> {
+    let healthy = std::fs::read(path).ok().is_some_and(|b| json::parse(&b).is_ok());
+    if healthy {
+        println!("{} is readable; nothing to rebuild", path.display());
+        return Ok(exit::OK);
+    }
+    let (doc, n) = rebuilt_aggregate(path).ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: not a ProxyPal aggregate.json with a readable history.json beside it",
+            path.display()
+        ))
+    })?;
+    let bytes = json::Layout::default().write(&doc);
+    crate::fsutil::write_atomic(path, &bytes)?;
+    eprintln!("warning: {} was missing or corrupt; rebuilt from history.json ({n} requests)", path.display());
     Ok(exit::OK)
 }
