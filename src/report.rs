@@ -142,7 +142,7 @@ fn ms_day(ms: i64) -> Option<String> {
 }
 
 /// The records of a document as values (for formats whose breakdowns come from records).
-fn records(profile: &Profile, doc: &Value) -> Vec<(Vec<String>, Value)> {
+pub fn records(profile: &Profile, doc: &Value) -> Vec<(Vec<String>, Value)> {
     let text = serde_json::to_vec(doc).unwrap_or_default();
     let Ok(mut input) = Input::parse(&text, Some(profile)) else { return Vec::new() };
     input.settle(profile);
@@ -397,4 +397,70 @@ pub fn report_of(
         by: by_name,
         rows: rows.into_iter().map(|(key, counters)| Row { key, counters }).collect(),
     }
+}
+
+/// Columns of a record row in exports.
+pub const RECORD_COLUMNS: [&str; 13] = [
+    "id",
+    "timestamp",
+    "device",
+    "provider",
+    "api",
+    "model",
+    "failed",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "total_tokens",
+    "cost_usd",
+];
+
+/// One export row per record, whatever the format calls its fields.
+pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 13]> {
+    let text = |r: &Value, keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| match r.get(*k) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let num = |r: &Value, keys: &[&str]| keys.iter().find_map(|k| r.get(*k).and_then(Value::as_u64)).unwrap_or(0);
+    records(profile, doc)
+        .into_iter()
+        .map(|(caps, r)| {
+            let t = r.get("tokens").cloned().unwrap_or(Value::Null);
+            let tok = |keys: &[&str]| num(&r, keys).max(num(&t, keys));
+            let timestamp = match r.get("timestamp") {
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default(),
+                _ => text(&r, &["timestamp"]),
+            };
+            let failed = r.get("failed").and_then(Value::as_bool).unwrap_or(num(&r, &["status"]) >= 400);
+            let input = tok(&["input_tokens", "tokensIn"]);
+            let output = tok(&["output_tokens", "tokensOut"]);
+            let reasoning = tok(&["reasoning_tokens"]);
+            let total = tok(&["total_tokens"]).max(input + output + reasoning);
+            [
+                text(&r, &["id", "message_uuid"]),
+                timestamp,
+                text(&r, &["device", "machine_name"]),
+                text(&r, &["provider"]),
+                caps.first().cloned().unwrap_or_else(|| text(&r, &["api"])),
+                caps.get(1).cloned().unwrap_or_else(|| text(&r, &["model"])),
+                failed.to_string(),
+                input.to_string(),
+                output.to_string(),
+                reasoning.to_string(),
+                tok(&["cached_tokens", "tokensCached", "cache_read_tokens"]).to_string(),
+                total.to_string(),
+                r.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0).to_string(),
+            ]
+        })
+        .collect()
 }

@@ -406,3 +406,23 @@ fn a_corrupt_proxypal_aggregate_is_rebuilt_from_history_with_a_warning() {
     assert_eq!(rebuilt["totalRequests"], n);
     env.tally(&dir).args(["check", "aggregate.json"]).assert().success();
 }
+
+#[test]
+fn export_csv_writes_one_quoted_row_per_record() {
+    let env = Env::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cliproxyapi-export.json");
+    let out = env.tally(env.path()).args(["export", "--format", "csv", fixture.to_str().unwrap()]).output().unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("id,timestamp,device,provider,api,model,failed,"), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 13, "a header and one row per detail");
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let weird = serde_json::json!({"id": "q1", "model": "gpt \"5\", large", "input_tokens": 3}).to_string();
+    c.record(dir, &[weird]);
+    git_tally::store::Store::open(dir).unwrap().fold().unwrap();
+    let out = c.tally(dir).args(["export", "--format", "csv", "--out", "out.csv"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(dir.join("out.csv")).unwrap();
+    assert!(csv.contains("q1,") && csv.contains("\"gpt \"\"5\"\", large\""), "{csv}");
+    assert!(csv.contains("\r\n"), "RFC 4180 line breaks");
+}

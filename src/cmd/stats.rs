@@ -166,21 +166,30 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
         buf = serde_json::to_vec_pretty(&v).expect("serialises");
         buf.push(b'\n');
     } else {
-        let (_, cells) = report::cells(profile, &doc);
         let mut w = csv_writer(&mut buf);
-        let mut header: Vec<String> = ["day", "device", "provider", "api", "model"].map(String::from).to_vec();
-        header.extend(profile::COUNTERS.map(String::from));
-        w(&header);
-        for c in cells {
-            let mut row = vec![
-                c.day.unwrap_or_default(),
-                c.device.unwrap_or_default(),
-                c.provider.unwrap_or_default(),
-                c.api.unwrap_or_default(),
-                c.model.unwrap_or_default(),
-            ];
-            row.extend(c.counters.values());
-            w(&row);
+        if profile.records.is_some() {
+            // One row per record.
+            w(&report::RECORD_COLUMNS.map(String::from));
+            for row in report::record_rows(profile, &doc) {
+                w(&row);
+            }
+        } else {
+            // Aggregate-only formats: one row per day, device, provider, api and model.
+            let (_, cells) = report::cells(profile, &doc);
+            let mut header: Vec<String> = ["day", "device", "provider", "api", "model"].map(String::from).to_vec();
+            header.extend(profile::COUNTERS.map(String::from));
+            w(&header);
+            for c in cells {
+                let mut row = vec![
+                    c.day.unwrap_or_default(),
+                    c.device.unwrap_or_default(),
+                    c.provider.unwrap_or_default(),
+                    c.api.unwrap_or_default(),
+                    c.model.unwrap_or_default(),
+                ];
+                row.extend(c.counters.values());
+                w(&row);
+            }
         }
     }
     match &args.out {
