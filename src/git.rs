@@ -225,9 +225,20 @@ impl Git {
 
     /// The value of a git attribute for a path, `None` when unspecified.
     pub fn check_attr(&self, attr: &str, path: &str) -> Result<Option<String>, GitError> {
-        let out = self.run(&["check-attr", "-z", attr, "--", path])?;
-        let value = out.split('\0').nth(2).unwrap_or("unspecified").to_string();
-        Ok((value != "unspecified" && value != "unset").then_some(value))
+        Ok(self.check_attr_all(attr, &[path])?.pop().flatten())
+    }
+
+    /// The value of a git attribute for each of `paths`, with one git process.
+    pub fn check_attr_all(&self, attr: &str, paths: &[&str]) -> Result<Vec<Option<String>>, GitError> {
+        let input: String = paths.iter().map(|p| format!("{p}\0")).collect();
+        let out = self.run_with_input(&["check-attr", "-z", "--stdin", attr], input.as_bytes())?;
+        // Output: path NUL attribute NUL value NUL, for each path in order.
+        let fields: Vec<&str> = out.split('\0').collect();
+        Ok(fields
+            .chunks(3)
+            .filter(|c| c.len() == 3)
+            .map(|c| (c[2] != "unspecified" && c[2] != "unset").then(|| c[2].to_string()))
+            .collect())
     }
 
     /// The top of the work tree.

@@ -84,11 +84,12 @@ fn uninstall(git: &Git) -> Result<i32> {
 /// The usage files among `paths`: configured ones, and those with merge=tally.
 fn usage_files(git: &Git, paths: &[String]) -> Result<Vec<String>> {
     let config = Config::load(git)?;
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    // One git process for every path (a merge's post-merge passes the whole tree).
+    let merge = if refs.is_empty() { Vec::new() } else { git.check_attr_all("merge", &refs)? };
     let mut out: BTreeSet<String> = BTreeSet::new();
-    for p in paths {
-        if config.files.iter().any(|f| f.to_string_lossy() == *p)
-            || git.check_attr("merge", p)?.as_deref() == Some("tally")
-        {
+    for (p, m) in paths.iter().zip(merge) {
+        if config.files.iter().any(|f| f.to_string_lossy() == *p) || m.as_deref() == Some("tally") {
             out.insert(p.clone());
         }
     }
