@@ -158,9 +158,15 @@ impl Git {
             .map_err(|e| fail(format!("could not start git: {e}"), None))?;
         let mut stdin = child.stdin.take().expect("piped");
         let data = input.to_vec();
+        // A child that exits before reading everything closes the pipe: that must be an
+        // error from its exit status, not a SIGPIPE that ends git-tally.
+        let flag = crate::sigpipe_ends_process();
+        flag.store(false, std::sync::atomic::Ordering::SeqCst);
         let writer = std::thread::spawn(move || stdin.write_all(&data));
-        let out = child.wait_with_output().map_err(|e| fail(e.to_string(), None))?;
+        let out = child.wait_with_output().map_err(|e| fail(e.to_string(), None));
         let _ = writer.join();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        let out = out?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
         } else {

@@ -23,6 +23,14 @@ pub mod report;
 pub mod store;
 pub mod systemd;
 
+/// Whether a SIGPIPE ends the process (the binary registers it so that `git tally status |
+/// head` ends quietly). Lowered while git-tally itself writes into a child's stdin, where a
+/// child that exited early is an error to report, not a reason to die.
+pub fn sigpipe_ends_process() -> &'static std::sync::Arc<std::sync::atomic::AtomicBool> {
+    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)))
+}
+
 /// Exit codes (SPEC §9).
 pub mod exit {
     /// Success.

@@ -2,13 +2,14 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
     // `git tally status | head` must end quietly, not report (or panic on) a broken pipe.
-    let _ =
-        signal_hook::flag::register_conditional_default(signal_hook::consts::SIGPIPE, Arc::new(AtomicBool::new(true)));
+    let _ = signal_hook::flag::register_conditional_default(
+        signal_hook::consts::SIGPIPE,
+        Arc::clone(git_tally::sigpipe_ends_process()),
+    );
     let cli = git_tally::cli::Cli::parse();
     match git_tally::cmd::run(cli) {
         Ok(code) => ExitCode::from(code as u8),

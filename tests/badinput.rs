@@ -218,3 +218,13 @@ fn the_driver_binary_never_crashes_on_garbage() {
         .unwrap();
     drop(env);
 }
+
+/// Regression: outside a repository `git check-attr --stdin` exits before reading its
+/// input; the SIGPIPE that writing to it raises must not kill the driver.
+#[test]
+fn a_child_git_that_exits_early_does_not_kill_the_driver() {
+    let c = case(b"{\"requests\": 1}\n", b"{\"requests\": 2}\n", b"{\"requests\": 3}\n");
+    let (code, err, a) = c.merge();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(a, "{\"requests\": 4}\n");
+}
