@@ -369,6 +369,16 @@ fn fingerprint(git_dir: &std::path::Path) -> Option<String> {
 }
 
 impl Config {
+    /// The configuration for the repository around `dir` (cached where the repository
+    /// is found without git; read by git otherwise).
+    pub fn load_at(dir: &std::path::Path) -> Result<Config> {
+        let git = Git::new(dir);
+        match discover(dir) {
+            Some((_, git_dir)) => Config::load_cached(&git, &git_dir),
+            None => Config::load(&git),
+        }
+    }
+
     /// `load`, from the cache in `git_dir` when the config files have not changed.
     pub fn load_cached(git: &Git, git_dir: &std::path::Path) -> Result<Config> {
         let cache = git_dir.join("tally").join("config.cache");

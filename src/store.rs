@@ -94,12 +94,7 @@ impl Store {
     /// Discovers the repository around `dir` and loads its configuration.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
         let dir = dir.as_ref();
-        let git = Git::new(dir);
-        let config = match crate::config::discover(dir) {
-            Some((_, git_dir)) => Config::load_cached(&git, &git_dir)?,
-            None => Config::load(&git)?,
-        };
-        Store::open_with(dir, config)
+        Store::open_with(dir, Config::load_at(dir)?)
     }
 
     /// The test seam: a store with the given configuration.

@@ -16,7 +16,6 @@ mod systemd;
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ProxyConfig};
 use crate::error::{Error, Result};
-use crate::git::Git;
 use crate::profile;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -89,11 +88,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 /// The store of the repository around `dir`: git config, then `--proxy-config` over it.
 pub(crate) fn open_store(dir: &Path, proxy: Option<&Path>) -> Result<Store> {
-    let git = Git::new(dir);
-    let mut config = match crate::config::discover(dir) {
-        Some((_, git_dir)) => Config::load_cached(&git, &git_dir)?,
-        None => Config::load(&git)?,
-    };
+    let mut config = Config::load_at(dir)?;
     if let Some(p) = proxy {
         ProxyConfig::read(p)?.apply(&mut config)?;
     }
