@@ -169,22 +169,30 @@ impl fmt::Display for Problem {
 /// Parses a usage file. An empty (or whitespace-only) file is `Problem::Empty`; callers
 /// decide whether that means "empty document" (a missing ancestor) or an error.
 pub fn parse(bytes: &[u8]) -> Result<Value, Problem> {
+    let body = body(bytes)?;
+    serde_json::from_slice::<Value>(body).map_err(|e| failure(body, Some(&e)))
+}
+
+/// The JSON text of a file: without a BOM, and not empty.
+pub(crate) fn body(bytes: &[u8]) -> Result<&[u8], Problem> {
     let body = bytes.strip_prefix(BOM).unwrap_or(bytes);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::Empty);
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            // Markers are never valid JSON, so look for them only once parsing failed.
-            if let Some(line) = conflict_marker_line(body) {
-                return Err(Problem::ConflictMarkers { line });
-            }
-            if std::str::from_utf8(body).is_err() {
-                return Err(Problem::NotUtf8);
-            }
-            Err(Problem::Syntax { line: e.line(), column: e.column(), message: strip_position(&e.to_string()) })
+    Ok(body)
+}
+
+/// What is wrong with `body`, which did not parse (`None`: it is not UTF-8). Markers are
+/// never valid JSON, so they are looked for only once parsing failed.
+pub(crate) fn failure(body: &[u8], error: Option<&serde_json::Error>) -> Problem {
+    if let Some(line) = conflict_marker_line(body) {
+        return Problem::ConflictMarkers { line };
+    }
+    match error {
+        Some(e) if std::str::from_utf8(body).is_ok() => {
+            Problem::Syntax { line: e.line(), column: e.column(), message: strip_position(&e.to_string()) }
         }
+        _ => Problem::NotUtf8,
     }
 }
 

@@ -56,25 +56,14 @@ fn patterns(only: Option<&Profile>) -> Vec<Pattern> {
 impl<'a> Input<'a> {
     /// Parses `bytes`; with `profile`, only its record containers are captured.
     pub fn parse(bytes: &'a [u8], profile: Option<&Profile>) -> Result<Input<'a>, Problem> {
-        let body = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(bytes);
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(Problem::Empty);
-        }
-        let text = std::str::from_utf8(body).map_err(|_| match json::conflict_marker_line(body) {
-            Some(line) => Problem::ConflictMarkers { line },
-            None => Problem::NotUtf8,
-        })?;
+        let body = json::body(bytes)?;
+        let text = std::str::from_utf8(body).map_err(|_| json::failure(body, None))?;
         let patterns = patterns(profile);
         let mut ctx = Ctx { patterns: &patterns, path: Vec::new(), out: Vec::new() };
         let mut de = serde_json::Deserializer::from_str(text);
         let active: Vec<(usize, usize)> = (0..patterns.len()).map(|p| (p, 0)).collect();
         let parsed = NodeSeed { ctx: &mut ctx, active }.deserialize(&mut de).and_then(|v| de.end().map(|_| v));
-        let skeleton = parsed.map_err(|e| match json::conflict_marker_line(body) {
-            Some(line) => Problem::ConflictMarkers { line },
-            None => {
-                Problem::Syntax { line: e.line(), column: e.column(), message: json::strip_position(&e.to_string()) }
-            }
-        })?;
+        let skeleton = parsed.map_err(|e| json::failure(body, Some(&e)))?;
         let containers = ctx.out;
         Ok(Input { skeleton, containers, patterns, layout: Layout::detect(bytes) })
     }
