@@ -495,9 +495,10 @@ impl Store {
     /// Ingests an application's write of the usage file into the ledger (SPEC §5b).
     fn ingest_locked(&self, rel: &Path) -> Result<bool> {
         let path = self.top.join(rel);
-        let Ok(mut app) = std::fs::read(&path) else { return Ok(false) };
+        let Ok(app) = std::fs::read(&path) else { return Ok(false) };
         let Some(ledger) = self.ledger_bytes(rel)? else {
-            // The first sight of the file: it is the ledger.
+            // The first sight of the file: it is the ledger, once it is whole.
+            let Some(app) = settled(&path, app)? else { return Ok(false) };
             self.note_base_if_new(rel)?;
             write_atomic(&self.ledger_copy(rel), &app)?;
             write_atomic(&self.written_copy(rel), fnv(&app).to_string().as_bytes())?;
@@ -513,13 +514,9 @@ impl Store {
             self.leave(rel, &ledger, Some(&app))?;
             return Ok(false);
         }
-        if json::parse(&app).is_err() {
-            // Caught mid-write: look again once, then leave it for the next run.
-            std::thread::sleep(Duration::from_millis(50));
-            app = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            if app == ledger || json::parse(&app).is_err() {
-                return Ok(false);
-            }
+        let Some(app) = settled(&path, app)? else { return Ok(false) };
+        if app == ledger {
+            return Ok(false);
         }
         let base: Option<Vec<u8>> = match self.config.app_reads {
             AppReads::AfterPull => Some(std::fs::read(self.read_copy(rel)).unwrap_or_else(|_| ledger.clone())),
@@ -1179,6 +1176,24 @@ fn count_lines(path: &Path) -> Result<usize> {
         Ok(b) => Ok(b.iter().filter(|&&c| c == b'\n').count()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// The application's write `app` of `path` once it is whole: an application that rewrites
+/// in place (truncate, then write) is caught mid-write now and then. Looks again once after
+/// a moment; still not JSON means leave it for the next run.
+fn settled(path: &Path, app: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    if json::parse(&app).is_ok() {
+        return Ok(Some(app));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let again = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    match json::parse(&again) {
+        Ok(_) => Ok(Some(again)),
+        Err(problem) => {
+            eprintln!("git-tally: warning: {}: {problem}; not ingested, the committed usage is kept", path.display());
+            Ok(None)
+        }
     }
 }
 

@@ -171,6 +171,14 @@ fn proxypal_app_that_restarts_shows_a_counter_decrease() {
     simulate("proxypal-aggregate", Behaviour::RestartsHalfWay, "never");
 }
 
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// An application rewriting the file in a tight loop, without git-tally's lock, while
 /// 50 syncs run: no write is lost, and no sync leaves a rebase or stash behind.
 #[test]
@@ -200,6 +208,9 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
                 std::thread::sleep(std::time::Duration::from_millis(3));
             }
         });
+        // A failed assertion below must stop the application too, or the scope waits
+        // for it forever and the failure becomes a hang.
+        let _stop = StopOnDrop(&stop);
         let mut other_app = App {
             profile: p,
             behaviour: Behaviour::NeverRereads,
@@ -220,7 +231,6 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
             assert!(code == 0 || code == 3, "sync {k}: {}", String::from_utf8_lossy(&out.stderr));
             assert!(!dir.join(".git/rebase-merge").exists() && !dir.join(".git/rebase-apply").exists());
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     sync(&env, dir);
     sync(&env, other);
@@ -231,4 +241,45 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
     assert_eq!(ledger(&env, other), want);
     let on_remote: Value = serde_json::from_str(&env.git(&remote, &["show", &format!("main:{FILE}")])).unwrap();
     assert_eq!(on_remote, want);
+}
+
+/// An application caught mid-write (the file truncated, or cut short) on the very first
+/// sync, and later: nothing broken is committed, the file is named, and the next whole
+/// write is taken. (Found by the tight-loop test on a loaded machine: the first sight of
+/// the file was once taken as the ledger while it was empty.)
+#[test]
+fn a_write_caught_half_done_is_never_committed() {
+    let env = Env::new();
+    let p = profile::by_name("cliproxyapi").unwrap();
+    let (_remote, clones) = setup(&env, "never");
+    let dir = &clones[0];
+    let mut app = App {
+        profile: p,
+        behaviour: Behaviour::NeverRereads,
+        memory: (p.empty)(),
+        file: dir.join(FILE),
+        loaded: false,
+    };
+    let committed = || env.git_output(dir, &["cat-file", "-e", &format!("HEAD:{FILE}")]).status.success();
+    for broken in [&b""[..], b"{\n  \"total_requests\": 1"] {
+        std::fs::write(dir.join(FILE), broken).unwrap();
+        let out = env.tally(dir).arg("sync").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(FILE) && stderr.contains("not ingested"), "the file is named: {stderr}");
+        assert!(!committed(), "a half-written first sight is not committed");
+    }
+    let first: Vec<Event> = (0..3).map(|i| event(0, i)).collect();
+    app.serve(&first);
+    sync(&env, dir);
+    assert_eq!(ledger(&env, dir), truth(p, &first));
+    // Later, with a ledger: a cut-short write is left alone and loses nothing.
+    std::fs::write(dir.join(FILE), b"{\n  \"usage\": {").unwrap();
+    let out = env.tally(dir).arg("sync").output().unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not ingested"));
+    assert_eq!(ledger(&env, dir), truth(p, &first));
+    let second: Vec<Event> = (3..5).map(|i| event(0, i)).collect();
+    app.serve(&second);
+    sync(&env, dir);
+    assert_eq!(ledger(&env, dir), truth(p, &[first, second].concat()));
 }

@@ -84,9 +84,12 @@ impl Env {
         c
     }
 
-    /// The git-tally binary, as assert_cmd runs it, in this environment.
+    /// The git-tally binary, as assert_cmd runs it, in this environment. A run that hangs
+    /// is killed after five minutes and fails its test, rather than stalling the suite.
     pub fn tally(&self, dir: &Path) -> assert_cmd::Command {
-        assert_cmd::Command::from_std(self.command(dir))
+        let mut c = assert_cmd::Command::from_std(self.command(dir));
+        c.timeout(std::time::Duration::from_secs(300));
+        c
     }
 
     /// A new repository with one commit on `main`.
