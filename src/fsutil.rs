@@ -1,5 +1,6 @@
-//! Durable file replacement: write a temporary file beside the target, fsync it, and
-//! rename it over the target, so a reader (or git) never sees half a usage file.
+//! File helpers: durable replacement (write a temporary file beside the target, fsync it,
+//! rename it over the target, so a reader or git never sees half a usage file), and the
+//! path of this executable that survives an upgrade.
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -20,4 +21,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// This executable's path, for git to start it again as the merge driver (and for the
+/// systemd units). When the binary was replaced while running — an upgrade under a running
+/// daemon — Linux reports `<path> (deleted)`: the new binary at `<path>` is the one to run.
+pub fn current_exe() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    if !exe.exists() {
+        if let Some(path) = exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            if Path::new(path).exists() {
+                return Ok(path.into());
+            }
+        }
+    }
+    Ok(exe)
 }

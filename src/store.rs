@@ -712,7 +712,7 @@ impl Store {
 
     /// git with the merge driver forced on for the usage files, whatever is installed.
     fn with_driver(&self, git: &Git) -> Result<(Git, tempfile::NamedTempFile)> {
-        let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+        let exe = crate::fsutil::current_exe()?;
         let quoted = format!("'{}'", exe.to_string_lossy().replace('\'', r"'\''"));
         let mut attrs = match &self.config.attributes_file {
             Some(p) => {

@@ -45,6 +45,47 @@ fn the_daemon_syncs_bursts_and_flushes_on_sigterm() {
     assert_eq!(read_json(&dir.join(FILE))["totals"]["requests"], sent as u64);
 }
 
+/// An upgrade replaces the binary under a running daemon: the daemon's later merges start
+/// the new binary as the merge driver (Linux names the running one `<path> (deleted)`).
+#[test]
+fn the_daemon_keeps_merging_after_its_binary_is_replaced() {
+    let c = cluster(2, "tally");
+    let (dir, other) = (&c.clones[0], &c.clones[1]);
+    let installed = c.env.path().join("bin/git-tally");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(crate::common::bin(), &installed).unwrap();
+    for d in [dir, other] {
+        c.env.git(d, &["config", "tally.debounce", "0"]);
+        c.env.git(d, &["config", "tally.syncInterval", "0"]);
+    }
+    let mut daemon =
+        c.env.command_of(&installed, dir).arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The upgrade: a new file renamed over the old one, as installers do.
+    let staged = c.env.path().join("bin/git-tally.new");
+    std::fs::copy(crate::common::bin(), &staged).unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
+    // Both machines change the usage file, so the daemon's sync has to merge it.
+    c.record(other, &[event_line(1, 0), event_line(1, 1)]);
+    assert!(c.tally(other).arg("sync").status().unwrap().success());
+    c.record(dir, &[event_line(0, 0)]);
+    let start = Instant::now();
+    let on_remote = || {
+        let shown = c.env.git_output(&c.remote, &["show", &format!("main:{FILE}")]);
+        serde_json::from_slice::<serde_json::Value>(&shown.stdout).map(|v| v["totals"]["requests"].clone()).ok()
+    };
+    while on_remote() != Some(3.into()) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    let status = daemon.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(on_remote(), Some(3.into()), "the daemon merged both machines' events:\n{log}");
+    assert!(!log.contains("conflict"), "{log}");
+}
+
 #[test]
 fn the_daemon_survives_an_unreachable_remote() {
     let c = cluster(1, "tally");

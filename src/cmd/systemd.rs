@@ -39,7 +39,7 @@ fn systemctl(mode: Mode, args: &[&str]) -> bool {
 
 pub fn run(store: &Store, args: &SystemdArgs) -> Result<i32> {
     let mode = if args.system { Mode::System } else { Mode::User };
-    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    let exe = crate::fsutil::current_exe()?;
     let interval = args.interval.unwrap_or(store.config().sync_interval);
     let interval = if interval.is_zero() { std::time::Duration::from_secs(15 * 60) } else { interval };
     let units = units(store.top(), &exe, mode, interval, store.config().flush_timeout);

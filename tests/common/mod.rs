@@ -78,7 +78,12 @@ impl Env {
 
     /// The git-tally binary in this environment, as a std command (to spawn and kill).
     pub fn command(&self, dir: &Path) -> Command {
-        let mut c = Command::new(bin());
+        self.command_of(&bin(), dir)
+    }
+
+    /// `program` (a copy of the binary, say) in this environment.
+    pub fn command_of(&self, program: &Path, dir: &Path) -> Command {
+        let mut c = Command::new(program);
         c.current_dir(dir);
         self.apply(&mut c);
         c
