@@ -479,7 +479,8 @@ fn identity_field(lists: &[Option<&Vec<Value>>; 3]) -> Option<&'static str> {
 }
 
 /// Base order first, then each side's new entries as a group; the groups are ordered by
-/// their first entry so that swapping ours and theirs gives the same result.
+/// their entries (the whole group: both sides may add the same entry first) so that
+/// swapping ours and theirs gives the same result.
 fn merged_order(keys: &[Vec<String>; 3]) -> Vec<String> {
     let mut seen: HashSet<&String> = HashSet::new();
     let mut out: Vec<String> = Vec::new();
@@ -490,7 +491,7 @@ fn merged_order(keys: &[Vec<String>; 3]) -> Vec<String> {
     }
     let new = |i: usize| keys[i].iter().filter(|k| !keys[0].contains(k)).collect::<Vec<_>>();
     let (ga, gb) = (new(1), new(2));
-    let groups = if ga.first() <= gb.first() || gb.is_empty() { [ga, gb] } else { [gb, ga] };
+    let groups = if ga <= gb { [ga, gb] } else { [gb, ga] };
     for g in groups {
         for k in g {
             if seen.insert(k) {
