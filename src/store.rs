@@ -76,10 +76,18 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Decisions about the ledger, on stderr when GIT_TALLY_TRACE is set (for crash analysis).
+/// Decisions about the ledger when GIT_TALLY_TRACE is set (for crash analysis): on stderr,
+/// or appended to the file it names when that is an absolute path.
 fn trace(what: std::fmt::Arguments<'_>) {
-    if std::env::var_os("GIT_TALLY_TRACE").is_some() {
-        eprintln!("git-tally[{}]: {what}", std::process::id());
+    let Some(to) = std::env::var_os("GIT_TALLY_TRACE") else { return };
+    let line = format!("git-tally[{}]: {what}\n", std::process::id());
+    if Path::new(&to).is_absolute() {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&to) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    } else {
+        eprint!("{line}");
     }
 }
 
@@ -518,14 +526,20 @@ impl Store {
         if app == ledger {
             return Ok(false);
         }
+        // What the application started from. Unknown when git-tally never saw a whole write
+        // of it (it started before the first sync, or was caught mid-write then): the ledger
+        // if the write holds everything the ledger counts, else nothing — taking the ledger
+        // would turn what others counted into deletions.
+        let unknown = || covers(&app, &ledger).then(|| ledger.clone());
         let base: Option<Vec<u8>> = match self.config.app_reads {
-            AppReads::AfterPull => Some(std::fs::read(self.read_copy(rel)).unwrap_or_else(|_| ledger.clone())),
+            AppReads::AfterPull => std::fs::read(self.read_copy(rel)).ok().or_else(unknown),
             AppReads::Never => match std::fs::read(self.prev_copy(rel)) {
                 Ok(prev) if restarted(&prev, &app) => None,
                 Ok(prev) => Some(prev),
-                Err(_) => Some(ledger.clone()),
+                Err(_) => unknown(),
             },
         };
+        trace(format_args!("ingest base {:?}", base.as_deref().map(fnv)));
         self.note_base_if_new(rel)?;
         let (merged, _) = crate::merge::ingest_bytes(base.as_deref(), &ledger, &app)
             .map_err(|e| Error::Failed(format!("{}: cannot ingest the application's write: {e}", path.display())))?;
@@ -1220,6 +1234,25 @@ fn restarted(prev: &[u8], app: &[u8]) -> bool {
     }
     match (json::parse(prev), json::parse(app)) {
         (Ok(p), Ok(a)) => walk(&p, &a, ""),
+        _ => false,
+    }
+}
+
+/// Whether `app` counts at least what `ledger` does: every number of the ledger (arrays
+/// and creation times aside) is there in `app`, no smaller.
+fn covers(app: &[u8], ledger: &[u8]) -> bool {
+    fn walk(a: &Value, l: &Value) -> bool {
+        match (a, l) {
+            (Value::Object(am), Value::Object(lm)) => lm
+                .iter()
+                .all(|(k, lv)| k.to_ascii_lowercase().contains("created") || am.get(k).is_some_and(|av| walk(av, lv))),
+            (Value::Number(an), Value::Number(ln)) => an.as_f64().unwrap_or(0.0) >= ln.as_f64().unwrap_or(0.0),
+            (_, Value::Object(_) | Value::Number(_)) => false,
+            _ => true,
+        }
+    }
+    match (json::parse(app), json::parse(ledger)) {
+        (Ok(a), Ok(l)) => walk(&a, &l),
         _ => false,
     }
 }

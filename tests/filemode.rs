@@ -237,10 +237,14 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
     sync(&env, dir);
     assert_eq!(env.git(dir, &["stash", "list"]), "", "no stash left behind");
     let want = truth(p, &served.lock().unwrap());
-    assert_eq!(ledger(&env, dir), want);
-    assert_eq!(ledger(&env, other), want);
     let on_remote: Value = serde_json::from_str(&env.git(&remote, &["show", &format!("main:{FILE}")])).unwrap();
-    assert_eq!(on_remote, want);
+    for (what, got) in [("m0", ledger(&env, dir)), ("m1", ledger(&env, other)), ("the remote", on_remote)] {
+        assert!(
+            got == want,
+            "{what} differs from every request once:\n{}",
+            crate::common::diff(&crate::common::pretty(&want), &crate::common::pretty(&got))
+        );
+    }
 }
 
 /// An application caught mid-write (the file truncated, or cut short) on the very first
@@ -282,4 +286,60 @@ fn a_write_caught_half_done_is_never_committed() {
     app.serve(&second);
     sync(&env, dir);
     assert_eq!(ledger(&env, dir), truth(p, &[first, second].concat()));
+}
+
+/// The application's first whole write can come after git-tally already holds other
+/// machines' requests (the first sync caught the file mid-write, or the repository came
+/// with usage in it). Not knowing what the application started from, the write must not
+/// turn those requests into deletions; and an application that loaded the committed file
+/// at start must not count it twice (proxypal-aggregate: aggregates only, no records).
+#[test]
+fn an_application_seen_whole_only_after_others_requests_arrived() {
+    for (profile, loads_at_start) in
+        [("cliproxyapi", false), ("proxypal-aggregate", false), ("proxypal-aggregate", true)]
+    {
+        let env = Env::new();
+        let p = profile::by_name(profile).unwrap();
+        let (remote, clones) = setup(&env, "never");
+        let (dir, other) = (&clones[0], &clones[1]);
+        let mut all: Vec<Event> = (0..2).map(|i| event(1, i)).collect();
+        let mut other_app = App {
+            profile: p,
+            behaviour: Behaviour::NeverRereads,
+            memory: (p.empty)(),
+            file: other.join(FILE),
+            loaded: false,
+        };
+        other_app.serve(&all);
+        sync(&env, other);
+        // The first sync here finds the file cut short and brings in the other machine's usage.
+        std::fs::write(dir.join(FILE), b"{\n  \"total").unwrap();
+        let out = env.tally(dir).arg("sync").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut app = App {
+            profile: p,
+            behaviour: Behaviour::NeverRereads,
+            memory: (p.empty)(),
+            file: dir.join(FILE),
+            loaded: false,
+        };
+        if loads_at_start {
+            app.memory = ledger(&env, dir);
+        }
+        let mine: Vec<Event> = (0..3).map(|i| event(0, i)).collect();
+        app.serve(&mine);
+        all.extend(mine);
+        for d in [dir, other, dir] {
+            sync(&env, d);
+        }
+        let want = truth(p, &all);
+        let on_remote: Value = serde_json::from_str(&env.git(&remote, &["show", &format!("main:{FILE}")])).unwrap();
+        for (what, got) in [("m0", ledger(&env, dir)), ("m1", ledger(&env, other)), ("the remote", on_remote)] {
+            assert!(
+                got == want,
+                "{profile} (loads at start: {loads_at_start}): {what} differs from every request once:\n{}",
+                crate::common::diff(&crate::common::pretty(&want), &crate::common::pretty(&got))
+            );
+        }
+    }
 }

@@ -46,6 +46,9 @@ impl Env {
             .env("GIT_AUTHOR_DATE", "2026-11-01T12:00:00Z")
             .env("GIT_COMMITTER_DATE", "2026-11-01T12:00:00Z")
             .env("LANG", "C");
+        if let Some(trace) = std::env::var_os("GIT_TALLY_TRACE") {
+            c.env("GIT_TALLY_TRACE", trace); // ledger decisions, for debugging a failure
+        }
     }
 
     /// git in `dir`; panics with the command line and stderr on failure.
