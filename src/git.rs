@@ -1,5 +1,6 @@
-//! The one place git processes are started. Every call names its directory with `-C`,
-//! captures stderr into the error, and never inherits a terminal prompt.
+//! The one place git is used. Git processes: every call names its directory with `-C`,
+//! captures stderr into the error, and never inherits a terminal prompt. In-process reads
+//! with gix only where a process per call would dominate (`profile_setting`).
 
 use crate::error::GitError;
 use std::io::Write;
@@ -260,6 +261,48 @@ impl Git {
     pub fn exec_path(&self) -> Result<PathBuf, GitError> {
         self.run(&["--exec-path"]).map(PathBuf::from)
     }
+}
+
+/// The setting that picks the profile of `path`, read in-process with gix: its
+/// `tally-profile` attribute, else `tally.profile` (`Some(None)` when neither is set). The
+/// merge driver runs once per merged file, and the two git processes this replaces were
+/// most of its fixed cost. `None` where gix cannot stand in for git — no work tree, a
+/// repository gix cannot open, a relative `core.attributesFile`, or `git -c` setting a
+/// `tally.` key (git hands those to the driver in GIT_CONFIG_PARAMETERS, which gix does not
+/// read): ask git then.
+pub fn profile_setting(dir: &Path, path: Option<&str>) -> Option<Option<String>> {
+    if std::env::var("GIT_CONFIG_PARAMETERS").is_ok_and(|p| p.to_ascii_lowercase().contains("tally.")) {
+        return None;
+    }
+    let repo = gix::ThreadSafeRepository::discover_with_environment_overrides(dir).ok()?.to_thread_local();
+    let top = std::fs::canonicalize(repo.workdir()?).ok()?;
+    let config = repo.config_snapshot();
+    if config.string("core.attributesFile").is_some_and(|f| !f.starts_with(b"/") && !f.starts_with(b"~")) {
+        return None; // relative to git's working directory, which gix reads differently
+    }
+    if let Some(path) = path {
+        if Path::new(path).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return None;
+        }
+        // Relative to `dir`, as `git -C dir check-attr` reads it (the driver runs at the top).
+        let at = std::fs::canonicalize(dir).ok()?.join(path);
+        let rel = at.strip_prefix(&top).ok()?;
+        let index = repo.index_or_empty().ok()?;
+        let source = gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping;
+        let mut stack = repo.attributes_only(&index, source).ok()?;
+        let mut found = stack.selected_attribute_matches(["tally-profile"]);
+        stack.at_path(rel, None).ok()?.matching_attributes(&mut found);
+        use gix::attrs::StateRef;
+        let value = found.iter_selected().next().and_then(|m| match m.assignment.state {
+            StateRef::Value(v) => Some(v.as_bstr().to_string()),
+            StateRef::Set => Some("set".to_string()),
+            StateRef::Unset | StateRef::Unspecified => None,
+        });
+        if value.is_some() {
+            return Some(value);
+        }
+    }
+    Some(config.string("tally.profile").map(|v| v.to_string()))
 }
 
 /// Line-based 3-way merge (`git merge-file --diff3`), for conflicts and for inputs that

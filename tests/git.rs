@@ -246,7 +246,7 @@ fn doctor_reports_an_unregistered_driver() {
 
 /// An add/add of a manifest: `backup_retention_days` is a setting for `ccu-manifest` (30)
 /// but a counter for `generic` (30 + 30), so the result shows which profile merged.
-fn add_add_manifest(env: &Env, repo: &Path) -> i64 {
+fn add_add_manifest(env: &Env, repo: &Path, config: &[&str]) -> i64 {
     let doc = |day: u8| {
         format!("{{\"version\": \"1.0\", \"last_updated\": \"2026-10-{day:02}T00:00:00Z\", \"backup_retention_days\": 30, \"machines\": []}}\n")
     };
@@ -254,7 +254,8 @@ fn add_add_manifest(env: &Env, repo: &Path) -> i64 {
     env.commit_file(repo, "usage/manifest.json", doc(2).as_bytes(), "b");
     env.git(repo, &["checkout", "-q", "main"]);
     env.commit_file(repo, "usage/manifest.json", doc(1).as_bytes(), "a");
-    env.git(repo, &["merge", "-q", "--no-edit", "other"]);
+    let config: Vec<&str> = config.iter().flat_map(|c| ["-c", c]).collect();
+    env.git(repo, &[&config[..], &["merge", "-q", "--no-edit", "other"]].concat());
     read_json(&repo.join("usage/manifest.json"))["backup_retention_days"].as_i64().unwrap()
 }
 
@@ -265,18 +266,129 @@ fn detection_attribute_and_config_pick_the_profile() {
     env.tally(&repo).arg("install").assert().success();
     env.git(&repo, &["add", ".gitattributes"]);
     env.commit(&repo, "attributes");
-    assert_eq!(add_add_manifest(&env, &repo), 30, "detected as ccu-manifest");
+    assert_eq!(add_add_manifest(&env, &repo, &[]), 30, "detected as ccu-manifest");
 
     let repo = env.repo("attribute");
     env.tally(&repo).args(["install", "--profile", "generic"]).assert().success();
     env.git(&repo, &["add", ".gitattributes"]);
     env.commit(&repo, "attributes");
-    assert_eq!(add_add_manifest(&env, &repo), 60, "tally-profile=generic from the attribute");
+    assert_eq!(add_add_manifest(&env, &repo, &[]), 60, "tally-profile=generic from the attribute");
 
     let repo = env.repo("config");
     env.tally(&repo).arg("install").assert().success();
     env.git(&repo, &["add", ".gitattributes"]);
     env.commit(&repo, "attributes");
     env.git(&repo, &["config", "tally.profile", "generic"]);
-    assert_eq!(add_add_manifest(&env, &repo), 60, "tally.profile=generic from git config");
+    assert_eq!(add_add_manifest(&env, &repo, &[]), 60, "tally.profile=generic from git config");
+
+    let repo = env.repo("command-line");
+    env.tally(&repo).arg("install").assert().success();
+    env.git(&repo, &["add", ".gitattributes"]);
+    env.commit(&repo, "attributes");
+    env.git(&repo, &["config", "tally.profile", "ccu-manifest"]);
+    let got = add_add_manifest(&env, &repo, &["tally.profile=generic"]);
+    assert_eq!(got, 60, "`git -c tally.profile=generic merge` overrides the configured profile");
+}
+
+/// The driver reads the profile setting in-process with gix; git itself is the reference.
+/// Each setup: files written (and committed, then some removed from the work tree), local
+/// config, and the path asked from a directory. Both readers run in this process's
+/// environment, so a global configuration affects both alike.
+#[test]
+fn the_in_process_profile_lookup_agrees_with_git() {
+    type Setup =
+        (&'static [(&'static str, &'static str)], &'static [(&'static str, &'static str)], &'static str, &'static str);
+    let setups: &[Setup] = &[
+        (&[], &[], "", "usage/usage.json"),
+        (&[], &[("tally.profile", "ccu-usage")], "", "usage/usage.json"),
+        (
+            &[(".gitattributes", "*.json tally-profile=cliproxyapi\n")],
+            &[("tally.profile", "tally")],
+            "",
+            "usage/usage.json",
+        ),
+        (&[(".gitattributes", "*.json tally-profile=cliproxyapi\n")], &[], "", "notes.txt"),
+        (
+            &[
+                (".gitattributes", "*.json tally-profile=cliproxyapi\n"),
+                ("usage/.gitattributes", "usage.json tally-profile=proxypal-history\n"),
+            ],
+            &[],
+            "",
+            "usage/usage.json",
+        ),
+        (
+            &[
+                (".gitattributes", "*.json tally-profile=cliproxyapi\n"),
+                ("usage/.gitattributes", "*.json -tally-profile\n"),
+            ],
+            &[("tally.profile", "generic")],
+            "",
+            "usage/usage.json",
+        ),
+        (
+            &[
+                (".gitattributes", "*.json tally-profile=cliproxyapi\n"),
+                ("usage/.gitattributes", "*.json !tally-profile\n"),
+            ],
+            &[],
+            "",
+            "usage/usage.json",
+        ),
+        (
+            &[(".gitattributes", "[attr]usage tally-profile=ccu-manifest merge=tally\n**/stats/*.json usage\n")],
+            &[],
+            "",
+            "a/b/stats/x.json",
+        ),
+        (&[(".gitattributes", "usage/usage.json tally-profile\n")], &[], "", "usage/usage.json"),
+        (
+            &[
+                (".git/info/attributes", "*.json tally-profile=proxypal-aggregate\n"),
+                (".gitattributes", "*.json tally-profile=cliproxyapi\n"),
+            ],
+            &[],
+            "",
+            "usage.json",
+        ),
+        (
+            &[("attrs", "*.json tally-profile=ccu-usage\n")],
+            &[("core.attributesFile", "{repo}/attrs")],
+            "",
+            "usage.json",
+        ),
+        (&[("attrs", "*.json tally-profile=ccu-usage\n")], &[("core.attributesFile", "attrs")], "", "usage.json"),
+        (&[(".gitattributes", "/usage/*.json tally-profile=cliproxyapi\n")], &[], "usage", "usage.json"),
+        (&[("usage/.gitattributes", "#deleted\n* tally-profile=ccu-usage\n")], &[], "", "usage/usage.json"),
+    ];
+    let env = Env::new();
+    for (k, (files, config, from, path)) in setups.iter().enumerate() {
+        let repo = env.repo(&format!("r{k}"));
+        for (k, v) in *config {
+            env.git(&repo, &["config", k, &v.replace("{repo}", repo.to_str().unwrap())]);
+        }
+        for (file, text) in *files {
+            let p = repo.join(file);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+        }
+        env.git(&repo, &["add", "-A"]);
+        env.git(&repo, &["commit", "-q", "--allow-empty", "-m", "attributes"]);
+        for (file, text) in *files {
+            // Attributes only in the index: git falls back to it, and so must the driver.
+            if text.starts_with("#deleted") {
+                std::fs::remove_file(repo.join(file)).unwrap();
+            }
+        }
+        let dir = repo.join(from);
+        std::fs::create_dir_all(&dir).unwrap();
+        let git = git_tally::git::Git::new(&dir);
+        let by_git =
+            git.check_attr("tally-profile", path).unwrap().or_else(|| git.config_get("tally.profile").unwrap());
+        // Where gix cannot stand in for git it says so (None), and the driver asks git.
+        let in_process = git_tally::git::profile_setting(&dir, Some(path));
+        let relative_attributes = config.iter().any(|(k, v)| *k == "core.attributesFile" && !v.starts_with('{'));
+        let want = if relative_attributes { None } else { Some(by_git.clone()) };
+        assert_eq!(in_process, want, "setup {k}: {files:?} {config:?}, {path} from {from:?}");
+    }
 }

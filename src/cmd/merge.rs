@@ -67,12 +67,11 @@ pub fn run(dir: &Path, args: &MergeArgs) -> Result<i32> {
 
 /// `tally-profile` attribute of the path, else `tally.profile` from git config.
 fn configured_profile(dir: &Path, path: Option<&str>) -> Result<Option<&'static Profile>> {
-    let git = Git::new(dir);
-    let from_attr = path.and_then(|p| git.check_attr("tally-profile", p).ok().flatten());
-    let name = match from_attr {
-        Some(n) => Some(n),
-        None => git.config_get("tally.profile").ok().flatten(),
-    };
+    let name = git::profile_setting(dir, path).unwrap_or_else(|| {
+        let git = Git::new(dir);
+        let from_attr = path.and_then(|p| git.check_attr("tally-profile", p).ok().flatten());
+        from_attr.or_else(|| git.config_get("tally.profile").ok().flatten())
+    });
     match name {
         None => Ok(None),
         Some(n) => profile::by_name(&n).map(Some).ok_or_else(|| {
