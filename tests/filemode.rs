@@ -30,6 +30,10 @@ struct App {
 }
 
 impl App {
+    fn new(profile: &'static Profile, behaviour: Behaviour, file: PathBuf) -> App {
+        App { profile, behaviour, memory: (profile.empty)(), file, loaded: false }
+    }
+
     fn serve(&mut self, events: &[Event]) {
         for e in events {
             (self.profile.apply.unwrap())(&mut self.memory, e).unwrap();
@@ -97,6 +101,19 @@ fn ledger(env: &Env, dir: &Path) -> Value {
     serde_json::from_str(&env.git(dir, &["show", &format!("HEAD:{FILE}")])).unwrap()
 }
 
+/// Every clone's ledger and the remote's file equal `want`, with a diff where not.
+fn assert_everywhere(env: &Env, remote: &Path, clones: &[PathBuf], want: &Value, case: &str) {
+    let on_remote: Value = serde_json::from_str(&env.git(remote, &["show", &format!("main:{FILE}")])).unwrap();
+    let ledgers = clones.iter().map(|d| (d.display().to_string(), ledger(env, d)));
+    for (what, got) in ledgers.chain([("the remote".to_string(), on_remote)]) {
+        assert!(
+            &got == want,
+            "{case}: {what} differs from every request once:\n{}",
+            crate::common::diff(&crate::common::pretty(want), &crate::common::pretty(&got))
+        );
+    }
+}
+
 fn simulate(profile: &str, behaviour: Behaviour, app_reads: &str) {
     let env = Env::new();
     let p = profile::by_name(profile).unwrap();
@@ -122,18 +139,7 @@ fn simulate(profile: &str, behaviour: Behaviour, app_reads: &str) {
     for dir in clones.iter().chain(clones.iter()) {
         sync(&env, dir);
     }
-    let want = truth(p, &all);
-    for dir in &clones {
-        let got = ledger(&env, dir);
-        assert!(
-            got == want,
-            "{profile} {behaviour:?}: the ledger in {} differs from every request once:\n{}",
-            dir.display(),
-            crate::common::diff(&crate::common::pretty(&want), &crate::common::pretty(&got))
-        );
-    }
-    let on_remote: Value = serde_json::from_str(&env.git(&remote, &["show", &format!("main:{FILE}")])).unwrap();
-    assert_eq!(on_remote, want, "the remote");
+    assert_everywhere(&env, &remote, &clones, &truth(p, &all), &format!("{profile} {behaviour:?}"));
 }
 
 #[test]
@@ -191,13 +197,7 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
     let served = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|s| {
         s.spawn(|| {
-            let mut app = App {
-                profile: p,
-                behaviour: Behaviour::NeverRereads,
-                memory: (p.empty)(),
-                file: dir.join(FILE),
-                loaded: false,
-            };
+            let mut app = App::new(p, Behaviour::NeverRereads, dir.join(FILE));
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // New requests for a while, then rewrites of the same statistics.
@@ -211,13 +211,7 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
         // A failed assertion below must stop the application too, or the scope waits
         // for it forever and the failure becomes a hang.
         let _stop = StopOnDrop(&stop);
-        let mut other_app = App {
-            profile: p,
-            behaviour: Behaviour::NeverRereads,
-            memory: (p.empty)(),
-            file: other.join(FILE),
-            loaded: false,
-        };
+        let mut other_app = App::new(p, Behaviour::NeverRereads, other.join(FILE));
         for k in 0..50 {
             if k % 5 == 0 {
                 // Another machine's traffic, so that syncs here integrate (rebase) too.
@@ -236,15 +230,7 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
     sync(&env, other);
     sync(&env, dir);
     assert_eq!(env.git(dir, &["stash", "list"]), "", "no stash left behind");
-    let want = truth(p, &served.lock().unwrap());
-    let on_remote: Value = serde_json::from_str(&env.git(&remote, &["show", &format!("main:{FILE}")])).unwrap();
-    for (what, got) in [("m0", ledger(&env, dir)), ("m1", ledger(&env, other)), ("the remote", on_remote)] {
-        assert!(
-            got == want,
-            "{what} differs from every request once:\n{}",
-            crate::common::diff(&crate::common::pretty(&want), &crate::common::pretty(&got))
-        );
-    }
+    assert_everywhere(&env, &remote, &clones, &truth(p, &served.lock().unwrap()), "tight loop");
 }
 
 /// An application caught mid-write (the file truncated, or cut short) on the very first
@@ -257,13 +243,7 @@ fn a_write_caught_half_done_is_never_committed() {
     let p = profile::by_name("cliproxyapi").unwrap();
     let (_remote, clones) = setup(&env, "never");
     let dir = &clones[0];
-    let mut app = App {
-        profile: p,
-        behaviour: Behaviour::NeverRereads,
-        memory: (p.empty)(),
-        file: dir.join(FILE),
-        loaded: false,
-    };
+    let mut app = App::new(p, Behaviour::NeverRereads, dir.join(FILE));
     let committed = || env.git_output(dir, &["cat-file", "-e", &format!("HEAD:{FILE}")]).status.success();
     for broken in [&b""[..], b"{\n  \"total_requests\": 1"] {
         std::fs::write(dir.join(FILE), broken).unwrap();
@@ -303,26 +283,14 @@ fn an_application_seen_whole_only_after_others_requests_arrived() {
         let (remote, clones) = setup(&env, "never");
         let (dir, other) = (&clones[0], &clones[1]);
         let mut all: Vec<Event> = (0..2).map(|i| event(1, i)).collect();
-        let mut other_app = App {
-            profile: p,
-            behaviour: Behaviour::NeverRereads,
-            memory: (p.empty)(),
-            file: other.join(FILE),
-            loaded: false,
-        };
+        let mut other_app = App::new(p, Behaviour::NeverRereads, other.join(FILE));
         other_app.serve(&all);
         sync(&env, other);
         // The first sync here finds the file cut short and brings in the other machine's usage.
         std::fs::write(dir.join(FILE), b"{\n  \"total").unwrap();
         let out = env.tally(dir).arg("sync").output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let mut app = App {
-            profile: p,
-            behaviour: Behaviour::NeverRereads,
-            memory: (p.empty)(),
-            file: dir.join(FILE),
-            loaded: false,
-        };
+        let mut app = App::new(p, Behaviour::NeverRereads, dir.join(FILE));
         if loads_at_start {
             app.memory = ledger(&env, dir);
         }
@@ -332,14 +300,12 @@ fn an_application_seen_whole_only_after_others_requests_arrived() {
         for d in [dir, other, dir] {
             sync(&env, d);
         }
-        let want = truth(p, &all);
-        let on_remote: Value = serde_json::from_str(&env.git(&remote, &["show", &format!("main:{FILE}")])).unwrap();
-        for (what, got) in [("m0", ledger(&env, dir)), ("m1", ledger(&env, other)), ("the remote", on_remote)] {
-            assert!(
-                got == want,
-                "{profile} (loads at start: {loads_at_start}): {what} differs from every request once:\n{}",
-                crate::common::diff(&crate::common::pretty(&want), &crate::common::pretty(&got))
-            );
-        }
+        assert_everywhere(
+            &env,
+            &remote,
+            &clones,
+            &truth(p, &all),
+            &format!("{profile} (loads at start: {loads_at_start})"),
+        );
     }
 }

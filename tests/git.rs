@@ -262,32 +262,34 @@ fn add_add_manifest(env: &Env, repo: &Path, config: &[&str]) -> i64 {
 #[test]
 fn detection_attribute_and_config_pick_the_profile() {
     let env = Env::new();
-    let repo = env.repo("detected");
-    env.tally(&repo).arg("install").assert().success();
-    env.git(&repo, &["add", ".gitattributes"]);
-    env.commit(&repo, "attributes");
-    assert_eq!(add_add_manifest(&env, &repo, &[]), 30, "detected as ccu-manifest");
-
-    let repo = env.repo("attribute");
-    env.tally(&repo).args(["install", "--profile", "generic"]).assert().success();
-    env.git(&repo, &["add", ".gitattributes"]);
-    env.commit(&repo, "attributes");
-    assert_eq!(add_add_manifest(&env, &repo, &[]), 60, "tally-profile=generic from the attribute");
-
-    let repo = env.repo("config");
-    env.tally(&repo).arg("install").assert().success();
-    env.git(&repo, &["add", ".gitattributes"]);
-    env.commit(&repo, "attributes");
-    env.git(&repo, &["config", "tally.profile", "generic"]);
-    assert_eq!(add_add_manifest(&env, &repo, &[]), 60, "tally.profile=generic from git config");
-
-    let repo = env.repo("command-line");
-    env.tally(&repo).arg("install").assert().success();
-    env.git(&repo, &["add", ".gitattributes"]);
-    env.commit(&repo, "attributes");
-    env.git(&repo, &["config", "tally.profile", "ccu-manifest"]);
-    let got = add_add_manifest(&env, &repo, &["tally.profile=generic"]);
-    assert_eq!(got, 60, "`git -c tally.profile=generic merge` overrides the configured profile");
+    // A repository with the driver installed (and `install` arguments), a profile in git
+    // config, `-c` settings for the merge: the manifest's merged retention tells the
+    // profile (ccu-manifest keeps the setting, 30; generic adds both sides' numbers, 60).
+    type Case =
+        (&'static str, &'static [&'static str], Option<&'static str>, &'static [&'static str], i64, &'static str);
+    let cases: [Case; 4] = [
+        ("detected", &[], None, &[], 30, "detected as ccu-manifest"),
+        ("attribute", &["--profile", "generic"], None, &[], 60, "tally-profile=generic from the attribute"),
+        ("config", &[], Some("generic"), &[], 60, "tally.profile=generic from git config"),
+        (
+            "command-line",
+            &[],
+            Some("ccu-manifest"),
+            &["tally.profile=generic"],
+            60,
+            "`git -c tally.profile=generic merge` overrides the configured profile",
+        ),
+    ];
+    for (name, install, configured, merge_config, want, why) in cases {
+        let repo = env.repo(name);
+        env.tally(&repo).arg("install").args(install).assert().success();
+        env.git(&repo, &["add", ".gitattributes"]);
+        env.commit(&repo, "attributes");
+        if let Some(p) = configured {
+            env.git(&repo, &["config", "tally.profile", p]);
+        }
+        assert_eq!(add_add_manifest(&env, &repo, merge_config), want, "{why}");
+    }
 }
 
 /// The driver reads the profile setting in-process with gix; git itself is the reference.
