@@ -7,14 +7,52 @@ use std::time::{Duration, Instant};
 
 const FILE: &str = "usage/usage.json";
 
+/// A running daemon, killed if the test ends without stopping it (a failed assertion must
+/// not leave it running, nor turn into a wait that never ends).
+struct Daemon(std::process::Child);
+
+impl Daemon {
+    fn start(mut command: Command) -> Daemon {
+        let daemon = Daemon(command.arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+        std::thread::sleep(Duration::from_millis(300));
+        daemon
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    /// Sends `signal` and waits up to `within` for the exit; the exit code and the log.
+    fn stop(mut self, signal: &str, within: Duration) -> (Option<i32>, String) {
+        assert!(Command::new("kill").args([signal, &self.0.id().to_string()]).status().unwrap().success());
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < within, "the daemon did not exit within {within:?} of {signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut log = String::new();
+        std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+        (status.code(), log)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_daemon_syncs_bursts_and_flushes_on_sigterm() {
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
     c.env.git(dir, &["config", "tally.debounce", "1s"]);
     c.env.git(dir, &["config", "tally.syncInterval", "0"]);
-    let mut daemon = c.tally(dir).arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let daemon = Daemon::start(c.tally(dir));
     let mut sent = 0;
     for burst in 0..4 {
         for _ in 0..3 {
@@ -25,18 +63,8 @@ fn the_daemon_syncs_bursts_and_flushes_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(if burst == 1 { 1600 } else { 300 }));
     }
-    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(25), "the daemon did not exit within the flush timeout");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut log = String::new();
-    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert_eq!(status.code(), Some(0), "{log}");
+    let (code, log) = daemon.stop("-TERM", Duration::from_secs(25));
+    assert_eq!(code, Some(0), "{log}");
     assert!(log.matches("sync (").count() >= 2, "debounced syncs while running:\n{log}");
     assert!(log.contains("flush:"), "{log}");
     let remote: serde_json::Value =
@@ -58,9 +86,7 @@ fn the_daemon_keeps_merging_after_its_binary_is_replaced() {
         c.env.git(d, &["config", "tally.debounce", "0"]);
         c.env.git(d, &["config", "tally.syncInterval", "0"]);
     }
-    let mut daemon =
-        c.env.command_of(&installed, dir).arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let daemon = Daemon::start(c.env.command_of(&installed, dir));
     // The upgrade: a new file renamed over the old one, as installers do.
     let staged = c.env.path().join("bin/git-tally.new");
     std::fs::copy(crate::common::bin(), &staged).unwrap();
@@ -77,11 +103,8 @@ fn the_daemon_keeps_merging_after_its_binary_is_replaced() {
     while on_remote() != Some(3.into()) && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
-    let status = daemon.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert_eq!(status.code(), Some(0), "{log}");
+    let (code, log) = daemon.stop("-TERM", Duration::from_secs(25));
+    assert_eq!(code, Some(0), "{log}");
     assert_eq!(on_remote(), Some(3.into()), "the daemon merged both machines' events:\n{log}");
     assert!(!log.contains("conflict"), "{log}");
 }
@@ -94,16 +117,12 @@ fn the_daemon_survives_an_unreachable_remote() {
     c.env.git(dir, &["config", "tally.syncInterval", "0"]);
     c.env.git(dir, &["config", "tally.flushTimeout", "3s"]);
     c.env.git(dir, &["remote", "set-url", "origin", "file:///nonexistent/remote.git"]);
-    let mut daemon = c.tally(dir).arg("daemon").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let mut daemon = Daemon::start(c.tally(dir));
     c.record(dir, &[event_line(0, 0)]);
     std::thread::sleep(Duration::from_millis(800));
-    assert!(daemon.try_wait().unwrap().is_none(), "still running after a failed sync");
-    assert!(Command::new("kill").args(["-INT", &daemon.id().to_string()]).status().unwrap().success());
-    let status = daemon.wait().unwrap();
-    let mut log = String::new();
-    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(daemon.is_running(), "still running after a failed sync");
+    let (code, log) = daemon.stop("-INT", Duration::from_secs(25));
+    assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("failed"), "{log}");
     assert!(c.env.git(dir, &["log", "--oneline"]).lines().count() >= 1, "committed locally");
 }
