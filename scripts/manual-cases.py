@@ -69,3 +69,7 @@ case(M, "empty-base-add-add", None, man(t(1), [mach("a", t(1), 1)]), man(t(2), [
 case(M, "retention-changed-one-side", man(t(1), [], 30), man(t(1), [], 90), man(t(2), [], 30), man(t(2), [], 90))
 case(M, "crlf-bom-4-space-indent", man(t(1), [mach("a", t(1), 1)]), man(t(2), [mach("a", t(2), 2)]),
      man(t(3), [mach("a", t(1), 1), mach("b", t(3), 3)]), man(t(3), [mach("a", t(2), 2), mach("b", t(3), 3)]), indent=4, crlf=True, bom=True)
+# Both sides add the same machine first, then one of their own: one order whichever side is ours.
+case(M, "same-new-machine-first-on-both-sides", man(t(1), [], 18),
+     man(t(1), [mach("c", t(1), 0), mach("a", t(1), 0)], 18), man(t(1), [mach("c", t(1), 0), mach("b", t(1), 0)], 1),
+     man(t(1), [mach("c", t(1), 0), mach("a", t(1), 0), mach("b", t(1), 0)], 1))

@@ -4,12 +4,13 @@
 
 use crate::engine::Input;
 use crate::profile::Profile;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The counters shown for a total or a row.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub requests: u64,
     pub failed: u64,
@@ -131,6 +132,46 @@ fn native_counters(c: &Value) -> Counters {
         }
     }
     out
+}
+
+/// `cells` of a native file read straight from its text, without building a `Value` tree:
+/// `stats` over years of daily data is mostly this read. `None` unless the text is a native
+/// file whose days and counters have the expected types (keys without escapes): `cells`
+/// over the parsed document then decides, with the same result.
+pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
+    type Models<'a> = BTreeMap<&'a str, Counters>;
+    #[derive(Deserialize)]
+    struct Native<'a> {
+        format: &'a str,
+        #[serde(default)]
+        totals: Counters,
+        #[serde(borrow, default)]
+        days: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, Models<'a>>>>,
+    }
+    let doc: Native = serde_json::from_slice(crate::json::body(bytes).ok()?).ok()?;
+    if !doc.format.starts_with("git-tally/") {
+        return None;
+    }
+    let mut totals = Counters::default();
+    let mut cells = Vec::new();
+    for (day, devices) in doc.days {
+        for (device, providers) in devices {
+            for (provider, models) in providers {
+                for (model, counters) in models {
+                    totals.add(&counters);
+                    cells.push(Cell {
+                        day: Some(day.to_string()),
+                        device: Some(device.to_string()),
+                        provider: Some(provider.to_string()),
+                        api: None,
+                        model: Some(model.to_string()),
+                        counters,
+                    });
+                }
+            }
+        }
+    }
+    Some((doc.totals.max_with(totals), cells))
 }
 
 fn day_of(ts: &str) -> Option<String> {
@@ -463,4 +504,46 @@ pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 13]> {
             ]
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(mut cells: Vec<Cell>) -> Vec<String> {
+        let mut keys: Vec<String> = cells.drain(..).map(|c| format!("{:?}", c)).collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn native_cells_equal_cells_over_the_parsed_document() {
+        let tally = crate::profile::by_name("tally").unwrap();
+        let cell = |n: u64| serde_json::json!({"requests": n, "failed": 1, "input_tokens": 10 * n, "cost_usd": 0.5, "extra": "x"});
+        let doc = serde_json::json!({
+            "format": "git-tally/1", "recent_limit": 5, "totals": {"requests": 99, "cost_usd": 1.5},
+            "days": {
+                "2026-10-02": {"laptop": {"openai": {"gpt-5": cell(3), "gpt-5-mini": cell(4)}}},
+                "2026-10-01": {"server": {"anthropic": {"claude": cell(5)}}, "laptop": {"openai": {"gpt-5": cell(1)}}}
+            },
+            "devices": {}, "recent": []
+        });
+        let text = serde_json::to_vec_pretty(&doc).unwrap();
+        let (fast_totals, fast) = native_cells(&text).expect("a native file");
+        let (totals, slow) = cells(tally, &doc);
+        assert_eq!(fast_totals, totals);
+        assert_eq!(fast_totals.requests, 99, "the file's totals where they exceed the days'");
+        assert_eq!(sorted(fast), sorted(slow));
+
+        // Not for the fast path: another format, a counter of the wrong type, an escaped key.
+        let mut wrong = doc.clone();
+        wrong["days"]["2026-10-01"]["laptop"]["openai"]["gpt-5"]["requests"] = "1".into();
+        let mut escaped = doc.clone();
+        escaped["days"]["2026-10-01"]["laptop"]["openai"]["gpt-\"5\""] = cell(1);
+        let mut other = doc.clone();
+        other["format"] = "other/1".into();
+        for d in [wrong, escaped, other] {
+            assert!(native_cells(&serde_json::to_vec(&d).unwrap()).is_none(), "{d}");
+        }
+    }
 }

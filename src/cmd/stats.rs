@@ -12,15 +12,24 @@ use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-/// The usage file named, or the configured one, parsed with its profile.
-fn load(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(PathBuf, &'static Profile, Value, usize)> {
-    let (path, pending) = match file {
+/// The usage file named, or the configured one, and how many recorded events wait for it.
+fn locate(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(PathBuf, usize)> {
+    Ok(match file {
         Some(f) => (if f.is_absolute() { f.clone() } else { dir.join(f) }, 0),
         None => {
             let store = open_store(dir, proxy)?;
             (store.file(), store.pending_events())
         }
-    };
+    })
+}
+
+/// The usage file named, or the configured one, parsed with its profile.
+fn load(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(PathBuf, &'static Profile, Value, usize)> {
+    let (path, pending) = locate(dir, proxy, file)?;
+    load_path(path, pending)
+}
+
+fn load_path(path: PathBuf, pending: usize) -> Result<(PathBuf, &'static Profile, Value, usize)> {
     if path.is_dir() {
         return load_machines(path, pending);
     }
@@ -86,8 +95,17 @@ fn sparkline(values: &[u64]) -> String {
 
 pub fn stats(dir: &Path, proxy: Option<&Path>, args: &StatsArgs) -> Result<i32> {
     let by = By::parse(&args.by).expect("clap checked the value");
-    let (path, profile, doc, pending) = load(dir, proxy, args.file.as_ref())?;
-    let (totals, cells) = report::cells(profile, &doc);
+    let (path, pending) = locate(dir, proxy, args.file.as_ref())?;
+    // Native files are read without a document tree (years of daily cells).
+    let native = path.is_file().then(|| std::fs::read(&path).ok()).flatten().and_then(|b| report::native_cells(&b));
+    let (profile, doc, (totals, cells)) = match native {
+        Some(found) => (profile::by_name("tally").expect("native profile"), None, found),
+        None => {
+            let (_, profile, doc, _) = load_path(path.clone(), pending)?;
+            let found = report::cells(profile, &doc);
+            (profile, Some(doc), found)
+        }
+    };
     let r = report::report_of(profile, totals.clone(), &cells, by, args.since.as_deref(), args.until.as_deref());
     if args.json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
