@@ -271,7 +271,7 @@ impl Git {
 /// `tally.` key (git hands those to the driver in GIT_CONFIG_PARAMETERS, which gix does not
 /// read): ask git then.
 pub fn profile_setting(dir: &Path, path: Option<&str>) -> Option<Option<String>> {
-    if std::env::var("GIT_CONFIG_PARAMETERS").is_ok_and(|p| p.to_ascii_lowercase().contains("tally.")) {
+    if std::env::var("GIT_CONFIG_PARAMETERS").is_ok_and(|p| sets_tally_key(&p)) {
         return None;
     }
     let repo = gix::ThreadSafeRepository::discover_with_environment_overrides(dir).ok()?.to_thread_local();
@@ -303,6 +303,14 @@ pub fn profile_setting(dir: &Path, path: Option<&str>) -> Option<Option<String>>
         }
     }
     Some(config.string("tally.profile").map(|v| v.to_string()))
+}
+
+/// Whether git's `-c` settings, as passed to a child in GIT_CONFIG_PARAMETERS, set a key
+/// of the `tally` section. Each key starts a single-quoted item: `'tally.profile'='x'`, or
+/// `'tally.profile=x'` from older git. `merge.tally.*` (git-tally's own forced driver) is
+/// not one.
+fn sets_tally_key(parameters: &str) -> bool {
+    parameters.to_ascii_lowercase().contains("'tally.")
 }
 
 /// Line-based 3-way merge (`git merge-file --diff3`), for conflicts and for inputs that
@@ -355,5 +363,20 @@ pub fn merge_file(
             status,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_tally_keys_in_git_config_parameters_count() {
+        use super::sets_tally_key;
+        // As git 2.47 passes `git -c merge.tally.driver=… -c Tally.Profile=generic`.
+        assert!(!sets_tally_key(
+            "'merge.tally.name'='git-tally: exact' 'merge.tally.driver'='git-tally merge %O %A %B'"
+        ));
+        assert!(sets_tally_key("'merge.tally.name'='x' 'Tally.Profile'='generic'"));
+        assert!(sets_tally_key("'tally.profile=generic'"));
+        assert!(!sets_tally_key("'core.attributesfile'='/x/tally.attrs'"));
     }
 }
