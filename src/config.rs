@@ -402,3 +402,21 @@ impl Config {
         Config::from_pairs(&pairs)
     }
 }
+
+/// The global attributes file git reads: `core.attributesFile` (`~/` expanded) when set,
+/// else `$XDG_CONFIG_HOME/git/attributes`, else `~/.config/git/attributes`. `None` without
+/// a HOME to put it in.
+pub fn global_attributes_file(configured: Option<&str>) -> Option<PathBuf> {
+    let home = || std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    if let Some(p) = configured {
+        return Some(match p.strip_prefix("~/") {
+            Some(rest) => home()?.join(rest),
+            None => PathBuf::from(p),
+        });
+    }
+    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => home()?.join(".config"),
+    };
+    Some(base.join("git").join("attributes"))
+}

@@ -728,16 +728,12 @@ impl Store {
     fn with_driver(&self, git: &Git) -> Result<(Git, tempfile::NamedTempFile)> {
         let exe = crate::fsutil::current_exe()?;
         let quoted = format!("'{}'", exe.to_string_lossy().replace('\'', r"'\''"));
-        let mut attrs = match &self.config.attributes_file {
-            Some(p) => {
-                let p = match p.strip_prefix("~") {
-                    Ok(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
-                    Err(_) => p.clone(),
-                };
-                std::fs::read_to_string(p).unwrap_or_default()
-            }
-            None => String::new(),
-        };
+        // The override replaces the attributes file git would read, so it starts as a copy
+        // of that file (core.attributesFile, else the XDG default).
+        let configured = self.config.attributes_file.as_ref().map(|p| p.to_string_lossy().into_owned());
+        let mut attrs = crate::config::global_attributes_file(configured.as_deref())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
         for f in &self.config.files {
             attrs.push_str(&format!("\n/{} merge=tally\n", f.to_string_lossy()));
         }

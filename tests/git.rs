@@ -394,3 +394,39 @@ fn the_in_process_profile_lookup_agrees_with_git() {
         assert_eq!(in_process, want, "setup {k}: {files:?} {config:?}, {path} from {from:?}");
     }
 }
+
+/// `install --global --profile` writes the profile into the global attributes file (here
+/// the XDG default, ~/.config/git/attributes); a `sync` that has to merge the file (both
+/// machines added it) picks that profile. The manifest's retention tells which one ran:
+/// generic adds both sides' numbers (60), the detected ccu-manifest keeps the setting (30).
+#[test]
+fn a_globally_installed_profile_applies_when_sync_merges() {
+    for (global_profile, want) in [(Some("generic"), 60), (None, 30)] {
+        let env = Env::new();
+        let remote = env.path().join("remote.git");
+        env.git(env.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+        if let Some(p) = global_profile {
+            env.tally(env.path()).args(["install", "--global", "--profile", p]).assert().success();
+            assert!(env.home().join(".config/git/attributes").exists());
+        }
+        let clones: Vec<std::path::PathBuf> = (0..2u8)
+            .map(|m| {
+                let dir = env.path().join(format!("m{m}"));
+                env.git(env.path(), &["clone", "-q", &format!("file://{}", remote.display()), dir.to_str().unwrap()]);
+                env.git(&dir, &["config", "tally.device", &format!("m{m}")]);
+                let doc = format!(
+                    "{{\"version\": \"1.0\", \"last_updated\": \"2026-10-0{}T00:00:00Z\", \"backup_retention_days\": 30, \"machines\": []}}\n",
+                    m + 1
+                );
+                std::fs::create_dir_all(dir.join("usage")).unwrap();
+                std::fs::write(dir.join("usage/usage.json"), doc).unwrap();
+                dir
+            })
+            .collect();
+        for dir in &clones {
+            env.tally(dir).arg("sync").assert().success();
+        }
+        let merged: Value = serde_json::from_str(&env.git(&clones[1], &["show", "HEAD:usage/usage.json"])).unwrap();
+        assert_eq!(merged["backup_retention_days"], want, "global profile {global_profile:?}");
+    }
+}

@@ -25,14 +25,9 @@ fn scope(args: &InstallArgs) -> Scope {
 /// The attributes file this install writes to.
 fn attributes_file(git: &Git, args: &InstallArgs) -> Result<PathBuf> {
     if args.global {
-        if let Some(p) = git.config_get_in(Scope::Global, "core.attributesFile")? {
-            return Ok(expand_home(&p));
-        }
-        let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-            Some(x) => PathBuf::from(x),
-            None => home()?.join(".config"),
-        };
-        return Ok(base.join("git").join("attributes"));
+        let configured = git.config_get_in(Scope::Global, "core.attributesFile")?;
+        return crate::config::global_attributes_file(configured.as_deref())
+            .ok_or_else(|| Error::Usage("HOME is not set".into()));
     }
     if args.local_attributes {
         return Ok(git.git_dir()?.join("info").join("attributes"));
@@ -41,17 +36,6 @@ fn attributes_file(git: &Git, args: &InstallArgs) -> Result<PathBuf> {
         Error::Usage(format!("not inside a git work tree ({}); use --global to install for every repository", e.stderr))
     })?;
     Ok(top.join(".gitattributes"))
-}
-
-fn home() -> Result<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from).ok_or_else(|| Error::Usage("HOME is not set".into()))
-}
-
-fn expand_home(p: &str) -> PathBuf {
-    match p.strip_prefix("~/") {
-        Some(rest) => home().map(|h| h.join(rest)).unwrap_or_else(|_| PathBuf::from(p)),
-        None => PathBuf::from(p),
-    }
 }
 
 fn block(args: &InstallArgs) -> Result<String> {
