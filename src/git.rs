@@ -305,6 +305,34 @@ pub fn profile_setting(dir: &Path, path: Option<&str>) -> Option<Option<String>>
     Some(config.string("tally.profile").map(|v| v.to_string()))
 }
 
+/// The tree of `parent` (none: empty) with each of `files` (path in the tree, contents)
+/// written in, built in-process with gix: blobs and trees are content-addressed objects,
+/// so this moves no ref and touches no index — committing stays with git. Returns the
+/// tree and, per file, its blob and whether it differs from `parent`'s. `None` where gix
+/// cannot do it (a repository it cannot open, another object format): use plumbing then.
+pub fn tree_with(
+    dir: &Path,
+    parent: Option<&str>,
+    files: &[(String, Vec<u8>)],
+) -> Option<(String, Vec<(String, bool)>)> {
+    let repo = gix::open(dir).ok()?;
+    let base = match parent {
+        Some(p) => repo.find_commit(gix::ObjectId::from_hex(p.as_bytes()).ok()?).ok()?.tree_id().ok()?.detach(),
+        None => gix::ObjectId::empty_tree(repo.object_hash()),
+    };
+    let old_tree = repo.find_tree(base).ok()?;
+    let mut editor = repo.edit_tree(base).ok()?;
+    let mut blobs = Vec::new();
+    for (path, bytes) in files {
+        let blob = repo.write_blob(bytes).ok()?.detach();
+        let before = old_tree.lookup_entry_by_path(path).ok()?.map(|e| e.object_id());
+        editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob).ok()?;
+        blobs.push((blob.to_string(), before != Some(blob)));
+    }
+    let tree = editor.write().ok()?.detach();
+    Some((tree.to_string(), blobs))
+}
+
 /// Whether git's `-c` settings, as passed to a child in GIT_CONFIG_PARAMETERS, set a key
 /// of the `tally` section. Each key starts a single-quoted item: `'tally.profile'='x'`, or
 /// `'tally.profile=x'` from older git. `merge.tally.*` (git-tally's own forced driver) is

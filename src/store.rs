@@ -595,6 +595,11 @@ impl Store {
         let head =
             std::fs::read_to_string(self.git_dir.join("HEAD")).map_err(|e| Error::io(self.git_dir.join("HEAD"), e))?;
         match head.trim().strip_prefix("ref: ") {
+            // What git leaves in HEAD when the refs live in a reftable.
+            Some("refs/heads/.invalid") => Err(Error::Usage(format!(
+                "{} keeps its refs in a reftable, which git-tally cannot read yet; use a clone with the files ref format (`git clone --ref-format=files …`)",
+                self.top.display()
+            ))),
             Some(r) => Ok(r.to_string()),
             None => Err(Error::Usage("HEAD is detached; check out a branch first".into())),
         }
@@ -675,37 +680,27 @@ impl Store {
         if ledgers.is_empty() {
             return Ok(false);
         }
-        let list: String = ledgers.iter().map(|(_, p)| format!("{}\n", p.display())).collect();
-        let blobs = git.run_with_input(&["hash-object", "-w", "--stdin-paths"], list.as_bytes())?;
         let parent = self.head(git)?;
-        let committed = match &parent {
-            Some(_) => {
-                let mut args = vec!["ls-tree", "-z", "HEAD", "--"];
-                args.extend(ledgers.iter().map(|(p, _)| p.as_str()));
-                parse_ls_tree(&git.run(&args)?)
-            }
-            None => Default::default(),
-        };
-        let changed: Vec<(String, String)> = ledgers
+        let files = ledgers
             .iter()
-            .zip(blobs.lines())
-            .filter(|((path, _), blob)| committed.get(path).map(String::as_str) != Some(*blob))
-            .map(|((path, _), blob)| (path.clone(), blob.to_string()))
-            .collect();
+            .map(|(rel, copy)| Ok((rel.clone(), std::fs::read(copy).map_err(|e| Error::io(copy, e))?)))
+            .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
+        let (tree, changed) = match crate::git::tree_with(&self.top, parent.as_deref(), &files) {
+            Some((tree, blobs)) => {
+                let changed = files
+                    .iter()
+                    .zip(blobs)
+                    .filter(|(_, (_, differs))| *differs)
+                    .map(|((rel, _), (blob, _))| (rel.clone(), blob))
+                    .collect::<Vec<_>>();
+                (tree, changed)
+            }
+            None => self.tree_by_plumbing(git, &ledgers, parent.as_deref())?,
+        };
         if changed.is_empty() {
             return Ok(false);
         }
         let branch = self.branch()?;
-        let index = self.state.join("commit.index");
-        let _ = std::fs::remove_file(&index);
-        let tmp = git.clone().with_env("GIT_INDEX_FILE", &index.to_string_lossy());
-        match &parent {
-            Some(p) => tmp.run(&["read-tree", p])?,
-            None => tmp.run(&["read-tree", "--empty"])?,
-        };
-        tmp.run_owned(&cacheinfo(&changed))?;
-        let tree = tmp.run(&["write-tree"])?;
-        let _ = std::fs::remove_file(&index);
         let state = self.state();
         let mut message = format!("usage: {} events from {}", state.uncommitted_events, self.config.device);
         if state.app_writes > 0 {
@@ -722,6 +717,46 @@ impl Store {
         git.run_owned(&cacheinfo(&changed))?;
         self.save_state(&State { uncommitted_events: 0, app_writes: 0, ..state })?;
         Ok(true)
+    }
+
+    /// `git::tree_with` by plumbing, for repositories gix cannot write to: the blobs, which
+    /// of them differ from `parent`'s, and (if any do) the new tree, via a temporary index.
+    fn tree_by_plumbing(
+        &self,
+        git: &Git,
+        ledgers: &[(String, PathBuf)],
+        parent: Option<&str>,
+    ) -> Result<(String, Vec<(String, String)>)> {
+        let list: String = ledgers.iter().map(|(_, p)| format!("{}\n", p.display())).collect();
+        let blobs = git.run_with_input(&["hash-object", "-w", "--stdin-paths"], list.as_bytes())?;
+        let committed = match parent {
+            Some(_) => {
+                let mut args = vec!["ls-tree", "-z", "HEAD", "--"];
+                args.extend(ledgers.iter().map(|(p, _)| p.as_str()));
+                parse_ls_tree(&git.run(&args)?)
+            }
+            None => Default::default(),
+        };
+        let changed: Vec<(String, String)> = ledgers
+            .iter()
+            .zip(blobs.lines())
+            .filter(|((path, _), blob)| committed.get(path).map(String::as_str) != Some(*blob))
+            .map(|((path, _), blob)| (path.clone(), blob.to_string()))
+            .collect();
+        if changed.is_empty() {
+            return Ok((String::new(), changed));
+        }
+        let index = self.state.join("commit.index");
+        let _ = std::fs::remove_file(&index);
+        let tmp = git.clone().with_env("GIT_INDEX_FILE", &index.to_string_lossy());
+        match parent {
+            Some(p) => tmp.run(&["read-tree", p])?,
+            None => tmp.run(&["read-tree", "--empty"])?,
+        };
+        tmp.run_owned(&cacheinfo(&changed))?;
+        let tree = tmp.run(&["write-tree"])?;
+        let _ = std::fs::remove_file(&index);
+        Ok((tree, changed))
     }
 
     /// git with the merge driver forced on for the usage files, whatever is installed.

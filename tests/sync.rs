@@ -322,6 +322,13 @@ fn unsafe_repository_states_are_refused() {
     // A bare repository.
     let (code, out) = c.run(&c.remote, &["sync"]);
     assert_eq!(code, 2, "{out}");
+    // Refs in a reftable (git >= 2.45): named, not misread as a branch called ".invalid".
+    let reftable = c.env.path().join("reftable");
+    let url = format!("file://{}", c.remote.display());
+    c.env.git(c.env.path(), &["clone", "-q", "--ref-format=reftable", &url, reftable.to_str().unwrap()]);
+    let (code, out) = c.run(&reftable, &["sync"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("reftable") && !out.contains(".invalid"), "{out}");
 }
 
 #[test]
