@@ -322,13 +322,19 @@ fn unsafe_repository_states_are_refused() {
     // A bare repository.
     let (code, out) = c.run(&c.remote, &["sync"]);
     assert_eq!(code, 2, "{out}");
-    // Refs in a reftable (git >= 2.45): named, not misread as a branch called ".invalid".
+    // Refs in a reftable: named, not misread as a branch called ".invalid". Only a git that
+    // makes reftables (2.45 and later) can produce such a repository.
     let reftable = c.env.path().join("reftable");
     let url = format!("file://{}", c.remote.display());
-    c.env.git(c.env.path(), &["clone", "-q", "--ref-format=reftable", &url, reftable.to_str().unwrap()]);
-    let (code, out) = c.run(&reftable, &["sync"]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("reftable") && !out.contains(".invalid"), "{out}");
+    let cloned =
+        c.env.git_output(c.env.path(), &["clone", "-q", "--ref-format=reftable", &url, reftable.to_str().unwrap()]);
+    if cloned.status.success() {
+        let (code, out) = c.run(&reftable, &["sync"]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("reftable") && !out.contains(".invalid"), "{out}");
+    } else {
+        eprintln!("this git makes no reftables: {}", String::from_utf8_lossy(&cloned.stderr));
+    }
 }
 
 #[test]
