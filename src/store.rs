@@ -462,7 +462,13 @@ impl Store {
     fn leave(&self, rel: &Path, bytes: &[u8], expected: Option<&[u8]>) -> Result<bool> {
         write_atomic(&self.ledger_copy(rel), bytes)?;
         let path = self.top.join(rel);
-        let current = std::fs::read(&path).ok();
+        // Held open: after the rename, the file checked here tells whether the application
+        // wrote into it meanwhile.
+        let mut held = std::fs::File::open(&path).ok();
+        let current = held.as_mut().and_then(|f| {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).ok().map(|_| b)
+        });
         let ours = current.as_deref().is_some_and(|c| self.wrote(rel, c));
         trace(format_args!(
             "leave {:x}: work tree {:?} ours={ours} expected={}",
@@ -482,7 +488,12 @@ impl Store {
                 let mut both = std::fs::read_to_string(self.written_copy(rel)).unwrap_or_default();
                 both.push_str(&format!("\n{new}"));
                 write_atomic(&self.written_copy(rel), both.trim().as_bytes())?;
-                write_atomic(&path, bytes)?;
+                let checked = held.zip(current);
+                if !write_back(&path, bytes, checked, || {})? {
+                    trace(format_args!("leave: the application wrote during the rename; its write is back"));
+                    write_atomic(&self.written_copy(rel), new.as_bytes())?;
+                    return Ok(false);
+                }
             }
             write_atomic(&self.written_copy(rel), new.as_bytes())?;
             return Ok(true);
@@ -1224,6 +1235,44 @@ fn count_lines(path: &Path) -> Result<usize> {
     }
 }
 
+/// Puts `bytes` at `path` (atomically) after `checked` — the file that was there, held
+/// open, and what it held — was found safe to replace. An application that rewrites the
+/// file in place may have written into that file between the check and the rename
+/// (`between` stands for that moment in tests): its write, not ours, is then the newest,
+/// and it is put back for the next run to ingest. Returns whether `bytes` stayed.
+fn write_back(
+    path: &Path,
+    bytes: &[u8],
+    checked: Option<(std::fs::File, Vec<u8>)>,
+    between: impl FnOnce(),
+) -> Result<bool> {
+    between();
+    write_atomic(path, bytes)?;
+    let Some((mut old, seen)) = checked else { return Ok(true) };
+    let mut read_old = || -> Option<Vec<u8>> {
+        let mut now = Vec::new();
+        old.rewind().ok()?;
+        old.read_to_end(&mut now).ok()?;
+        Some(now)
+    };
+    let Some(now) = read_old() else { return Ok(true) };
+    if now == seen {
+        return Ok(true);
+    }
+    // Caught mid-write: look again once, like any application write.
+    let now = if json::parse(&now).is_ok() {
+        now
+    } else {
+        std::thread::sleep(Duration::from_millis(50));
+        match read_old() {
+            Some(again) if json::parse(&again).is_ok() => again,
+            _ => return Ok(true),
+        }
+    };
+    write_atomic(path, &now)?;
+    Ok(false)
+}
+
 /// The application's write `app` of `path` once it is whole: an application that rewrites
 /// in place (truncate, then write) is caught mid-write now and then. Looks again once after
 /// a moment; still not JSON means leave it for the next run.
@@ -1306,4 +1355,46 @@ fn cacheinfo(entries: &[(String, String)]) -> Vec<String> {
         args.push(format!("100644,{blob},{path}"));
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_back;
+    use std::io::Read;
+
+    fn checked(path: &std::path::Path) -> Option<(std::fs::File, Vec<u8>)> {
+        let mut f = std::fs::File::open(path).unwrap();
+        let mut seen = Vec::new();
+        f.read_to_end(&mut seen).unwrap();
+        Some((f, seen))
+    }
+
+    #[test]
+    fn an_application_write_during_the_write_back_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usage.json");
+        std::fs::write(&path, b"{\"requests\": 1}").unwrap();
+        let held = checked(&path);
+        // The application rewrites in place (truncate, write) into the file just checked.
+        let kept = write_back(&path, b"{\"requests\": 5}", held, || {
+            std::fs::write(&path, b"{\"requests\": 2}").unwrap();
+        })
+        .unwrap();
+        assert!(!kept);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"requests\": 2}");
+
+        // Nobody writes meanwhile: ours stays.
+        let held = checked(&path);
+        assert!(write_back(&path, b"{\"requests\": 5}", held, || {}).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"requests\": 5}");
+
+        // A write that never becomes whole is not put back.
+        let held = checked(&path);
+        let kept = write_back(&path, b"{\"requests\": 6}", held, || {
+            std::fs::write(&path, b"{\"requ").unwrap();
+        })
+        .unwrap();
+        assert!(kept);
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"requests\": 6}");
+    }
 }
