@@ -134,6 +134,18 @@ fn native_counters(c: &Value) -> Counters {
     out
 }
 
+/// A cell of the native format's `days` (day, device, provider, model).
+fn native_cell([day, device, provider, model]: [&str; 4], counters: Counters) -> Cell {
+    Cell {
+        day: Some(day.to_string()),
+        device: Some(device.to_string()),
+        provider: Some(provider.to_string()),
+        api: None,
+        model: Some(model.to_string()),
+        counters,
+    }
+}
+
 /// `cells` of a native file read straight from its text, without building a `Value` tree:
 /// `stats` over years of daily data is mostly this read. `None` unless the text is a native
 /// file whose days and counters have the expected types (keys without escapes): `cells`
@@ -159,14 +171,7 @@ pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
             for (provider, models) in providers {
                 for (model, counters) in models {
                     totals.add(&counters);
-                    cells.push(Cell {
-                        day: Some(day.to_string()),
-                        device: Some(device.to_string()),
-                        provider: Some(provider.to_string()),
-                        api: None,
-                        model: Some(model.to_string()),
-                        counters,
-                    });
+                    cells.push(native_cell([day, device, provider, model], counters));
                 }
             }
         }
@@ -221,14 +226,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                         for (model, c) in models.as_object().into_iter().flatten() {
                             let counters = native_counters(c);
                             totals.add(&counters);
-                            cells.push(Cell {
-                                day: Some(day.clone()),
-                                device: Some(device.clone()),
-                                provider: Some(provider.clone()),
-                                api: None,
-                                model: Some(model.clone()),
-                                counters,
-                            });
+                            cells.push(native_cell([day, device, provider, model], counters));
                         }
                     }
                 }
