@@ -1259,31 +1259,35 @@ fn write_back(
     if now == seen {
         return Ok(true);
     }
-    // Caught mid-write: look again once, like any application write.
-    let now = if json::parse(&now).is_ok() {
-        now
-    } else {
-        std::thread::sleep(Duration::from_millis(50));
-        match read_old() {
-            Some(again) if json::parse(&again).is_ok() => again,
-            _ => return Ok(true),
+    match whole(now, || Ok(read_old().unwrap_or_default()))? {
+        Ok(now) => {
+            write_atomic(path, &now)?;
+            Ok(false)
         }
-    };
-    write_atomic(path, &now)?;
-    Ok(false)
+        Err(_) => Ok(true),
+    }
 }
 
-/// The application's write `app` of `path` once it is whole: an application that rewrites
-/// in place (truncate, then write) is caught mid-write now and then. Looks again once after
-/// a moment; still not JSON means leave it for the next run.
-fn settled(path: &Path, app: Vec<u8>) -> Result<Option<Vec<u8>>> {
-    if json::parse(&app).is_ok() {
-        return Ok(Some(app));
+/// An application's write once it is whole: one that rewrites in place (truncate, then
+/// write) is caught mid-write now and then, so a write that is not JSON is read `again`
+/// once after a moment. Still not JSON: what is wrong with it.
+fn whole(
+    first: Vec<u8>,
+    again: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<std::result::Result<Vec<u8>, json::Problem>> {
+    if json::parse(&first).is_ok() {
+        return Ok(Ok(first));
     }
     std::thread::sleep(Duration::from_millis(50));
-    let again = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    match json::parse(&again) {
-        Ok(_) => Ok(Some(again)),
+    let again = again()?;
+    Ok(json::parse(&again).map(|_| again))
+}
+
+/// The application's write `app` of `path` once it is whole (see `whole`); else a warning
+/// naming the file, and the write is left for the next run.
+fn settled(path: &Path, app: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    match whole(app, || std::fs::read(path).map_err(|e| Error::io(path, e)))? {
+        Ok(app) => Ok(Some(app)),
         Err(problem) => {
             eprintln!("git-tally: warning: {}: {problem}; not ingested, the committed usage is kept", path.display());
             Ok(None)
@@ -1300,7 +1304,7 @@ fn restarted(prev: &[u8], app: &[u8]) -> bool {
                 pm.iter().any(|(k, pv)| am.get(k).is_some_and(|av| walk(pv, av, k)))
             }
             (Value::Number(pn), Value::Number(an)) => {
-                let created = key.to_ascii_lowercase().contains("created");
+                let created = is_creation_time(key);
                 let (x, y) = (pn.as_f64().unwrap_or(0.0), an.as_f64().unwrap_or(0.0));
                 if created {
                     x != y
@@ -1308,7 +1312,7 @@ fn restarted(prev: &[u8], app: &[u8]) -> bool {
                     y < x
                 }
             }
-            (Value::String(ps), Value::String(asv)) => key.to_ascii_lowercase().contains("created") && ps != asv,
+            (Value::String(ps), Value::String(asv)) => is_creation_time(key) && ps != asv,
             _ => false,
         }
     }
@@ -1318,14 +1322,20 @@ fn restarted(prev: &[u8], app: &[u8]) -> bool {
     }
 }
 
+/// A "created"-style field: kept at its earliest, so it moves only when an application
+/// starts over.
+fn is_creation_time(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("created")
+}
+
 /// Whether `app` counts at least what `ledger` does: every number of the ledger (arrays
 /// and creation times aside) is there in `app`, no smaller.
 fn covers(app: &[u8], ledger: &[u8]) -> bool {
     fn walk(a: &Value, l: &Value) -> bool {
         match (a, l) {
-            (Value::Object(am), Value::Object(lm)) => lm
-                .iter()
-                .all(|(k, lv)| k.to_ascii_lowercase().contains("created") || am.get(k).is_some_and(|av| walk(av, lv))),
+            (Value::Object(am), Value::Object(lm)) => {
+                lm.iter().all(|(k, lv)| is_creation_time(k) || am.get(k).is_some_and(|av| walk(av, lv)))
+            }
             (Value::Number(an), Value::Number(ln)) => an.as_f64().unwrap_or(0.0) >= ln.as_f64().unwrap_or(0.0),
             (_, Value::Object(_) | Value::Number(_)) => false,
             _ => true,
