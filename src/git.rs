@@ -1,6 +1,7 @@
 //! The one place git is used. Git processes: every call names its directory with `-C`,
-//! captures stderr into the error, and never inherits a terminal prompt. In-process reads
-//! with gix only where a process per call would dominate (`profile_setting`).
+//! captures stderr into the error, and never inherits a terminal prompt. In process, with
+//! gix, only where a process per call would dominate: the merge driver's profile lookup
+//! (`profile_of`) and the tree of a usage commit (`tree_with`).
 
 use crate::error::GitError;
 use std::io::Write;
@@ -263,6 +264,16 @@ impl Git {
     }
 }
 
+/// The setting that picks the profile of `path` (its `tally-profile` attribute, else
+/// `tally.profile`), in-process where `profile_setting` can, else from git.
+pub fn profile_of(dir: &Path, path: Option<&str>) -> Option<String> {
+    profile_setting(dir, path).unwrap_or_else(|| {
+        let git = Git::new(dir);
+        let from_attr = path.and_then(|p| git.check_attr("tally-profile", p).ok().flatten());
+        from_attr.or_else(|| git.config_get("tally.profile").ok().flatten())
+    })
+}
+
 /// The setting that picks the profile of `path`, read in-process with gix: its
 /// `tally-profile` attribute, else `tally.profile` (`Some(None)` when neither is set). The
 /// merge driver runs once per merged file, and the two git processes this replaces were
@@ -308,13 +319,13 @@ pub fn profile_setting(dir: &Path, path: Option<&str>) -> Option<Option<String>>
 /// The tree of `parent` (none: empty) with each of `files` (path in the tree, contents)
 /// written in, built in-process with gix: blobs and trees are content-addressed objects,
 /// so this moves no ref and touches no index — committing stays with git. Returns the
-/// tree and, per file, its blob and whether it differs from `parent`'s. `None` where gix
+/// tree and the files whose blob differs from `parent`'s, with that blob. `None` where gix
 /// cannot do it (a repository it cannot open, another object format): use plumbing then.
 pub fn tree_with(
     dir: &Path,
     parent: Option<&str>,
     files: &[(String, Vec<u8>)],
-) -> Option<(String, Vec<(String, bool)>)> {
+) -> Option<(String, Vec<(String, String)>)> {
     let repo = gix::open(dir).ok()?;
     let base = match parent {
         Some(p) => repo.find_commit(gix::ObjectId::from_hex(p.as_bytes()).ok()?).ok()?.tree_id().ok()?.detach(),
@@ -322,15 +333,16 @@ pub fn tree_with(
     };
     let old_tree = repo.find_tree(base).ok()?;
     let mut editor = repo.edit_tree(base).ok()?;
-    let mut blobs = Vec::new();
+    let mut changed = Vec::new();
     for (path, bytes) in files {
         let blob = repo.write_blob(bytes).ok()?.detach();
-        let before = old_tree.lookup_entry_by_path(path).ok()?.map(|e| e.object_id());
-        editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob).ok()?;
-        blobs.push((blob.to_string(), before != Some(blob)));
+        if old_tree.lookup_entry_by_path(path).ok()?.map(|e| e.object_id()) != Some(blob) {
+            editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob).ok()?;
+            changed.push((path.clone(), blob.to_string()));
+        }
     }
     let tree = editor.write().ok()?.detach();
-    Some((tree.to_string(), blobs))
+    Some((tree.to_string(), changed))
 }
 
 /// Whether git's `-c` settings, as passed to a child in GIT_CONFIG_PARAMETERS, set a key

@@ -697,15 +697,7 @@ impl Store {
             .map(|(rel, copy)| Ok((rel.clone(), std::fs::read(copy).map_err(|e| Error::io(copy, e))?)))
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
         let (tree, changed) = match crate::git::tree_with(&self.top, parent.as_deref(), &files) {
-            Some((tree, blobs)) => {
-                let changed = files
-                    .iter()
-                    .zip(blobs)
-                    .filter(|(_, (_, differs))| *differs)
-                    .map(|((rel, _), (blob, _))| (rel.clone(), blob))
-                    .collect::<Vec<_>>();
-                (tree, changed)
-            }
+            Some(built) => built,
             None => self.tree_by_plumbing(git, &ledgers, parent.as_deref())?,
         };
         if changed.is_empty() {

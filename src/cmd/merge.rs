@@ -9,7 +9,7 @@ use crate::engine::path_text;
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::fsutil::write_atomic;
-use crate::git::{self, Git};
+use crate::git;
 use crate::json;
 use crate::merge::merge_bytes;
 use crate::profile::{self, Profile};
@@ -67,11 +67,7 @@ pub fn run(dir: &Path, args: &MergeArgs) -> Result<i32> {
 
 /// `tally-profile` attribute of the path, else `tally.profile` from git config.
 fn configured_profile(dir: &Path, path: Option<&str>) -> Result<Option<&'static Profile>> {
-    let name = git::profile_setting(dir, path).unwrap_or_else(|| {
-        let git = Git::new(dir);
-        let from_attr = path.and_then(|p| git.check_attr("tally-profile", p).ok().flatten());
-        from_attr.or_else(|| git.config_get("tally.profile").ok().flatten())
-    });
+    let name = git::profile_of(dir, path);
     match name {
         None => Ok(None),
         Some(n) => profile::by_name(&n).map(Some).ok_or_else(|| {
