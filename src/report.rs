@@ -161,7 +161,7 @@ pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
         days: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, Models<'a>>>>,
     }
     let doc: Native = serde_json::from_slice(crate::json::body(bytes).ok()?).ok()?;
-    if !doc.format.starts_with("git-tally/") {
+    if !crate::profile::is_native_format(doc.format) {
         return None;
     }
     let mut totals = Counters::default();

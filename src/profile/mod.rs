@@ -14,7 +14,7 @@ use crate::num::Num;
 use serde_json::Value;
 use std::fmt;
 
-pub use tally::{COUNTERS, NATIVE_FORMAT, RECENT_LIMIT};
+pub use tally::{is_native_format, COUNTERS, NATIVE_FORMAT, RECENT_LIMIT};
 
 /// How the engine merges the value at one path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -51,7 +51,7 @@ static RULES: &[Rule] = &[
 pub static TALLY: Profile = Profile {
     name: "tally",
     description: "git-tally's native format (per-day counters by device, provider and model)",
-    detect: |v| v.get("format").and_then(Value::as_str).is_some_and(|f| f.starts_with("git-tally/")),
+    detect: |v| v.get("format").and_then(Value::as_str).is_some_and(is_native_format),
     envelope: None,
     envelope_rules: &[],
     rules: RULES,
@@ -159,11 +159,35 @@ pub fn record_of(e: &Event, id: &str) -> Value {
     r
 }
 
-fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
-    let id = match &e.id {
+/// Whether a `format` value names the native format (any version).
+pub fn is_native_format(format: &str) -> bool {
+    format.starts_with("git-tally/")
+}
+
+/// The id of an event's record: its own, else one made from its device and instant.
+fn record_id(e: &Event) -> String {
+    match &e.id {
         Some(id) => id.clone(),
         None => format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()),
-    };
+    }
+}
+
+/// A part of a day cell's key; an empty one is "unknown".
+fn cell_name(s: &str) -> String {
+    if s.is_empty() {
+        "unknown".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// The day cell an event counts in: day, device, provider, model.
+fn cell_key(e: &Event) -> [String; 4] {
+    [e.day(), cell_name(&e.device), cell_name(&e.provider), cell_name(&e.model)]
+}
+
+fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
+    let id = record_id(e);
     // A retried event counts once. It carries its first timestamp, so only the records at
     // that instant (found by binary search; `recent` is in time order) can be it.
     let t = Some((e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos()));
@@ -189,8 +213,7 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         Num::Int(i128::from(e.total_tokens)),
         Num::Float(e.cost_usd),
     ];
-    let name = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
-    let (day, device, provider, model) = (e.day(), name(&e.device), name(&e.provider), name(&e.model));
+    let [day, device, provider, model] = cell_key(e);
     let ts = e.timestamp_text();
     let map = doc.as_object_mut().expect("native documents are objects");
     map.entry("format").or_insert_with(|| json!(NATIVE_FORMAT));
@@ -276,10 +299,7 @@ fn apply_batch(doc: &mut Value, events: &[Event]) -> Result<(), FieldError> {
         .collect();
     let mut kept: Vec<(&Event, String)> = Vec::with_capacity(events.len());
     for e in events {
-        let id = match &e.id {
-            Some(id) => id.clone(),
-            None => format!("{}-{}", e.device, e.timestamp.timestamp_nanos_opt().unwrap_or_default()),
-        };
+        let id = record_id(e);
         if seen.insert(id.clone()) {
             kept.push((e, id));
         }
@@ -287,13 +307,12 @@ fn apply_batch(doc: &mut Value, events: &[Event]) -> Result<(), FieldError> {
     if kept.is_empty() {
         return Ok(());
     }
-    let name = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
     let mut cells: HashMap<[String; 4], [u64; 7]> = HashMap::new();
     let mut costs: HashMap<[String; 4], f64> = HashMap::new();
     let mut order: Vec<[String; 4]> = Vec::new();
     let mut devices: HashMap<String, (&Event, &Event)> = HashMap::new();
     for (e, _) in &kept {
-        let key = [e.day(), name(&e.device), name(&e.provider), name(&e.model)];
+        let key = cell_key(e);
         let amounts =
             [1, e.failed as u64, e.input_tokens, e.output_tokens, e.reasoning_tokens, e.cached_tokens, e.total_tokens];
         let slot = cells.entry(key.clone()).or_insert_with(|| {
@@ -305,7 +324,7 @@ fn apply_batch(doc: &mut Value, events: &[Event]) -> Result<(), FieldError> {
         }
         // Costs are added event by event, in order, as `apply` adds them.
         *costs.entry(key).or_insert(0.0) += e.cost_usd;
-        let d = devices.entry(name(&e.device)).or_insert((e, e));
+        let d = devices.entry(cell_name(&e.device)).or_insert((e, e));
         if e.timestamp < d.0.timestamp {
             d.0 = e;
         }
