@@ -33,13 +33,22 @@ fn load_path(path: PathBuf, pending: usize) -> Result<(PathBuf, &'static Profile
     if path.is_dir() {
         return load_machines(path, pending);
     }
-    let parsed = std::fs::read(&path)
-        .map_err(|e| Error::io(&path, e))
+    let read = std::fs::read(&path);
+    let doc = parse_file(&path, read)?;
+    let profile = profile::detect(&[Some(&doc)]);
+    Ok((path, profile, doc, pending))
+}
+
+/// A usage file's document from what reading it gave; a corrupt ProxyPal aggregate is
+/// rebuilt from its history, with a warning.
+fn parse_file(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Value> {
+    let parsed = read
+        .map_err(|e| Error::io(path, e))
         .and_then(|bytes| json::parse(&bytes).map_err(|p| Error::Failed(format!("{}: {p}", path.display()))));
-    let doc = match parsed {
+    Ok(match parsed {
         Ok(doc) => doc,
         Err(e) => {
-            match rebuilt_aggregate(&path) {
+            match rebuilt_aggregate(path) {
                 Some((doc, n)) => {
                     eprintln!("warning: {e}; showing it rebuilt from history.json ({n} requests; `git tally rebuild` writes it)");
                     doc
@@ -47,9 +56,7 @@ fn load_path(path: PathBuf, pending: usize) -> Result<(PathBuf, &'static Profile
                 None => return Err(e),
             }
         }
-    };
-    let profile = profile::detect(&[Some(&doc)]);
-    Ok((path, profile, doc, pending))
+    })
 }
 
 /// A directory of per-machine files (seed 001): their records together, as one file.
@@ -93,33 +100,49 @@ fn sparkline(values: &[u64]) -> String {
     values.iter().map(|&v| if v == 0 { ' ' } else { BARS[((v * 7) / max) as usize] }).collect()
 }
 
+/// `stats`: the file is read once; a native one straight into day cells.
 pub fn stats(dir: &Path, proxy: Option<&Path>, args: &StatsArgs) -> Result<i32> {
-    let by = By::parse(&args.by).expect("clap checked the value");
     let (path, pending) = locate(dir, proxy, args.file.as_ref())?;
-    // Native files are read without a document tree (years of daily cells).
-    let native = path.is_file().then(|| std::fs::read(&path).ok()).flatten().and_then(|b| report::native_cells(&b));
-    let (profile, doc, (totals, cells)) = match native {
-        Some(found) => (profile::by_name("tally").expect("native profile"), None, found),
-        None => {
-            let (_, profile, doc, _) = load_path(path.clone(), pending)?;
-            let found = report::cells(profile, &doc);
-            (profile, Some(doc), found)
+    let (profile, doc) = if path.is_dir() {
+        let (_, profile, doc, _) = load_machines(path.clone(), pending)?;
+        (profile, doc)
+    } else {
+        // Native files are read without a document tree (years of daily cells).
+        let read = std::fs::read(&path);
+        if let Some(found) = read.as_deref().ok().and_then(report::native_cells) {
+            return print_stats(args, &path, profile::by_name("tally").expect("native profile"), found, pending);
         }
+        let doc = parse_file(&path, read)?;
+        (profile::detect(&[Some(&doc)]), doc)
     };
+    let found = report::cells(profile, &doc);
+    // The process ends soon: freeing a large parsed file node by node is wasted time.
+    std::mem::forget(doc);
+    print_stats(args, &path, profile, found, pending)
+}
+
+fn print_stats(
+    args: &StatsArgs,
+    path: &Path,
+    profile: &'static Profile,
+    (totals, cells): (Counters, Vec<report::Cell>),
+    pending: usize,
+) -> Result<i32> {
+    let by = By::parse(&args.by).expect("clap checked the value");
     let r = report::report_of(profile, totals.clone(), &cells, by, args.since.as_deref(), args.until.as_deref());
     if args.json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
         v["file"] = Value::from(path.display().to_string());
         v["pending_events"] = Value::from(pending);
         println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
-        std::mem::forget((doc, cells));
+        std::mem::forget(cells);
         return Ok(exit::OK);
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let days = report::report_of(profile, totals, &cells, By::Day, None, None);
-    print_table(&r, &days, &path, color, pending);
+    print_table(&r, &days, path, color, pending);
     // The process ends here: freeing years of parsed cells one by one is wasted time.
-    std::mem::forget((doc, cells));
+    std::mem::forget(cells);
     Ok(exit::OK)
 }
 
