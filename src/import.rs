@@ -101,6 +101,14 @@ struct Part {
     bytes: u64,
 }
 
+/// Whether an entry with this total and timestamp replaces `old` for the same request:
+/// the largest total (a streamed message's last line), ties to the later timestamp. One
+/// rule within a transcript and across the two reader threads, so the result does not
+/// depend on how the files were split between them.
+fn wins(total: u64, timestamp: &str, old: Option<&Entry>) -> bool {
+    old.is_none_or(|(u, _, ts)| (total, timestamp) > (u.total(), ts.as_str()))
+}
+
 /// Reads `files` from their recorded (inode, offset), keeping each request's largest entry.
 fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>], progress: &indicatif::ProgressBar) -> Result<Part> {
     let mut part = Part { entries: HashMap::new(), offsets: Vec::new(), bytes: 0 };
@@ -130,7 +138,7 @@ fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>], progress: &indicat
             let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { continue };
             let (Some(id), Some(usage)) = (msg.id, msg.usage) else { continue };
             let k = format!("claude-code:{id}:{rid}");
-            if part.entries.get(&k).is_none_or(|(u, _, _)| usage.total() > u.total()) {
+            if wins(usage.total(), parsed.timestamp.as_deref().unwrap_or(""), part.entries.get(&k)) {
                 let model = msg.model.unwrap_or(Cow::Borrowed("unknown")).into_owned();
                 let ts = parsed.timestamp.unwrap_or_default().into_owned();
                 part.entries.insert(k, (usage, model, ts));
@@ -162,10 +170,8 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     let progress = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let todo: u64 = files
             .iter()
-            .map(|p| {
-                let len = std::fs::metadata(p).map_or(0, |m| m.len());
-                len.saturating_sub(offsets.files.get(&*p.to_string_lossy()).map_or(0, |s| s.1))
-            })
+            .zip(ls.iter().chain(&rs))
+            .map(|(p, start)| std::fs::metadata(p).map_or(0, |m| m.len()).saturating_sub(start.map_or(0, |s| s.1)))
             .sum();
         let bar = indicatif::ProgressBar::new(todo);
         if let Ok(style) =
@@ -190,11 +196,8 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
             offsets.files.insert(path, at);
         }
         for (k, e) in part.entries {
-            match entries.get(&k) {
-                Some(old) if (old.0.total(), &old.2) >= (e.0.total(), &e.2) => {}
-                _ => {
-                    entries.insert(k, e);
-                }
+            if wins(e.0.total(), &e.2, entries.get(&k)) {
+                entries.insert(k, e);
             }
         }
     }
