@@ -204,17 +204,15 @@ impl Store {
         let explicit: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
         // Ids recorded before: folded recently (the seen list, borrowed from its text) or
         // pending in the journal.
-        let seen_text = match explicit.is_empty() {
-            true => String::new(),
-            false => {
-                std::fs::read_to_string(self.state.join(format!("seen-{}.ids", self.key(&rel)))).unwrap_or_default()
-            }
+        let (seen_text, pending): (String, Vec<String>) = if explicit.is_empty() {
+            Default::default()
+        } else {
+            (
+                std::fs::read_to_string(self.state.join(format!("seen-{}.ids", self.key(&rel)))).unwrap_or_default(),
+                read_lines(&journal)?.iter().filter_map(|l| Event::id_of_line(l)).collect(),
+            )
         };
         let mut seen: HashSet<&str> = seen_text.lines().collect();
-        let pending: Vec<String> = match explicit.is_empty() {
-            true => Vec::new(),
-            false => read_lines(&journal)?.iter().filter_map(|l| Event::id_of_line(l)).collect(),
-        };
         seen.extend(pending.iter().map(String::as_str));
         let mut batch = HashSet::new();
         let before = events.len();
