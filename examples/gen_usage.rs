@@ -55,15 +55,20 @@ fn main() {
             input_tokens: input,
             output_tokens: 1 + rng.below(8000),
             reasoning_tokens: rng.below(2001),
-            cached_tokens: rng.below(input + 1),
+            cache_creation_tokens: 0,
+            cache_read_tokens: rng.below(input + 1),
             total_tokens: 0,
-            cost_usd: 0.0,
+            cost_usd: None,
             latency_ms: Some(100 + rng.below(20_000)),
+            ttft_ms: None,
+            alias: String::new(),
+            endpoint: String::new(),
+            key_fingerprint: String::new(),
             method: String::new(),
             path: String::new(),
             device: String::new(),
         };
-        let e = Event { total_tokens: e.input_tokens + e.output_tokens + e.reasoning_tokens, ..e };
+        let e = Event { total_tokens: e.input_with_cache_reads() + e.output_tokens + e.reasoning_tokens, ..e };
         (p.apply.unwrap())(&mut doc, &e).unwrap();
     }
     std::fs::write(out, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();

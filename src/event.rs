@@ -5,7 +5,8 @@ use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Token counts as CLIProxyAPI nests them.
+/// Token counts as CLIProxyAPI nests them. There `input_tokens` includes the tokens read
+/// from the cache (`cached_tokens`, `cache_read_tokens`), as OpenAI counts them.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Tokens {
@@ -13,6 +14,8 @@ pub struct Tokens {
     pub output_tokens: Option<u64>,
     pub reasoning_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    pub cache_read_tokens: Option<u64>,
+    pub cache_creation_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
 }
 
@@ -34,13 +37,18 @@ struct Wire {
     #[serde(alias = "tokens_out")]
     output_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
-    #[serde(alias = "tokens_cached")]
-    cached_tokens: Option<u64>,
+    #[serde(alias = "tokens_cached", alias = "cached_tokens")]
+    cache_read_tokens: Option<u64>,
+    cache_creation_tokens: Option<u64>,
     total_tokens: Option<u64>,
     tokens: Option<Tokens>,
     cost_usd: Option<f64>,
     #[serde(alias = "duration_ms")]
     latency_ms: Option<u64>,
+    ttft_ms: Option<u64>,
+    alias: Option<String>,
+    endpoint: Option<String>,
+    api_key: Option<String>,
     method: Option<String>,
     path: Option<String>,
     device: Option<String>,
@@ -58,13 +66,23 @@ pub struct Event {
     pub auth_index: String,
     pub status: Option<u16>,
     pub failed: bool,
+    /// Input tokens not read from or written to the cache.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Part of `output_tokens` where the source says so (OpenAI); kept apart for reports.
     pub reasoning_tokens: u64,
-    pub cached_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
     pub total_tokens: u64,
-    pub cost_usd: f64,
+    /// The cost the source gave; `None`: estimated from the price table when recorded.
+    pub cost_usd: Option<f64>,
     pub latency_ms: Option<u64>,
+    pub ttft_ms: Option<u64>,
+    /// The model name the client asked for, when the proxy mapped it to `model`.
+    pub alias: String,
+    pub endpoint: String,
+    /// A fingerprint (`sha256:` and 12 hex digits) of the API key, never the key.
+    pub key_fingerprint: String,
     pub method: String,
     pub path: String,
     pub device: String,
@@ -84,24 +102,32 @@ pub enum EventError {
 }
 
 impl Event {
-    /// Parses one event; `now` and `device` fill what the event leaves out.
+    /// Parses one event; `now` and `device` fill what the event leaves out. Top-level token
+    /// fields are kept apart (input without the cache); a nested `tokens` object is read as
+    /// CLIProxyAPI writes it, where `input_tokens` includes the cache reads.
     pub fn parse(text: &str, now: DateTime<FixedOffset>, device: &str) -> Result<Event, EventError> {
         let w: Wire = serde_json::from_str(text)?;
         let t = w.tokens.unwrap_or_default();
-        let input = w.input_tokens.or(t.input_tokens).unwrap_or(0);
+        let cache_read = w.cache_read_tokens.or(t.cache_read_tokens).or(t.cached_tokens).unwrap_or(0);
+        let cache_creation = w.cache_creation_tokens.or(t.cache_creation_tokens).unwrap_or(0);
+        let input = match w.input_tokens {
+            Some(n) => n,
+            None => t.input_tokens.unwrap_or(0).saturating_sub(t.cache_read_tokens.or(t.cached_tokens).unwrap_or(0)),
+        };
         let output = w.output_tokens.or(t.output_tokens).unwrap_or(0);
         let reasoning = w.reasoning_tokens.or(t.reasoning_tokens).unwrap_or(0);
-        let cached = w.cached_tokens.or(t.cached_tokens).unwrap_or(0);
         let total = match w.total_tokens.or(t.total_tokens) {
             Some(n) => n,
-            None => input.checked_add(output).and_then(|s| s.checked_add(reasoning)).ok_or(EventError::Overflow)?,
+            None => [input, output, reasoning, cache_creation, cache_read]
+                .iter()
+                .try_fold(0u64, |a, &b| a.checked_add(b))
+                .ok_or(EventError::Overflow)?,
         };
         let timestamp = match w.timestamp {
             Some(s) => DateTime::parse_from_rfc3339(&s).map_err(|_| EventError::Timestamp(s))?,
             None => now,
         };
-        let cost = w.cost_usd.unwrap_or(0.0);
-        if !cost.is_finite() || cost < 0.0 {
+        if w.cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
             return Err(EventError::Cost);
         }
         let failed = w.failed.unwrap_or(matches!(w.status, Some(s) if s >= 400));
@@ -111,12 +137,17 @@ impl Event {
             Some(Value::Number(n)) => n.to_string(),
             _ => String::new(),
         };
+        let key_fingerprint = match w.api_key.as_deref() {
+            None | Some("") => String::new(),
+            Some(k) if is_fingerprint(k) => k.to_string(),
+            Some(k) => fingerprint(k),
+        };
         Ok(Event {
             id: w.id.filter(|s| !s.is_empty()),
             timestamp,
             api: w.api.unwrap_or_else(|| if provider.is_empty() { "default".into() } else { provider.clone() }),
             provider: if provider.is_empty() { "unknown".into() } else { provider },
-            model: w.model.unwrap_or_else(|| "unknown".into()),
+            model: w.model.filter(|m| !m.is_empty()).unwrap_or_else(|| "unknown".into()),
             source: w.source.unwrap_or_default(),
             auth_index,
             status: w.status,
@@ -124,10 +155,15 @@ impl Event {
             input_tokens: input,
             output_tokens: output,
             reasoning_tokens: reasoning,
-            cached_tokens: cached,
+            cache_creation_tokens: cache_creation,
+            cache_read_tokens: cache_read,
             total_tokens: total,
-            cost_usd: cost,
+            cost_usd: w.cost_usd,
             latency_ms: w.latency_ms,
+            ttft_ms: w.ttft_ms,
+            alias: w.alias.unwrap_or_default(),
+            endpoint: w.endpoint.unwrap_or_default(),
+            key_fingerprint,
             method: w.method.unwrap_or_default(),
             path: w.path.unwrap_or_default(),
             device: w.device.unwrap_or_else(|| device.to_string()),
@@ -139,7 +175,8 @@ impl Event {
         self.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 
-    /// The event with every field explicit, as the journal stores it (one JSON line).
+    /// The event with every field explicit, as the journal stores it (one JSON line): top-level
+    /// token fields, which `parse` reads back unchanged.
     pub fn to_line(&self) -> String {
         #[derive(serde::Serialize)]
         struct Line<'a> {
@@ -150,16 +187,30 @@ impl Event {
             model: &'a str,
             source: &'a str,
             auth_index: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
             status: Option<u16>,
             failed: bool,
             input_tokens: u64,
             output_tokens: u64,
             reasoning_tokens: u64,
-            cached_tokens: u64,
+            cache_creation_tokens: u64,
+            cache_read_tokens: u64,
             total_tokens: u64,
-            cost_usd: f64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cost_usd: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             latency_ms: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ttft_ms: Option<u64>,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            alias: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            endpoint: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty", rename = "api_key")]
+            key_fingerprint: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
             method: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
             path: &'a str,
             device: &'a str,
         }
@@ -176,15 +227,25 @@ impl Event {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             reasoning_tokens: self.reasoning_tokens,
-            cached_tokens: self.cached_tokens,
+            cache_creation_tokens: self.cache_creation_tokens,
+            cache_read_tokens: self.cache_read_tokens,
             total_tokens: self.total_tokens,
             cost_usd: self.cost_usd,
             latency_ms: self.latency_ms,
+            ttft_ms: self.ttft_ms,
+            alias: &self.alias,
+            endpoint: &self.endpoint,
+            key_fingerprint: &self.key_fingerprint,
             method: &self.method,
             path: &self.path,
             device: &self.device,
         })
         .expect("an event serialises")
+    }
+
+    /// Input tokens as OpenAI and CLIProxyAPI count them: with the cache reads.
+    pub fn input_with_cache_reads(&self) -> u64 {
+        self.input_tokens.saturating_add(self.cache_read_tokens)
     }
 
     /// The id of a journal line, without parsing the rest of it into a tree.
@@ -203,6 +264,19 @@ impl Event {
     pub fn day(&self) -> String {
         self.timestamp.format("%Y-%m-%d").to_string()
     }
+}
+
+/// A short, stable fingerprint of an API key: enough to tell keys apart in reports, useless
+/// to anyone holding it. The key itself is never kept.
+pub fn fingerprint(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn is_fingerprint(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -234,9 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn an_api_key_is_kept_only_as_a_fingerprint() {
+        let e = Event::parse(r#"{"api_key":"sk-live-SECRET-1"}"#, now(), "d").unwrap();
+        assert!(is_fingerprint(&e.key_fingerprint), "{}", e.key_fingerprint);
+        assert!(!e.to_line().contains("SECRET"));
+        let back = Event::parse(&e.to_line(), now(), "d").unwrap();
+        assert_eq!(back.key_fingerprint, e.key_fingerprint);
+    }
+
+    #[test]
     fn nested_tokens_and_bad_timestamp() {
         let e = Event::parse(r#"{"tokens":{"input_tokens":1,"total_tokens":9}}"#, now(), "d").unwrap();
         assert_eq!((e.input_tokens, e.total_tokens), (1, 9));
+        // CLIProxyAPI counts cache reads in its input; the event keeps them apart.
+        let e = Event::parse(r#"{"tokens":{"input_tokens":100,"cached_tokens":30,"output_tokens":5}}"#, now(), "d")
+            .unwrap();
+        assert_eq!((e.input_tokens, e.cache_read_tokens, e.input_with_cache_reads()), (70, 30, 100));
         assert!(Event::parse(r#"{"timestamp":"yesterday"}"#, now(), "d").is_err());
     }
 }

@@ -140,7 +140,7 @@ fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     list.push(json!({
         "session_id": session, "message_uuid": uuid, "timestamp": ts, "model": e.model,
         "total_tokens": e.total_tokens, "input_tokens": e.input_tokens, "output_tokens": e.output_tokens,
-        "cache_creation_tokens": 0, "cache_read_tokens": e.cached_tokens,
+        "cache_creation_tokens": 0, "cache_read_tokens": e.cache_read_tokens,
         "folder": e.path, "git_branch": "", "version": ""
     }));
     list.sort_by_key(|r| r.get("timestamp").and_then(parse_instant));
@@ -160,7 +160,7 @@ fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         map.insert("export_date".into(), json!(ts));
     }
     let stats = map.entry("statistics").or_insert_with(|| json!({}));
-    let cost = stats.get("total_cost").and_then(Value::as_f64).unwrap_or(0.0) + e.cost_usd;
+    let cost = stats.get("total_cost").and_then(Value::as_f64).unwrap_or(0.0) + e.cost_usd.unwrap_or(0.0);
     stats["total_cost"] = json!(cost);
     derive_in_place(doc)
 }

@@ -194,8 +194,8 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     detail["source"] = json!(e.source);
     detail["auth_index"] = json!(e.auth_index);
     detail["tokens"] = json!({
-        "input_tokens": e.input_tokens, "output_tokens": e.output_tokens,
-        "reasoning_tokens": e.reasoning_tokens, "cached_tokens": e.cached_tokens, "total_tokens": total
+        "input_tokens": e.input_with_cache_reads(), "output_tokens": e.output_tokens,
+        "reasoning_tokens": e.reasoning_tokens, "cached_tokens": e.cache_read_tokens, "total_tokens": total
     });
     detail["failed"] = json!(e.failed);
     for k in COUNTERS {

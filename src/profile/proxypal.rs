@@ -83,8 +83,8 @@ fn apply_aggregate(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     add_u64(doc, if ok { "totalSuccessCount" } else { "totalFailureCount" }, 1)?;
     add_u64(doc, "totalTokensIn", e.input_tokens)?;
     add_u64(doc, "totalTokensOut", e.output_tokens)?;
-    add_u64(doc, "totalTokensCached", e.cached_tokens)?;
-    add_f64(doc, "totalCostUsd", e.cost_usd)?;
+    add_u64(doc, "totalTokensCached", e.cache_read_tokens)?;
+    add_f64(doc, "totalCostUsd", e.cost_usd.unwrap_or(0.0))?;
     let tokens = e.input_tokens + e.output_tokens;
     let day = e.day();
     let hour = e.timestamp.format("%Y-%m-%dT%H").to_string();
@@ -99,7 +99,7 @@ fn apply_aggregate(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         add_u64(s, "tokens", tokens)?;
         add_u64(s, "inputTokens", e.input_tokens)?;
         add_u64(s, "outputTokens", e.output_tokens)?;
-        add_u64(s, "cachedTokens", e.cached_tokens)?;
+        add_u64(s, "cachedTokens", e.cache_read_tokens)?;
     }
     Ok(())
 }
@@ -181,7 +181,7 @@ fn apply_history(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         "id": id, "timestamp": e.timestamp_ms(), "provider": e.provider, "model": e.model,
         "method": e.method, "path": e.path, "status": e.status.unwrap_or(if e.failed { 500 } else { 200 }),
         "durationMs": e.latency_ms.unwrap_or(0), "tokensIn": e.input_tokens, "tokensOut": e.output_tokens,
-        "tokensCached": e.cached_tokens
+        "tokensCached": e.cache_read_tokens
     }));
     list.sort_by_key(|r| r.get("timestamp").and_then(Value::as_i64));
     if list.len() > HISTORY_LIMIT {
@@ -190,5 +190,5 @@ fn apply_history(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     }
     add_u64(doc, "totalTokensIn", e.input_tokens)?;
     add_u64(doc, "totalTokensOut", e.output_tokens)?;
-    add_f64(doc, "totalCostUsd", e.cost_usd)
+    add_f64(doc, "totalCostUsd", e.cost_usd.unwrap_or(0.0))
 }

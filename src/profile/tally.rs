@@ -150,9 +150,9 @@ pub fn record_of(e: &Event, id: &str) -> Value {
     r["input_tokens"] = json!(e.input_tokens);
     r["output_tokens"] = json!(e.output_tokens);
     r["reasoning_tokens"] = json!(e.reasoning_tokens);
-    r["cached_tokens"] = json!(e.cached_tokens);
+    r["cached_tokens"] = json!(e.cache_read_tokens);
     r["total_tokens"] = json!(e.total_tokens);
-    r["cost_usd"] = json!(e.cost_usd);
+    r["cost_usd"] = json!(e.cost_usd.unwrap_or(0.0));
     if let Some(l) = e.latency_ms {
         r["latency_ms"] = json!(l);
     }
@@ -209,9 +209,9 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
         Num::Int(i128::from(e.input_tokens)),
         Num::Int(i128::from(e.output_tokens)),
         Num::Int(i128::from(e.reasoning_tokens)),
-        Num::Int(i128::from(e.cached_tokens)),
+        Num::Int(i128::from(e.cache_read_tokens)),
         Num::Int(i128::from(e.total_tokens)),
-        Num::Float(e.cost_usd),
+        Num::Float(e.cost_usd.unwrap_or(0.0)),
     ];
     let [day, device, provider, model] = cell_key(e);
     let ts = e.timestamp_text();
@@ -313,8 +313,15 @@ fn apply_batch(doc: &mut Value, events: &[Event]) -> Result<(), FieldError> {
     let mut devices: HashMap<String, (&Event, &Event)> = HashMap::new();
     for (e, _) in &kept {
         let key = cell_key(e);
-        let amounts =
-            [1, e.failed as u64, e.input_tokens, e.output_tokens, e.reasoning_tokens, e.cached_tokens, e.total_tokens];
+        let amounts = [
+            1,
+            e.failed as u64,
+            e.input_tokens,
+            e.output_tokens,
+            e.reasoning_tokens,
+            e.cache_read_tokens,
+            e.total_tokens,
+        ];
         let slot = cells.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
             [0; 7]
@@ -323,7 +330,7 @@ fn apply_batch(doc: &mut Value, events: &[Event]) -> Result<(), FieldError> {
             *s = s.checked_add(a).ok_or_else(|| FieldError::new("tokens", "counts that fit 64 bits"))?;
         }
         // Costs are added event by event, in order, as `apply` adds them.
-        *costs.entry(key).or_insert(0.0) += e.cost_usd;
+        *costs.entry(key).or_insert(0.0) += e.cost_usd.unwrap_or(0.0);
         let d = devices.entry(cell_name(&e.device)).or_insert((e, e));
         if e.timestamp < d.0.timestamp {
             d.0 = e;

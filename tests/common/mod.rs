@@ -143,3 +143,28 @@ pub fn diff(expected: &str, actual: &str) -> String {
 pub fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap()
 }
+
+/// The variable under which a test that lacks an outside program fails instead of
+/// skipping (CI sets it; `.ci/run` installs every program the tests use).
+pub const REQUIRE_TOOLS: &str = "GIT_TALLY_REQUIRE_TOOLS";
+
+/// Whether `program` (looked up on PATH) can be started. Without it, `test` says by name on
+/// stderr that it was skipped and this returns false — or, with GIT_TALLY_REQUIRE_TOOLS=1
+/// set, panics so that CI cannot pass without running it.
+pub fn have(program: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| is_executable(&d.join(program))));
+    if found {
+        return true;
+    }
+    if std::env::var(REQUIRE_TOOLS).is_ok_and(|v| v == "1") {
+        panic!("{test}: {program} is not installed, and {REQUIRE_TOOLS}=1 requires it (.ci/run installs it)");
+    }
+    eprintln!("skipped {test}: {program} is not installed (CI installs it; set {REQUIRE_TOOLS}=1 to fail instead)");
+    false
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
