@@ -59,6 +59,7 @@ fn main() {
             cache_read_tokens: rng.below(input + 1),
             total_tokens: 0,
             cost_usd: None,
+            cost_estimated: false,
             latency_ms: Some(100 + rng.below(20_000)),
             ttft_ms: None,
             alias: String::new(),

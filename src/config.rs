@@ -44,6 +44,12 @@ pub struct Config {
     pub per_machine: bool,
     /// branch.<name>.remote and branch.<name>.merge, by branch name.
     pub branches: std::collections::HashMap<String, (Option<String>, Option<String>)>,
+    /// How long event ids are remembered to recognise retries (SPEC §4b.6).
+    pub id_horizon: Duration,
+    /// Drop records older than this many days from the ledger (their counts stay).
+    pub keep_records: Option<u32>,
+    /// Commit the application-format files too, not only the ledger (SPEC §4b.5).
+    pub commit_view: bool,
 }
 
 pub const DEFAULT_FILE: &str = "usage/usage.json";
@@ -70,6 +76,9 @@ impl Default for Config {
             attributes_file: None,
             per_machine: false,
             branches: Default::default(),
+            id_horizon: Duration::from_secs(30 * 86400),
+            keep_records: None,
+            commit_view: false,
         }
     }
 }
@@ -162,6 +171,15 @@ impl Config {
                     }
                 }
                 "tally.enabled" => c.enabled = boolean(k, v)?,
+                "tally.idhorizon" => c.id_horizon = duration(k, v)?,
+                "tally.keeprecords" => {
+                    c.keep_records = Some(
+                        v.trim()
+                            .parse()
+                            .map_err(|_| Error::Usage(format!("git config {k} = {v:?}: expected a number of days")))?,
+                    )
+                }
+                "tally.commitview" => c.commit_view = boolean(k, v)?,
                 "tally.layout" => {
                     c.per_machine = match v.trim() {
                         "single" => false,
@@ -192,6 +210,8 @@ impl Config {
         if c.per_machine {
             let dir = c.files[0].parent().map(PathBuf::from).unwrap_or_default();
             c.files = vec![dir.join(format!("usage_data_{}.json", c.device)), dir.join(MANIFEST)];
+            // The layout's point is a file per machine in the repository.
+            c.commit_view = true;
         }
         Ok(c)
     }

@@ -43,6 +43,7 @@ struct Wire {
     total_tokens: Option<u64>,
     tokens: Option<Tokens>,
     cost_usd: Option<f64>,
+    cost_estimated: Option<bool>,
     #[serde(alias = "duration_ms")]
     latency_ms: Option<u64>,
     ttft_ms: Option<u64>,
@@ -76,6 +77,8 @@ pub struct Event {
     pub total_tokens: u64,
     /// The cost the source gave; `None`: estimated from the price table when recorded.
     pub cost_usd: Option<f64>,
+    /// Whether `cost_usd` is an estimate from the price table (set when recorded).
+    pub cost_estimated: bool,
     pub latency_ms: Option<u64>,
     pub ttft_ms: Option<u64>,
     /// The model name the client asked for, when the proxy mapped it to `model`.
@@ -159,6 +162,7 @@ impl Event {
             cache_read_tokens: cache_read,
             total_tokens: total,
             cost_usd: w.cost_usd,
+            cost_estimated: w.cost_estimated.unwrap_or(false) && w.cost_usd.is_some(),
             latency_ms: w.latency_ms,
             ttft_ms: w.ttft_ms,
             alias: w.alias.unwrap_or_default(),
@@ -198,6 +202,8 @@ impl Event {
             total_tokens: u64,
             #[serde(skip_serializing_if = "Option::is_none")]
             cost_usd: Option<f64>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            cost_estimated: bool,
             #[serde(skip_serializing_if = "Option::is_none")]
             latency_ms: Option<u64>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -231,6 +237,7 @@ impl Event {
             cache_read_tokens: self.cache_read_tokens,
             total_tokens: self.total_tokens,
             cost_usd: self.cost_usd,
+            cost_estimated: self.cost_estimated,
             latency_ms: self.latency_ms,
             ttft_ms: self.ttft_ms,
             alias: &self.alias,

@@ -227,6 +227,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
             cache_read_tokens: u.cache_read_input_tokens,
             total_tokens: u.total(),
             cost_usd: None,
+            cost_estimated: false,
             latency_ms: None,
             ttft_ms: None,
             alias: String::new(),

@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod git;
 pub mod import;
 pub mod json;
+pub mod ledger;
 pub mod lock;
 pub mod merge;
 pub mod num;

@@ -15,17 +15,33 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Takes the lock in `dir`, waiting up to `timeout`.
+    /// Takes the repository lock in `dir`, waiting up to `timeout`.
     pub fn acquire(dir: &Path, timeout: Duration, what: &str) -> Result<Lock> {
+        Lock::acquire_at(&dir.join("lock"), timeout, what)
+    }
+
+    /// Takes the lock `path` only if it is free now.
+    pub fn try_acquire(dir: &Path, what: &str) -> Result<Option<Lock>> {
+        match Lock::acquire_at(&dir.join("lock"), Duration::ZERO, what) {
+            Ok(l) => Ok(Some(l)),
+            Err(Error::Transient(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the lock file `path` (`<path>.info` says who holds it), waiting up to `timeout`.
+    pub fn acquire_at(path: &Path, timeout: Duration, what: &str) -> Result<Lock> {
+        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join("lock");
+        let path = path.to_path_buf();
+        let info = path.with_extension("info");
         let file =
             OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(2);
         while FileExt::try_lock_exclusive(&file).is_err() {
             if start.elapsed() >= timeout {
-                let holder = std::fs::read_to_string(dir.join("lock.info")).unwrap_or_default();
+                let holder = std::fs::read_to_string(&info).unwrap_or_default();
                 return Err(Error::Transient(format!(
                     "the repository lock {} is busy{}; waited {:?}, try again",
                     path.display(),
@@ -36,7 +52,6 @@ impl Lock {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }
-        let info = dir.join("lock.info");
         if let Ok(mut f) = File::create(&info) {
             let _ = writeln!(f, "pid {} ({what})", std::process::id());
         }

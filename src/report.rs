@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// The counters shown for a total or a row.
+/// The counters shown for a total or a row (SPEC §8): input without the cache, output,
+/// reasoning, cache creation and cache read kept apart; the cost, the part of it that was
+/// estimated from the price table, and the requests no price was known for.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Counters {
@@ -17,35 +19,44 @@ pub struct Counters {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
-    pub cached_tokens: u64,
+    pub cache_creation_tokens: u64,
+    pub cache_read_tokens: u64,
     pub total_tokens: u64,
     pub cost_usd: f64,
+    pub cost_estimated_usd: f64,
+    pub unpriced: u64,
 }
 
 impl Counters {
     /// The values in the order of [`crate::profile::COUNTERS`] (CSV columns).
-    pub fn values(&self) -> [String; 8] {
+    pub fn values(&self) -> [String; 11] {
         [
             self.requests.to_string(),
             self.failed.to_string(),
             self.input_tokens.to_string(),
             self.output_tokens.to_string(),
             self.reasoning_tokens.to_string(),
-            self.cached_tokens.to_string(),
+            self.cache_creation_tokens.to_string(),
+            self.cache_read_tokens.to_string(),
             self.total_tokens.to_string(),
             self.cost_usd.to_string(),
+            self.cost_estimated_usd.to_string(),
+            self.unpriced.to_string(),
         ]
     }
 
-    fn add(&mut self, o: &Counters) {
+    pub fn add(&mut self, o: &Counters) {
         self.requests += o.requests;
         self.failed += o.failed;
         self.input_tokens += o.input_tokens;
         self.output_tokens += o.output_tokens;
         self.reasoning_tokens += o.reasoning_tokens;
-        self.cached_tokens += o.cached_tokens;
+        self.cache_creation_tokens += o.cache_creation_tokens;
+        self.cache_read_tokens += o.cache_read_tokens;
         self.total_tokens += o.total_tokens;
         self.cost_usd += o.cost_usd;
+        self.cost_estimated_usd += o.cost_estimated_usd;
+        self.unpriced += o.unpriced;
     }
 }
 
@@ -53,6 +64,9 @@ impl Counters {
 /// Parts a format does not know are `None`.
 #[derive(Clone, Debug, Default)]
 pub struct Cell {
+    /// The UTC hour (`YYYY-MM-DDTHH`) where the format keeps hours: reports put it in the
+    /// local day of their time zone.
+    pub hour: Option<String>,
     pub day: Option<String>,
     pub device: Option<String>,
     pub provider: Option<String>,
@@ -113,7 +127,7 @@ fn f(v: &Value, path: &[&str]) -> f64 {
     path.iter().try_fold(v, |v, k| v.get(*k)).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-/// A counters object of the native format (`totals`, or a day cell).
+/// A counters object of the native format (`totals`, or a cell).
 fn native_counters(c: &Value) -> Counters {
     // One pass over the entries: this runs for every cell of years of data.
     let mut out = Counters::default();
@@ -125,53 +139,62 @@ fn native_counters(c: &Value) -> Counters {
             "input_tokens" => out.input_tokens = n,
             "output_tokens" => out.output_tokens = n,
             "reasoning_tokens" => out.reasoning_tokens = n,
-            "cached_tokens" => out.cached_tokens = n,
+            "cache_creation_tokens" => out.cache_creation_tokens = n,
+            "cache_read_tokens" | "cached_tokens" => out.cache_read_tokens = n,
             "total_tokens" => out.total_tokens = n,
             "cost_usd" => out.cost_usd = v.as_f64().unwrap_or(0.0),
+            "cost_estimated_usd" => out.cost_estimated_usd = v.as_f64().unwrap_or(0.0),
+            "unpriced" => out.unpriced = n,
             _ => {}
         }
     }
     out
 }
 
-/// A cell of the native format's `days` (day, device, provider, model).
-fn native_cell([day, device, provider, model]: [&str; 4], counters: Counters) -> Cell {
+/// A cell of the native format's `hours` (UTC hour, device, provider, api, model).
+fn native_cell([hour, device, provider, api, model]: [&str; 5], counters: Counters) -> Cell {
     Cell {
-        day: Some(day.to_string()),
+        hour: Some(hour.to_string()),
+        day: hour.get(..10).map(str::to_string),
         device: Some(device.to_string()),
         provider: Some(provider.to_string()),
-        api: None,
+        api: Some(api.to_string()),
         model: Some(model.to_string()),
         counters,
     }
 }
 
 /// `cells` of a native file read straight from its text, without building a `Value` tree:
-/// `stats` over years of daily data is mostly this read. `None` unless the text is a native
-/// file whose days and counters have the expected types (keys without escapes): `cells`
+/// `stats` over years of hourly data is mostly this read. `None` unless the text is a native
+/// file whose hours and counters have the expected types (keys without escapes): `cells`
 /// over the parsed document then decides, with the same result.
 pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
     type Models<'a> = BTreeMap<&'a str, Counters>;
+    type Apis<'a> = BTreeMap<&'a str, Models<'a>>;
     #[derive(Deserialize)]
     struct Native<'a> {
         format: &'a str,
         #[serde(default)]
+        kind: Option<&'a str>,
+        #[serde(default)]
         totals: Counters,
         #[serde(borrow, default)]
-        days: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, Models<'a>>>>,
+        hours: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, Apis<'a>>>>,
     }
     let doc: Native = serde_json::from_slice(crate::json::body(bytes).ok()?).ok()?;
-    if !crate::profile::is_native_format(doc.format) {
+    if doc.format != crate::profile::NATIVE_FORMAT || doc.kind.is_some() {
         return None;
     }
     let mut totals = Counters::default();
     let mut cells = Vec::new();
-    for (day, devices) in doc.days {
+    for (hour, devices) in doc.hours {
         for (device, providers) in devices {
-            for (provider, models) in providers {
-                for (model, counters) in models {
-                    totals.add(&counters);
-                    cells.push(native_cell([day, device, provider, model], counters));
+            for (provider, apis) in providers {
+                for (api, models) in apis {
+                    for (model, counters) in models {
+                        totals.add(&counters);
+                        cells.push(native_cell([hour, device, provider, api, model], counters));
+                    }
                 }
             }
         }
@@ -220,13 +243,41 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
     match profile.name {
         "tally" => {
             let mut totals = Counters::default();
+            fn obj(v: &Value) -> Vec<(&String, &Value)> {
+                v.as_object().into_iter().flatten().collect()
+            }
+            for (hour, devices) in doc.get("hours").map(obj).unwrap_or_default() {
+                for (device, providers) in obj(devices) {
+                    for (provider, apis) in obj(providers) {
+                        for (api, models) in obj(apis) {
+                            for (model, c) in obj(models) {
+                                let counters = native_counters(c);
+                                totals.add(&counters);
+                                cells.push(native_cell([hour, device, provider, api, model], counters));
+                            }
+                        }
+                    }
+                }
+            }
+            let totals = native_counters(doc.get("totals").unwrap_or(&Value::Null)).max_with(totals);
+            (totals, cells)
+        }
+        "tally-v1" => {
+            let mut totals = Counters::default();
             for (day, devices) in doc.get("days").and_then(Value::as_object).into_iter().flatten() {
                 for (device, providers) in devices.as_object().into_iter().flatten() {
                     for (provider, models) in providers.as_object().into_iter().flatten() {
                         for (model, c) in models.as_object().into_iter().flatten() {
                             let counters = native_counters(c);
                             totals.add(&counters);
-                            cells.push(native_cell([day, device, provider, model], counters));
+                            cells.push(Cell {
+                                day: Some(day.clone()),
+                                device: Some(device.clone()),
+                                provider: Some(provider.clone()),
+                                model: Some(model.clone()),
+                                counters,
+                                ..Cell::default()
+                            });
                         }
                     }
                 }
@@ -253,18 +304,23 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
             let mut detail_cells = Vec::new();
             for (caps, r) in records(profile, doc) {
                 let t = r.get("tokens").cloned().unwrap_or_default();
+                // CLIProxyAPI counts the cache reads in its input.
+                let cache_read = u(&t, &["cached_tokens"]).max(u(&t, &["cache_read_tokens"]));
                 let c = Counters {
                     requests: 1,
                     failed: u64::from(r.get("failed").and_then(Value::as_bool).unwrap_or(false)),
-                    input_tokens: u(&t, &["input_tokens"]),
+                    input_tokens: u(&t, &["input_tokens"]).saturating_sub(cache_read),
                     output_tokens: u(&t, &["output_tokens"]),
                     reasoning_tokens: u(&t, &["reasoning_tokens"]),
-                    cached_tokens: u(&t, &["cached_tokens"]),
+                    cache_creation_tokens: u(&t, &["cache_creation_tokens"]),
+                    cache_read_tokens: cache_read,
                     total_tokens: u(&t, &["total_tokens"]),
-                    cost_usd: 0.0,
+                    unpriced: 1,
+                    ..Counters::default()
                 };
                 split.add(&c);
                 detail_cells.push(Cell {
+                    hour: None,
                     day: None,
                     device: None,
                     provider: None,
@@ -309,7 +365,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                         failed: u(s, &["requests"]).saturating_sub(u(s, &["successCount"])),
                         input_tokens: u(s, &["inputTokens"]),
                         output_tokens: u(s, &["outputTokens"]),
-                        cached_tokens: u(s, &["cachedTokens"]),
+                        cache_read_tokens: u(s, &["cachedTokens"]),
                         total_tokens: u(s, &["tokens"]),
                         ..Counters::default()
                     };
@@ -326,7 +382,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                 failed: u(doc, &["totalFailureCount"]),
                 input_tokens: u(doc, &["totalTokensIn"]),
                 output_tokens: u(doc, &["totalTokensOut"]),
-                cached_tokens: u(doc, &["totalTokensCached"]),
+                cache_read_tokens: u(doc, &["totalTokensCached"]),
                 total_tokens: u(doc, &["totalTokensIn"]) + u(doc, &["totalTokensOut"]),
                 cost_usd: f(doc, &["totalCostUsd"]),
                 ..Counters::default()
@@ -349,12 +405,16 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                     failed: u64::from(u(&r, &["status"]) >= 400),
                     input_tokens: input,
                     output_tokens: output,
-                    cached_tokens: u(&r, &["cache_read_tokens"]).max(u(&r, &["tokensCached"])),
+                    cache_creation_tokens: u(&r, &["cache_creation_tokens"]),
+                    cache_read_tokens: u(&r, &["cache_read_tokens"]).max(u(&r, &["tokensCached"])),
                     total_tokens: u(&r, &["total_tokens"]).max(input + output),
+                    cost_usd: r.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+                    unpriced: u64::from(r.get("cost_usd").is_none()),
                     ..Counters::default()
                 };
                 totals.add(&c);
                 cells.push(Cell {
+                    hour: None,
                     day,
                     device: r.get("machine_name").and_then(Value::as_str).map(str::to_string),
                     provider: r.get("provider").and_then(Value::as_str).map(str::to_string),
@@ -439,7 +499,7 @@ pub fn report_of(
 }
 
 /// Columns of a record row in exports.
-pub const RECORD_COLUMNS: [&str; 13] = [
+pub const RECORD_COLUMNS: [&str; 14] = [
     "id",
     "timestamp",
     "device",
@@ -450,13 +510,14 @@ pub const RECORD_COLUMNS: [&str; 13] = [
     "input_tokens",
     "output_tokens",
     "reasoning_tokens",
-    "cached_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
     "total_tokens",
     "cost_usd",
 ];
 
 /// One export row per record, whatever the format calls its fields.
-pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 13]> {
+pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 14]> {
     let text = |r: &Value, keys: &[&str]| {
         keys.iter()
             .find_map(|k| match r.get(*k) {
@@ -481,9 +542,17 @@ pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 13]> {
                 _ => text(&r, &["timestamp"]),
             };
             let failed = r.get("failed").and_then(Value::as_bool).unwrap_or(num(&r, &["status"]) >= 400);
-            let input = tok(&["input_tokens", "tokensIn"]);
+            let cache_read = tok(&["cache_read_tokens", "cached_tokens", "tokensCached"]);
+            // CLIProxyAPI details count the cache reads in their input.
+            let nested_input = num(&t, &["input_tokens"]);
+            let input = if nested_input > 0 {
+                nested_input.saturating_sub(cache_read)
+            } else {
+                num(&r, &["input_tokens", "tokensIn"])
+            };
             let output = tok(&["output_tokens", "tokensOut"]);
             let reasoning = tok(&["reasoning_tokens"]);
+            let creation = tok(&["cache_creation_tokens"]);
             let total = tok(&["total_tokens"]).max(input + output + reasoning);
             [
                 text(&r, &["id", "message_uuid"]),
@@ -496,7 +565,8 @@ pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 13]> {
                 input.to_string(),
                 output.to_string(),
                 reasoning.to_string(),
-                tok(&["cached_tokens", "tokensCached", "cache_read_tokens"]).to_string(),
+                creation.to_string(),
+                cache_read.to_string(),
                 total.to_string(),
                 r.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0).to_string(),
             ]
@@ -519,10 +589,10 @@ mod tests {
         let tally = crate::profile::by_name("tally").unwrap();
         let cell = |n: u64| serde_json::json!({"requests": n, "failed": 1, "input_tokens": 10 * n, "cost_usd": 0.5, "extra": "x"});
         let doc = serde_json::json!({
-            "format": "git-tally/1", "recent_limit": 5, "totals": {"requests": 99, "cost_usd": 1.5},
-            "days": {
-                "2026-10-02": {"laptop": {"openai": {"gpt-5": cell(3), "gpt-5-mini": cell(4)}}},
-                "2026-10-01": {"server": {"anthropic": {"claude": cell(5)}}, "laptop": {"openai": {"gpt-5": cell(1)}}}
+            "format": "git-tally/2", "recent_limit": 5, "totals": {"requests": 99, "cost_usd": 1.5},
+            "hours": {
+                "2026-10-02T10": {"laptop": {"openai": {"openai": {"gpt-5": cell(3), "gpt-5-mini": cell(4)}}}},
+                "2026-10-01T23": {"server": {"anthropic": {"claude-code": {"claude": cell(5)}}}, "laptop": {"openai": {"openai": {"gpt-5": cell(1)}}}}
             },
             "devices": {}, "recent": []
         });
@@ -530,14 +600,14 @@ mod tests {
         let (fast_totals, fast) = native_cells(&text).expect("a native file");
         let (totals, slow) = cells(tally, &doc);
         assert_eq!(fast_totals, totals);
-        assert_eq!(fast_totals.requests, 99, "the file's totals where they exceed the days'");
+        assert_eq!(fast_totals.requests, 99, "the file's totals where they exceed the cells'");
         assert_eq!(sorted(fast), sorted(slow));
 
         // Not for the fast path: another format, a counter of the wrong type, an escaped key.
         let mut wrong = doc.clone();
-        wrong["days"]["2026-10-01"]["laptop"]["openai"]["gpt-5"]["requests"] = "1".into();
+        wrong["hours"]["2026-10-01T23"]["laptop"]["openai"]["openai"]["gpt-5"]["requests"] = "1".into();
         let mut escaped = doc.clone();
-        escaped["days"]["2026-10-01"]["laptop"]["openai"]["gpt-\"5\""] = cell(1);
+        escaped["hours"]["2026-10-01T23"]["laptop"]["openai"]["openai"]["gpt-\"5\""] = cell(1);
         let mut other = doc.clone();
         other["format"] = "other/1".into();
         for d in [wrong, escaped, other] {

@@ -694,7 +694,7 @@ impl Store {
             .iter()
             .map(|(rel, copy)| Ok((rel.clone(), std::fs::read(copy).map_err(|e| Error::io(copy, e))?)))
             .collect::<Result<Vec<(String, Vec<u8>)>>>()?;
-        let (tree, changed) = match crate::git::tree_with(&self.top, parent.as_deref(), &files) {
+        let (tree, changed) = match None::<(String, Vec<(String, String)>)> {
             Some(built) => built,
             None => self.tree_by_plumbing(git, &ledgers, parent.as_deref())?,
         };

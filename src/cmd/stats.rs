@@ -159,7 +159,7 @@ fn print_table(r: &Report, days: &Report, path: &Path, color: bool, pending: usi
         human(t.input_tokens),
         human(t.output_tokens),
         human(t.reasoning_tokens),
-        human(t.cached_tokens),
+        human(t.cache_read_tokens),
         human(t.total_tokens),
         t.cost_usd
     );

@@ -11,6 +11,7 @@ mod render;
 mod walk;
 
 pub use input::Input;
+pub(crate) use walk::{cmp_time, identity_field, name_kind, rule_kind, scalar_union};
 
 use crate::json::{canonical, Layout};
 use crate::num::Num;
@@ -377,7 +378,7 @@ pub fn remove_path(root: &mut Value, path: &[Seg]) {
     }
 }
 
-fn id_text(v: &Value) -> Option<String> {
+pub(crate) fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

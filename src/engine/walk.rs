@@ -37,22 +37,14 @@ impl Walker<'_> {
             },
             None => (self.profile.rules, path),
         };
-        if rel.is_empty() {
-            return Kind::Object;
-        }
-        rules
+        let keys: Vec<&str> = rel
             .iter()
-            .find(|r| {
-                r.pattern.len() == rel.len()
-                    && r.pattern.iter().zip(rel).all(|(p, s)| {
-                        *p == "*"
-                            || match s {
-                                Seg::Key(k) => k == p,
-                                Seg::Elem { id, .. } => id == p,
-                            }
-                    })
+            .map(|s| match s {
+                Seg::Key(k) => k.as_str(),
+                Seg::Elem { id, .. } => id.as_str(),
             })
-            .map_or(Kind::Infer, |r| r.kind)
+            .collect();
+        rule_kind(rules, &keys)
     }
 
     fn plan(&self, path: &[Seg], vals: [Option<&Value>; 3]) -> Plan {
@@ -381,6 +373,18 @@ impl Walker<'_> {
     }
 }
 
+/// The kind the first matching rule gives a path (relative to the profile's root):
+/// `Object` at the root, `Infer` where no rule matches.
+pub(crate) fn rule_kind(rules: &[crate::profile::Rule], path: &[&str]) -> Kind {
+    if path.is_empty() {
+        return Kind::Object;
+    }
+    rules
+        .iter()
+        .find(|r| r.pattern.len() == path.len() && r.pattern.iter().zip(path).all(|(p, s)| *p == "*" || p == s))
+        .map_or(Kind::Infer, |r| r.kind)
+}
+
 fn obj(v: Option<&Value>) -> Option<&Map<String, Value>> {
     v.and_then(Value::as_object)
 }
@@ -409,7 +413,7 @@ fn deleted_on_one_side(o: Option<&Value>, a: Option<&Value>, b: Option<&Value>) 
 
 /// The generic rules' reading of a key name: times, dates and versions are "later",
 /// creation times "earlier", ids 3-way scalars; `None` leaves numbers as counters.
-fn name_kind(name: &str) -> Option<Kind> {
+pub(crate) fn name_kind(name: &str) -> Option<Kind> {
     let lower = name.to_ascii_lowercase();
     if lower == "id" || lower == "uuid" || lower.ends_with("_id") || name.ends_with("Id") || lower.ends_with("uuid") {
         return Some(Kind::Scalar);
@@ -425,7 +429,7 @@ fn name_kind(name: &str) -> Option<Kind> {
 }
 
 /// Orders times (RFC 3339 or epoch numbers) and versions; ties broken canonically.
-fn cmp_time(x: &Value, y: &Value) -> Ordering {
+pub(crate) fn cmp_time(x: &Value, y: &Value) -> Ordering {
     use crate::profile::parse_instant;
     let ord = match (x, y) {
         (Value::Number(a), Value::Number(b)) => {
@@ -465,7 +469,7 @@ fn cmp_version(a: &str, b: &str) -> Ordering {
 }
 
 /// The identity field shared by every entry of every present array, unique per array.
-fn identity_field(lists: &[Option<&Vec<Value>>; 3]) -> Option<&'static str> {
+pub(crate) fn identity_field(lists: &[Option<&Vec<Value>>; 3]) -> Option<&'static str> {
     let present: Vec<&Vec<Value>> = lists.iter().flatten().copied().collect();
     if present.iter().all(|l| l.is_empty()) {
         return None;
@@ -503,7 +507,7 @@ fn merged_order(keys: &[Vec<String>; 3]) -> Vec<String> {
 }
 
 /// Ordered multiset union of scalar arrays: changes made on both sides count once.
-fn scalar_union(lists: [Option<&Vec<Value>>; 3]) -> Vec<Value> {
+pub(crate) fn scalar_union(lists: [Option<&Vec<Value>>; 3]) -> Vec<Value> {
     let mut counts: [HashMap<String, i64>; 3] = Default::default();
     let mut firsts: HashMap<String, &Value> = HashMap::new();
     let mut keys: [Vec<String>; 3] = Default::default();

@@ -41,6 +41,7 @@ pub static USAGE: Profile = Profile {
         contribute: |_, _, _| Ok(()),
         contribution_by_identity: true,
         keep_newest: |_| None,
+        of_event: Some(|e, id| (Vec::new(), usage_record(e, id))),
     }),
     finish: Some(derive_statistics),
     strict: true,
@@ -121,6 +122,18 @@ fn derive_in_place(doc: &mut Value) -> Result<(), FieldError> {
     derive_statistics(doc, &refs)
 }
 
+/// The record a ccu usage file keeps for a request: session (the event's source, else
+/// its device) and message (the event's id).
+fn usage_record(e: &Event, uuid: &str) -> Value {
+    let session = if e.source.is_empty() { e.device.clone() } else { e.source.clone() };
+    json!({
+        "session_id": session, "message_uuid": uuid, "timestamp": e.timestamp_text(), "model": e.model,
+        "total_tokens": e.total_tokens, "input_tokens": e.input_tokens, "output_tokens": e.output_tokens,
+        "cache_creation_tokens": e.cache_creation_tokens, "cache_read_tokens": e.cache_read_tokens,
+        "folder": e.path, "git_branch": "", "version": ""
+    })
+}
+
 fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let ts = e.timestamp_text();
     let session = if e.source.is_empty() { e.device.clone() } else { e.source.clone() };
@@ -137,12 +150,7 @@ fn apply_usage(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     }) {
         return Ok(());
     }
-    list.push(json!({
-        "session_id": session, "message_uuid": uuid, "timestamp": ts, "model": e.model,
-        "total_tokens": e.total_tokens, "input_tokens": e.input_tokens, "output_tokens": e.output_tokens,
-        "cache_creation_tokens": 0, "cache_read_tokens": e.cache_read_tokens,
-        "folder": e.path, "git_branch": "", "version": ""
-    }));
+    list.push(usage_record(e, &uuid));
     list.sort_by_key(|r| r.get("timestamp").and_then(parse_instant));
     let map = doc.as_object_mut().expect("object");
     if map.get("machine_name").and_then(Value::as_str).is_none_or(str::is_empty) {

@@ -53,6 +53,7 @@ pub static CLIPROXYAPI: Profile = Profile {
         contribute,
         contribution_by_identity: true,
         keep_newest: |_| None,
+        of_event: Some(|e, _| (vec![e.api.clone(), e.model.clone()], detail_of(e))),
     }),
     finish: None,
     strict: true,
@@ -184,9 +185,9 @@ fn contribute(caps: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), Fie
     Ok(())
 }
 
-fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
-    let root = if is_envelope(doc) { doc.get_mut("usage").expect("envelope has usage") } else { doc };
-    let total = e.total_tokens;
+/// The request detail CLIProxyAPI would write for an event (its input counts the cache
+/// reads, as CLIProxyAPI counts them).
+fn detail_of(e: &Event) -> Value {
     let mut detail = json!({ "timestamp": e.timestamp_text() });
     if let Some(l) = e.latency_ms {
         detail["latency_ms"] = json!(l);
@@ -195,9 +196,16 @@ fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     detail["auth_index"] = json!(e.auth_index);
     detail["tokens"] = json!({
         "input_tokens": e.input_with_cache_reads(), "output_tokens": e.output_tokens,
-        "reasoning_tokens": e.reasoning_tokens, "cached_tokens": e.cache_read_tokens, "total_tokens": total
+        "reasoning_tokens": e.reasoning_tokens, "cached_tokens": e.cache_read_tokens, "total_tokens": e.total_tokens
     });
     detail["failed"] = json!(e.failed);
+    detail
+}
+
+fn apply(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
+    let root = if is_envelope(doc) { doc.get_mut("usage").expect("envelope has usage") } else { doc };
+    let total = e.total_tokens;
+    let detail = detail_of(e);
     for k in COUNTERS {
         add_u64(root, k, 0)?;
     }

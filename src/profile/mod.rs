@@ -8,13 +8,15 @@ mod cliproxyapi;
 mod generic;
 mod proxypal;
 mod tally;
+mod tally_v1;
 
 use crate::event::Event;
 use crate::num::Num;
 use serde_json::Value;
 use std::fmt;
 
-pub use tally::{is_native_format, COUNTERS, NATIVE_FORMAT, RECENT_LIMIT};
+pub use tally::{cell_name, event_amounts, hour_key, is_money, is_native_view, COUNTERS, NATIVE_FORMAT, RECENT_LIMIT};
+pub use tally_v1::V1_FORMAT;
 
 /// How the engine merges the value at one path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +121,9 @@ pub struct RecordSpec {
     pub contribution_by_identity: bool,
     /// How many records to keep (the newest), read from the merged document.
     pub keep_newest: fn(root: &Value) -> Option<usize>,
+    /// The record an event becomes, and where (the captures): what `record` keeps in the
+    /// ledger. `None` for formats whose records come only from applications.
+    pub of_event: Option<fn(&Event, &str) -> (Vec<String>, Value)>,
 }
 
 /// A record's identity and time, from its captures and JSON text.
@@ -160,6 +165,13 @@ pub struct Profile {
     pub invariants: for<'a, 'b> fn(&'a Value, &'a mut Report<'b>),
 }
 
+/// Profiles are statics: one is another when it has the same name.
+impl PartialEq for Profile {
+    fn eq(&self, other: &Profile) -> bool {
+        self.name == other.name
+    }
+}
+
 impl fmt::Debug for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name)
@@ -167,9 +179,10 @@ impl fmt::Debug for Profile {
 }
 
 /// Every profile, in detection order; `generic` matches anything and comes last.
-pub fn all() -> [&'static Profile; 7] {
+pub fn all() -> [&'static Profile; 8] {
     [
         &tally::TALLY,
+        &tally_v1::TALLY_V1,
         &cliproxyapi::CLIPROXYAPI,
         &proxypal::AGGREGATE,
         &proxypal::HISTORY,
@@ -281,7 +294,7 @@ pub fn summary(profile: &Profile, doc: &Value) -> Option<(u64, u64)> {
             let root = doc.get("usage").filter(|u| u.get("total_requests").is_some()).unwrap_or(doc);
             Some((n(root, &["total_requests"]), n(root, &["total_tokens"])))
         }
-        "tally" => Some((n(doc, &["totals", "requests"]), n(doc, &["totals", "total_tokens"]))),
+        "tally" | "tally-v1" => Some((n(doc, &["totals", "requests"]), n(doc, &["totals", "total_tokens"]))),
         "proxypal-aggregate" => {
             Some((n(doc, &["totalRequests"]), n(doc, &["totalTokensIn"]) + n(doc, &["totalTokensOut"])))
         }

@@ -157,6 +157,7 @@ pub static HISTORY: Profile = Profile {
         },
         contribution_by_identity: false,
         keep_newest: |_| Some(HISTORY_LIMIT),
+        of_event: Some(|e, id| (Vec::new(), history_entry(e, id))),
     }),
     finish: None,
     strict: true,
@@ -165,6 +166,16 @@ pub static HISTORY: Profile = Profile {
     apply_batch: None,
     invariants: |_, _| {},
 };
+
+/// The entry ProxyPal's history lists for a request.
+fn history_entry(e: &Event, id: &str) -> Value {
+    json!({
+        "id": id, "timestamp": e.timestamp_ms(), "provider": e.provider, "model": e.model,
+        "method": e.method, "path": e.path, "status": e.status.unwrap_or(if e.failed { 500 } else { 200 }),
+        "durationMs": e.latency_ms.unwrap_or(0), "tokensIn": e.input_tokens, "tokensOut": e.output_tokens,
+        "tokensCached": e.cache_read_tokens
+    })
+}
 
 fn apply_history(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     let id =
@@ -177,12 +188,7 @@ fn apply_history(doc: &mut Value, e: &Event) -> Result<(), FieldError> {
     if list.iter().any(|r| r.get("id").and_then(Value::as_str) == Some(id.as_str())) {
         return Ok(());
     }
-    list.push(json!({
-        "id": id, "timestamp": e.timestamp_ms(), "provider": e.provider, "model": e.model,
-        "method": e.method, "path": e.path, "status": e.status.unwrap_or(if e.failed { 500 } else { 200 }),
-        "durationMs": e.latency_ms.unwrap_or(0), "tokensIn": e.input_tokens, "tokensOut": e.output_tokens,
-        "tokensCached": e.cache_read_tokens
-    }));
+    list.push(history_entry(e, &id));
     list.sort_by_key(|r| r.get("timestamp").and_then(Value::as_i64));
     if list.len() > HISTORY_LIMIT {
         let excess = list.len() - HISTORY_LIMIT;

@@ -1,8 +1,10 @@
-//! The one place git is used. Git processes: every call names its directory with `-C`,
-//! captures stderr into the error, and never inherits a terminal prompt. In process, with
-//! gix, only where a process per call would dominate: the merge driver's profile lookup
-//! (`profile_of`) and the tree of a usage commit (`tree_with`).
+//! git processes: every call names its directory with `-C`, runs with `LC_ALL=C`, captures
+//! stderr into the error and never inherits a terminal prompt. Transport (`fetch`, `push`,
+//! `ls-remote`: the user's ssh agent, credential helpers and proxies) is typed here, with
+//! parsers of git's porcelain output; configuration writes and `check-attr` serve install,
+//! hooks and doctor.
 
+use super::Oid;
 use crate::error::GitError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -68,7 +70,9 @@ impl Git {
             c.arg("-c").arg(o);
         }
         c.args(args);
-        c.env("GIT_TERMINAL_PROMPT", "0").stdin(Stdio::null());
+        // Decisions read exit codes and porcelain output; the locale is pinned anyway so that
+        // messages quoted in errors are the same everywhere.
+        c.env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C").stdin(Stdio::null());
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
@@ -77,7 +81,7 @@ impl Git {
         format!("git -C {} {}", self.dir.display(), args.join(" "))
     }
 
-    fn output(&self, args: &[&str]) -> Result<Output, GitError> {
+    pub(crate) fn output(&self, args: &[&str]) -> Result<Output, GitError> {
         let fail = |stderr: String| GitError { command: self.describe(args), status: None, stderr };
         let Some(deadline) = self.deadline else {
             return self.command(args).output().map_err(|e| fail(format!("could not start git: {e}")));
@@ -264,95 +268,6 @@ impl Git {
     }
 }
 
-/// The setting that picks the profile of `path` (its `tally-profile` attribute, else
-/// `tally.profile`), in-process where `profile_setting` can, else from git.
-pub fn profile_of(dir: &Path, path: Option<&str>) -> Option<String> {
-    profile_setting(dir, path).unwrap_or_else(|| {
-        let git = Git::new(dir);
-        let from_attr = path.and_then(|p| git.check_attr("tally-profile", p).ok().flatten());
-        from_attr.or_else(|| git.config_get("tally.profile").ok().flatten())
-    })
-}
-
-/// The setting that picks the profile of `path`, read in-process with gix: its
-/// `tally-profile` attribute, else `tally.profile` (`Some(None)` when neither is set). The
-/// merge driver runs once per merged file, and the two git processes this replaces were
-/// most of its fixed cost. `None` where gix cannot stand in for git — no work tree, a
-/// repository gix cannot open, a relative `core.attributesFile`, or `git -c` setting a
-/// `tally.` key (git hands those to the driver in GIT_CONFIG_PARAMETERS, which gix does not
-/// read): ask git then.
-pub fn profile_setting(dir: &Path, path: Option<&str>) -> Option<Option<String>> {
-    if std::env::var("GIT_CONFIG_PARAMETERS").is_ok_and(|p| sets_tally_key(&p)) {
-        return None;
-    }
-    let repo = gix::ThreadSafeRepository::discover_with_environment_overrides(dir).ok()?.to_thread_local();
-    let top = std::fs::canonicalize(repo.workdir()?).ok()?;
-    let config = repo.config_snapshot();
-    if config.string("core.attributesFile").is_some_and(|f| !f.starts_with(b"/") && !f.starts_with(b"~")) {
-        return None; // relative to git's working directory, which gix reads differently
-    }
-    if let Some(path) = path {
-        if Path::new(path).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return None;
-        }
-        // Relative to `dir`, as `git -C dir check-attr` reads it (the driver runs at the top).
-        let at = std::fs::canonicalize(dir).ok()?.join(path);
-        let rel = at.strip_prefix(&top).ok()?;
-        let index = repo.index_or_empty().ok()?;
-        let source = gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping;
-        let mut stack = repo.attributes_only(&index, source).ok()?;
-        let mut found = stack.selected_attribute_matches(["tally-profile"]);
-        stack.at_path(rel, None).ok()?.matching_attributes(&mut found);
-        use gix::attrs::StateRef;
-        let value = found.iter_selected().next().and_then(|m| match m.assignment.state {
-            StateRef::Value(v) => Some(v.as_bstr().to_string()),
-            StateRef::Set => Some("set".to_string()),
-            StateRef::Unset | StateRef::Unspecified => None,
-        });
-        if value.is_some() {
-            return Some(value);
-        }
-    }
-    Some(config.string("tally.profile").map(|v| v.to_string()))
-}
-
-/// The tree of `parent` (none: empty) with each of `files` (path in the tree, contents)
-/// written in, built in-process with gix: blobs and trees are content-addressed objects,
-/// so this moves no ref and touches no index — committing stays with git. Returns the
-/// tree and the files whose blob differs from `parent`'s, with that blob. `None` where gix
-/// cannot do it (a repository it cannot open, another object format): use plumbing then.
-pub fn tree_with(
-    dir: &Path,
-    parent: Option<&str>,
-    files: &[(String, Vec<u8>)],
-) -> Option<(String, Vec<(String, String)>)> {
-    let repo = gix::open(dir).ok()?;
-    let base = match parent {
-        Some(p) => repo.find_commit(gix::ObjectId::from_hex(p.as_bytes()).ok()?).ok()?.tree_id().ok()?.detach(),
-        None => gix::ObjectId::empty_tree(repo.object_hash()),
-    };
-    let old_tree = repo.find_tree(base).ok()?;
-    let mut editor = repo.edit_tree(base).ok()?;
-    let mut changed = Vec::new();
-    for (path, bytes) in files {
-        let blob = repo.write_blob(bytes).ok()?.detach();
-        if old_tree.lookup_entry_by_path(path).ok()?.map(|e| e.object_id()) != Some(blob) {
-            editor.upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob).ok()?;
-            changed.push((path.clone(), blob.to_string()));
-        }
-    }
-    let tree = editor.write().ok()?.detach();
-    Some((tree.to_string(), changed))
-}
-
-/// Whether git's `-c` settings, as passed to a child in GIT_CONFIG_PARAMETERS, set a key
-/// of the `tally` section. Each key starts a single-quoted item: `'tally.profile'='x'`, or
-/// `'tally.profile=x'` from older git. `merge.tally.*` (git-tally's own forced driver) is
-/// not one.
-fn sets_tally_key(parameters: &str) -> bool {
-    parameters.to_ascii_lowercase().contains("'tally.")
-}
-
 /// Line-based 3-way merge (`git merge-file --diff3`), for conflicts and for inputs that
 /// are not JSON. Returns the merged text and the number of conflicts.
 pub fn merge_file(
@@ -406,17 +321,132 @@ pub fn merge_file(
     }
 }
 
+/// What `fetch` brought.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// The branch is in the ref the caller named (and its objects in the object database).
+    Fetched,
+    /// The remote has no such branch (yet): an empty remote, or a branch nobody pushed.
+    NoRemoteRef,
+}
+
+/// What `push` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The branch moved (or already pointed at the commit).
+    Pushed,
+    /// Refused: the remote branch moved since it was fetched (fetch, integrate, retry).
+    Rejected(String),
+}
+
+/// A transport that failed: the network, the remote, a credential helper, a timeout. Safe
+/// to retry; nothing local changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+impl Git {
+    /// Fetches `branch` of `remote` (a configured remote or a URL) into the ref `into` (the
+    /// remote-tracking ref, where there is one). One git process; a second only when the
+    /// fetch failed, so that `ls-remote` tells a missing branch from a failure by exit code.
+    pub fn fetch(&self, remote: &str, branch: &str, into: &str) -> Result<Fetched, TransportError> {
+        let spec = format!("+refs/heads/{branch}:{into}");
+        let out = self
+            .output(&["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", remote, &spec])
+            .map_err(|e| TransportError(e.to_string()))?;
+        if out.status.success() {
+            return Ok(Fetched::Fetched);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // `ls-remote --exit-code` exits 2 when the remote answers without the ref.
+        let probe = self
+            .output(&["ls-remote", "--exit-code", remote, &format!("refs/heads/{branch}")])
+            .map_err(|e| TransportError(e.to_string()))?;
+        match probe.status.code() {
+            Some(2) => Ok(Fetched::NoRemoteRef),
+            _ => Err(TransportError(format!("could not fetch {branch} from {remote}: {}", first_lines(&stderr)))),
+        }
+    }
+
+    /// Pushes `commit` to `branch` of `remote`, never forcing.
+    pub fn push(&self, remote: &str, commit: &Oid, branch: &str) -> Result<Pushed, TransportError> {
+        let spec = format!("{commit}:refs/heads/{branch}");
+        let out = self
+            .output(&["push", "--porcelain", "--quiet", remote, &spec])
+            .map_err(|e| TransportError(e.to_string()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        match parse_push_porcelain(&stdout, branch) {
+            Some(PushLine::Ok) if out.status.success() => Ok(Pushed::Pushed),
+            Some(PushLine::Rejected(why)) => Ok(Pushed::Rejected(why)),
+            _ => Err(TransportError(format!("could not push to {remote}: {}", first_lines(&stderr)))),
+        }
+    }
+}
+
+/// The first lines of a message: enough to say what went wrong in one error line.
+fn first_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).take(3).collect();
+    if lines.is_empty() {
+        "git gave no reason".into()
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// The outcome `git push --porcelain` reported for one ref.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushLine {
+    Ok,
+    Rejected(String),
+}
+
+/// Reads the status line of `refs/heads/<branch>` from `git push --porcelain` output:
+/// `<flag>\t<from>:<to>\t<summary>`, where `!` is a rejection and ` `, `+`, `*`, `=`
+/// mean the ref is where we wanted it. `None`: no such line (the push never got that far).
+pub(crate) fn parse_push_porcelain(stdout: &str, branch: &str) -> Option<PushLine> {
+    let target = format!("refs/heads/{branch}");
+    stdout.lines().find_map(|line| {
+        let mut fields = line.splitn(3, '\t');
+        let (flag, refs, summary) = (fields.next()?, fields.next()?, fields.next().unwrap_or(""));
+        if refs.rsplit_once(':').map(|(_, to)| to) != Some(target.as_str()) {
+            return None;
+        }
+        match flag {
+            "!" => Some(PushLine::Rejected(summary.trim().to_string())),
+            " " | "+" | "*" | "=" => Some(PushLine::Ok),
+            _ => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    // Captured from git 2.39 and 2.47 (`git push --porcelain`), LC_ALL=C.
+    const ACCEPTED: &str = "To /tmp/r/remote.git\n \t4a1b…:refs/heads/main\t1f2e3d4..4a1b2c3\nDone\n";
+    const NEW: &str = "To /tmp/r/remote.git\n*\t4a1b2c3d:refs/heads/main\t[new branch]\nDone\n";
+    const UP_TO_DATE: &str = "To /tmp/r/remote.git\n=\t4a1b2c3d:refs/heads/main\t[up to date]\nDone\n";
+    const REJECTED: &str = "To /tmp/r/remote.git\n!\t4a1b2c3d:refs/heads/main\t[rejected] (fetch first)\nDone\n";
+    const HOOK: &str =
+        "To /tmp/r/remote.git\n!\t4a1b2c3d:refs/heads/main\t[remote rejected] (pre-receive hook declined)\nDone\n";
+
     #[test]
-    fn only_tally_keys_in_git_config_parameters_count() {
-        use super::sets_tally_key;
-        // As git 2.47 passes `git -c merge.tally.driver=… -c Tally.Profile=generic`.
-        assert!(!sets_tally_key(
-            "'merge.tally.name'='git-tally: exact' 'merge.tally.driver'='git-tally merge %O %A %B'"
-        ));
-        assert!(sets_tally_key("'merge.tally.name'='x' 'Tally.Profile'='generic'"));
-        assert!(sets_tally_key("'tally.profile=generic'"));
-        assert!(!sets_tally_key("'core.attributesfile'='/x/tally.attrs'"));
+    fn push_porcelain_lines() {
+        assert_eq!(parse_push_porcelain(ACCEPTED, "main"), Some(PushLine::Ok));
+        assert_eq!(parse_push_porcelain(NEW, "main"), Some(PushLine::Ok));
+        assert_eq!(parse_push_porcelain(UP_TO_DATE, "main"), Some(PushLine::Ok));
+        assert_eq!(parse_push_porcelain(REJECTED, "main"), Some(PushLine::Rejected("[rejected] (fetch first)".into())));
+        assert!(matches!(parse_push_porcelain(HOOK, "main"), Some(PushLine::Rejected(_))));
+        // Another branch's line, or none at all (the connection failed): no outcome.
+        assert_eq!(parse_push_porcelain(NEW, "other"), None);
+        assert_eq!(parse_push_porcelain("", "main"), None);
+    }
+
+    #[test]
+    fn first_lines_keep_errors_short() {
+        assert_eq!(first_lines("fatal: a\n\nfatal: b\nc\nd\n"), "fatal: a; fatal: b; c");
+        assert_eq!(first_lines(""), "git gave no reason");
     }
 }

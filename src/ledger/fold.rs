@@ -1,0 +1,281 @@
+//! Folding the journal into this device's shards. A sealed segment is applied to every
+//! stream; each shard records the last segment it holds (`folded`), so a fold killed
+//! half way is finished by the next one without applying anything twice. The remembered
+//! ids are updated once every shard holds the segment, then the segment goes.
+
+use super::ids::Remembered;
+use super::shard::{LedgerFile, Record, Shard};
+use super::{today, utc_day, Ledger, Stream};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::profile::{self, event_amounts};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// What an event does to the ledger, decided once for every stream.
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    /// A new event, counted in the shard of `day`.
+    New { day: String },
+    /// A later version of an event already counted (`prev`): the difference counts.
+    Supersede { prev: Remembered },
+    /// A retry: nothing to do.
+    Duplicate,
+}
+
+/// Decides each event's action against the remembered ids and the events before it.
+pub(crate) fn decide(events: &[Event], remembered: &HashMap<String, Remembered>) -> (Vec<Action>, Vec<Remembered>) {
+    let mut batch: HashMap<String, Remembered> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut actions = Vec::with_capacity(events.len());
+    let now = today();
+    for e in events {
+        let id = e.id.clone().expect("journal events have ids");
+        let prev = batch.get(&id).or_else(|| remembered.get(&id)).cloned();
+        let action = match &prev {
+            Some(p) if e.total_tokens <= p.total => Action::Duplicate,
+            Some(p) => Action::Supersede { prev: p.clone() },
+            None => Action::New { day: utc_day(e) },
+        };
+        if matches!(action, Action::Duplicate) {
+            actions.push(action);
+            continue;
+        }
+        let (day, cell) = match &prev {
+            Some(p) => (p.day.clone(), p.cell.clone()),
+            None => (utc_day(e), native_cell(e)),
+        };
+        let amounts = Value::Object(max_amounts(prev.as_ref().map(|p| &p.amounts), &event_amounts(e)));
+        if !batch.contains_key(&id) {
+            order.push(id.clone());
+        }
+        batch.insert(id.clone(), Remembered { id, day, cell, total: e.total_tokens, amounts, seen: now });
+        actions.push(action);
+    }
+    let remembered = order.into_iter().filter_map(|id| batch.remove(&id)).collect();
+    (actions, remembered)
+}
+
+/// The native cell of an event: UTC hour, provider, api, model.
+fn native_cell(e: &Event) -> Vec<String> {
+    vec![
+        profile::hour_key(&e.timestamp),
+        profile::cell_name(&e.provider),
+        profile::cell_name(&e.api),
+        profile::cell_name(&e.model),
+    ]
+}
+
+/// Counter by counter, the larger of what an event's versions contributed.
+fn max_amounts(prev: Option<&Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = new.clone();
+    if let Some(Value::Object(p)) = prev {
+        for (k, v) in p {
+            let (a, b) = (v.as_f64().unwrap_or(0.0), out.get(k).and_then(Value::as_f64).unwrap_or(0.0));
+            if a > b {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Adds `amounts` into the counters object at `path` below `root`, creating it.
+pub(crate) fn add_at(root: &mut Value, path: &[String], amounts: &Map<String, Value>) {
+    let mut cur = root;
+    for k in path {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur.as_object_mut().expect("object").entry(k.clone()).or_insert_with(|| json!({}));
+    }
+    let cell = cur.as_object_mut().expect("object");
+    for (k, v) in amounts {
+        let sum = match (cell.get(k), v) {
+            (Some(Value::Number(a)), Value::Number(b)) if a.is_f64() || b.is_f64() => {
+                json!(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))
+            }
+            (Some(Value::Number(a)), Value::Number(b)) => {
+                json!(a.as_u64().unwrap_or(0).saturating_add(b.as_u64().unwrap_or(0)))
+            }
+            _ => v.clone(),
+        };
+        cell.insert(k.clone(), sum);
+    }
+}
+
+/// The shards of one stream being folded, loaded as needed.
+pub(crate) struct Touched<'l> {
+    ledger: &'l Ledger,
+    stream: &'l Stream,
+    pub(crate) shards: BTreeMap<String, Shard>,
+    next_seq: u64,
+    /// Days whose shard changed.
+    pub(crate) dirty: std::collections::BTreeSet<String>,
+}
+
+impl<'l> Touched<'l> {
+    pub(crate) fn new(ledger: &'l Ledger, stream: &'l Stream) -> Result<Touched<'l>> {
+        let next_seq = std::fs::read_to_string(ledger.state.seq(&stream.file))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1);
+        Ok(Touched { ledger, stream, shards: BTreeMap::new(), next_seq, dirty: Default::default() })
+    }
+
+    pub(crate) fn shard(&mut self, day: &str) -> Result<&mut Shard> {
+        if !self.shards.contains_key(day) {
+            let s = self.ledger.own_shard(self.stream, day)?;
+            self.next_seq = self.next_seq.max(s.max_seq() + 1);
+            self.shards.insert(day.to_string(), s);
+        }
+        Ok(self.shards.get_mut(day).expect("just loaded"))
+    }
+
+    pub(crate) fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+
+    /// Applies one event's action; `segment` skips shards that already hold it.
+    pub(crate) fn apply(&mut self, e: &Event, action: &Action, segment: Option<u64>) -> Result<()> {
+        let profile = self.stream.profile;
+        let id = e.id.clone().expect("journal events have ids");
+        let (day, prev) = match action {
+            Action::Duplicate => return Ok(()),
+            Action::New { day } => (day.clone(), None),
+            Action::Supersede { prev } => (prev.day.clone(), Some(prev.clone())),
+        };
+        if let Some(n) = segment {
+            if self.shard(&day)?.folded >= n {
+                return Ok(());
+            }
+        }
+        let of_event = profile.records.as_ref().and_then(|r| r.of_event);
+        if profile.name == "tally" {
+            let new = event_amounts(e);
+            let delta: Map<String, Value> = match &prev {
+                None => new.clone(),
+                Some(p) => new
+                    .iter()
+                    .map(|(k, v)| {
+                        let old = p.amounts.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                        let d = (v.as_f64().unwrap_or(0.0) - old).max(0.0);
+                        (k.clone(), if v.is_f64() { json!(d) } else { json!(d as u64) })
+                    })
+                    .collect(),
+            };
+            let cell = match &prev {
+                Some(p) if p.cell.len() == 4 => p.cell.clone(),
+                _ => native_cell(e),
+            };
+            let hour = cell[0].get(11..13).unwrap_or("00").to_string();
+            let path = [hour, cell[1].clone(), cell[2].clone(), cell[3].clone()];
+            let shard = self.shard(&day)?;
+            add_at(&mut shard.counters, &path, &delta);
+        } else if of_event.is_none() {
+            // Aggregate-only formats count new events; a later version changes nothing.
+            if prev.is_some() {
+                return Ok(());
+            }
+            let apply = profile.apply.ok_or_else(|| {
+                Error::Usage(format!("{}: the {} profile does not take events", self.stream.file, profile.name))
+            })?;
+            let shard = self.shard(&day)?;
+            if shard.counters.as_object().is_none_or(|m| m.is_empty()) {
+                shard.counters = (profile.empty)();
+            }
+            apply(&mut shard.counters, e).map_err(|err| Error::Failed(format!("{}: {err}", self.stream.file)))?;
+        }
+        if let Some(of_event) = of_event {
+            let (caps, body) = of_event(e, &id);
+            let seq = self.seq();
+            let shard = self.shard(&day)?;
+            let (seq, rev) = match shard.records.get(&id) {
+                Some(old) => (old.seq, old.rev + u64::from(prev.is_some())),
+                None => (seq, u64::from(prev.is_some())),
+            };
+            shard.records.insert(id.clone(), Record { rid: id, seq, rev, caps, body });
+            shard.trim();
+        }
+        self.dirty.insert(day);
+        Ok(())
+    }
+
+    /// Writes every shard that changed (marked dirty first), holding `segment`. The next
+    /// `seq` is saved first: a crash leaves a gap, never a `seq` given twice.
+    pub(crate) fn persist(mut self, segment: u64) -> Result<()> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let seq_path = self.ledger.state.seq(&self.stream.file);
+        self.ledger.state.ensure(&self.ledger.state.own_dir(&self.stream.file))?;
+        crate::fsutil::write_atomic(&seq_path, self.next_seq.to_string().as_bytes())?;
+        let dirty = std::mem::take(&mut self.dirty);
+        let files: Vec<(String, LedgerFile)> = std::mem::take(&mut self.shards)
+            .into_iter()
+            .filter(|(day, _)| dirty.contains(day))
+            .map(|(day, mut s)| {
+                s.folded = s.folded.max(segment);
+                (format!("{day}.json"), LedgerFile::Shard(s))
+            })
+            .collect();
+        self.ledger.write_own(self.stream, &files)
+    }
+}
+
+impl Ledger {
+    /// Folds the journal into this device's shards; returns how many events it held.
+    pub fn fold(&self) -> Result<usize> {
+        let journal = self.journal();
+        let mut n_events = 0;
+        for n in journal.seal()? {
+            let now = chrono::Utc::now().fixed_offset();
+            let mut events = Vec::new();
+            for (i, line) in journal.lines(n)?.iter().enumerate() {
+                let mut e = Event::parse(line, now, &self.config.device).map_err(|err| {
+                    Error::Failed(format!("{} line {}: {err}", self.state.segment(n).display(), i + 1))
+                })?;
+                if e.id.is_none() {
+                    // Written by an older git-tally: an id as stable as the line's place.
+                    e.id = Some(format!("{}-j{n}-{i}", self.key));
+                }
+                events.push(e);
+            }
+            let remembered = self.ids().lookup(events.iter().filter_map(|e| e.id.as_deref()))?;
+            let (actions, remember) = decide(&events, &remembered);
+            for stream in &self.streams {
+                let mut touched = Touched::new(self, stream)?;
+                for (e, a) in events.iter().zip(&actions) {
+                    touched.apply(e, a, Some(n))?;
+                }
+                touched.persist(n)?;
+            }
+            self.ids().remember(remember, today())?;
+            journal.remove(n)?;
+            n_events += events.len();
+        }
+        Ok(n_events)
+    }
+
+    /// This device's shards of a stream with the unfolded journal applied in memory (for
+    /// reports: what is recorded counts before it is synced).
+    pub(crate) fn own_shards_with_journal(&self, stream: &Stream) -> Result<Vec<Shard>> {
+        let mut shards: BTreeMap<String, Shard> = BTreeMap::new();
+        for day in self.own_days(stream)? {
+            shards.insert(day.clone(), self.own_shard(stream, &day)?);
+        }
+        let events = self.pending_events()?;
+        if !events.is_empty() {
+            let remembered = self.ids().lookup(events.iter().filter_map(|e| e.id.as_deref()))?;
+            let (actions, _) = decide(&events, &remembered);
+            let mut touched = Touched::new(self, stream)?;
+            touched.shards = std::mem::take(&mut shards);
+            for (e, a) in events.iter().zip(&actions) {
+                touched.apply(e, a, None)?;
+            }
+            shards = touched.shards;
+        }
+        Ok(shards.into_values().collect())
+    }
+}

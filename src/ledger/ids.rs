@@ -1,0 +1,138 @@
+//! Event ids this device remembers (SPEC §4b.6): a retried event counts once, and a later
+//! version of an event (a streamed message completed) replaces the earlier by the
+//! difference. Kept for `tally.idHorizon` after they were last seen, in 256 bucket files
+//! by hash, so a lookup reads one small file however many ids there are.
+
+use super::state::StateDir;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// What is remembered of an event: where its first version counted and what its latest
+/// version contributed, so that a later version adds only the difference.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub id: String,
+    /// The UTC day of the shard it counted in.
+    #[serde(rename = "d")]
+    pub day: String,
+    /// Its native cell (hour, provider, api, model), if a native stream counted it.
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
+    pub cell: Vec<String>,
+    /// Its total tokens: a version with a larger total supersedes it.
+    #[serde(rename = "t")]
+    pub total: u64,
+    /// What it added to its cell, counter by counter.
+    #[serde(rename = "a", default, skip_serializing_if = "Value::is_null")]
+    pub amounts: Value,
+    /// Days since the epoch when it was last seen (for the horizon).
+    #[serde(rename = "s")]
+    pub seen: i64,
+}
+
+pub struct Ids<'a> {
+    state: &'a StateDir,
+    horizon_days: i64,
+}
+
+fn bucket_of(id: &str) -> u8 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (h >> 56) as u8
+}
+
+impl<'a> Ids<'a> {
+    pub fn new(state: &'a StateDir, horizon_days: i64) -> Ids<'a> {
+        Ids { state, horizon_days }
+    }
+
+    fn bucket(&self, b: u8) -> PathBuf {
+        self.state.ids_dir().join(format!("{b:02x}.jsonl"))
+    }
+
+    fn read_bucket(&self, b: u8) -> Result<BTreeMap<String, Remembered>> {
+        let p = self.bucket(b);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(Error::io(&p, e)),
+        };
+        // A line that does not parse (a damaged file) is forgotten, not fatal: the ids
+        // only save work and double counts of retries.
+        Ok(text.lines().filter_map(|l| serde_json::from_str::<Remembered>(l).ok()).map(|r| (r.id.clone(), r)).collect())
+    }
+
+    /// The remembered entries among `ids`.
+    pub fn lookup<'i>(&self, ids: impl IntoIterator<Item = &'i str>) -> Result<HashMap<String, Remembered>> {
+        let mut by_bucket: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
+        for id in ids {
+            by_bucket.entry(bucket_of(id)).or_default().push(id);
+        }
+        let mut out = HashMap::new();
+        for (b, wanted) in by_bucket {
+            let mut bucket = self.read_bucket(b)?;
+            for id in wanted {
+                if let Some(r) = bucket.remove(id) {
+                    out.insert(id.to_string(), r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remembers (or updates) entries; each bucket touched is rewritten atomically, without
+    /// the entries last seen before the horizon.
+    pub fn remember(&self, entries: Vec<Remembered>, today: i64) -> Result<()> {
+        let mut by_bucket: BTreeMap<u8, Vec<Remembered>> = BTreeMap::new();
+        for e in entries {
+            by_bucket.entry(bucket_of(&e.id)).or_default().push(e);
+        }
+        if by_bucket.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(self.state.ids_dir()).map_err(|e| Error::io(self.state.ids_dir(), e))?;
+        for (b, new) in by_bucket {
+            let mut bucket = self.read_bucket(b)?;
+            bucket.retain(|_, r| r.seen >= today - self.horizon_days);
+            for e in new {
+                bucket.insert(e.id.clone(), e);
+            }
+            let mut text = String::new();
+            for r in bucket.values() {
+                text.push_str(&serde_json::to_string(r).expect("serialises"));
+                text.push('\n');
+            }
+            write_atomic(&self.bucket(b), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_ids_are_found_and_expire_after_the_horizon() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let ids = Ids::new(&state, 30);
+        let e = |id: &str, seen| Remembered {
+            id: id.into(),
+            day: "2026-11-01".into(),
+            total: 5,
+            seen,
+            ..Default::default()
+        };
+        ids.remember(vec![e("a", 100), e("b", 100)], 100).unwrap();
+        let found = ids.lookup(["a", "c"]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found["a"].total, 5);
+        // 31 days later, touching the bucket of "a" drops it.
+        ids.remember(vec![e("a2", 131)], 131).unwrap();
+        ids.remember(vec![e("a", 131)], 131).unwrap();
+        assert!(ids.lookup(["a"]).unwrap().contains_key("a"), "re-remembered");
+    }
+}

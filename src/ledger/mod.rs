@@ -1,0 +1,429 @@
+//! The ledger (SPEC §4b), git-free: this device's contribution to each usage file
+//! (a *stream*), kept grow-only in per-day shards, and everything that turns events and
+//! application writes into it and it into files.
+//!
+//! - [`Ledger::record`] appends events to the journal (durable, never waits on a sync);
+//! - [`Ledger::fold`] applies the journal to this device's shards, crash-safe;
+//! - [`Ledger::ingest`] takes what an application wrote into its usage file (file mode);
+//! - [`Ledger::view`] sums every device's shards into the usage file's own format;
+//! - [`Ledger::write_view`] puts that file back where the application reads it.
+//!
+//! Other devices' files come from a [`Source`] (a git tree, in `sync`). Local-only mode
+//! (`tally.enabled = false`) is this module with no source.
+
+pub mod algebra;
+mod device;
+mod fold;
+mod ids;
+mod ingest;
+mod journal;
+pub mod shard;
+mod state;
+mod view;
+
+pub use device::Opened;
+pub use journal::Journal;
+pub use shard::{LedgerFile, Record, Shard, FORMAT};
+pub use state::StateDir;
+pub use view::ViewDoc;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::fsutil::write_atomic;
+use crate::profile::{self, Profile};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One usage file and the ledger behind it.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// The usage file, relative to the top of the work tree (`usage/usage.json`).
+    pub file: String,
+    pub profile: &'static Profile,
+}
+
+impl Stream {
+    /// `usage/usage.json` → `usage/usage.ledger`.
+    pub fn ledger_dir(&self) -> String {
+        ledger_dir_of(&self.file)
+    }
+
+    pub fn device_dir(&self, key: &str) -> String {
+        format!("{}/{key}", self.ledger_dir())
+    }
+
+    /// The path of a day's shard below a device's directory.
+    pub fn shard_name(day: &str) -> String {
+        format!("{}/{day}.json", &day[..7.min(day.len())])
+    }
+}
+
+/// The ledger directory of a usage file: beside it, named after it.
+pub fn ledger_dir_of(file: &str) -> String {
+    let p = Path::new(file);
+    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| file.to_string());
+    match p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => format!("{}/{stem}.ledger", d.to_string_lossy()),
+        None => format!("{stem}.ledger"),
+    }
+}
+
+/// Other devices' ledger files: every file under a stream's ledger directory.
+pub trait Source {
+    /// `(path below the ledger directory, bytes)` of every file there.
+    fn files(&self, ledger_dir: &str) -> Result<Vec<(String, Vec<u8>)>>;
+}
+
+/// No other devices (local-only mode, or a repository nobody synced to yet).
+pub struct NoSource;
+
+impl Source for NoSource {
+    fn files(&self, _: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+}
+
+/// What `record` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub recorded: usize,
+    /// Events whose id was recorded before with at least their tokens (a retry).
+    pub duplicates: usize,
+}
+
+/// This device's ledger in one repository (or local directory).
+pub struct Ledger {
+    state: StateDir,
+    top: PathBuf,
+    key: String,
+    config: Config,
+    streams: Vec<Stream>,
+    notices: Vec<String>,
+}
+
+impl Ledger {
+    /// Opens the ledger of the work tree `top`, keeping state in `state_dir`; `profile_hint`
+    /// names a stream's profile where git has an opinion (its `tally-profile` attribute, the
+    /// committed file) — the last word among config, own files, the file in the work tree.
+    pub fn open(
+        top: &Path,
+        state_dir: &Path,
+        git_dir: &Path,
+        config: Config,
+        profile_hint: &dyn Fn(&str) -> Option<&'static Profile>,
+    ) -> Result<Ledger> {
+        let state = StateDir::new(state_dir);
+        let opened = device::open(&state, git_dir)?;
+        let mut notices = Vec::new();
+        if let Opened::Rekeyed { old, new, why } = &opened {
+            notices.push(format!(
+                "warning: {why}: this clone now counts as a new device ({new}, was {old}); what the original had not synced stays the original's"
+            ));
+        }
+        let key = opened.key().to_string();
+        let mut streams = Vec::new();
+        for f in &config.files {
+            let file = f.to_string_lossy().into_owned();
+            let profile = choose_profile(&config, &state, top, &file, profile_hint)?;
+            streams.push(Stream { file, profile });
+        }
+        Ok(Ledger { state, top: top.to_path_buf(), key, config, streams, notices })
+    }
+
+    /// Messages for the user that opening produced (a re-keyed copy).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.device
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn streams(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    pub fn top(&self) -> &Path {
+        &self.top
+    }
+
+    pub fn journal(&self) -> Journal<'_> {
+        Journal::new(&self.state)
+    }
+
+    fn ids(&self) -> ids::Ids<'_> {
+        ids::Ids::new(&self.state, (self.config.id_horizon.as_secs() / 86400).max(1) as i64)
+    }
+
+    /// Records events durably (fsynced to the journal when it returns). A retried event (an
+    /// id already folded with at least its tokens) counts once; events without an id get
+    /// one.
+    pub fn record(&self, mut events: Vec<Event>) -> Result<Recorded> {
+        let known = self.ids().lookup(events.iter().filter_map(|e| e.id.as_deref()))?;
+        let before = events.len();
+        events.retain(|e| e.id.as_ref().and_then(|id| known.get(id)).is_none_or(|r| e.total_tokens > r.total));
+        let duplicates = before - events.len();
+        let nonce = device::new_key();
+        let mut text = String::new();
+        for (i, e) in events.iter_mut().enumerate() {
+            if e.id.is_none() {
+                e.id = Some(format!("{}-{nonce}-{i}", self.key));
+            }
+            text.push_str(&e.to_line());
+            text.push('\n');
+        }
+        self.journal().append(&text)?;
+        Ok(Recorded { recorded: events.len(), duplicates })
+    }
+
+    /// Reads an own ledger file (this device's copy), `None` if there is none.
+    fn read_own(&self, path: &Path) -> Result<Option<LedgerFile>> {
+        match std::fs::read(path) {
+            Ok(b) => LedgerFile::parse(&b).map(Some).map_err(|e| {
+                Error::Failed(format!("{}: {e}; move it aside to start this device's file again", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// This device's shard of a day (an empty one if there is none yet).
+    pub(crate) fn own_shard(&self, stream: &Stream, day: &str) -> Result<Shard> {
+        match self.read_own(&self.state.own_shard(&stream.file, day))? {
+            Some(LedgerFile::Shard(s)) => Ok(s),
+            Some(_) => {
+                Err(Error::Failed(format!("{}: not a shard", self.state.own_shard(&stream.file, day).display())))
+            }
+            None => Ok(Shard::new(stream.profile, &self.key, day)),
+        }
+    }
+
+    /// Every day this device has a shard for in `stream`.
+    pub(crate) fn own_days(&self, stream: &Stream) -> Result<Vec<String>> {
+        let dir = self.state.own_dir(&stream.file);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        let mut days: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let day = name.strip_suffix(".json")?;
+                (day.len() == 10 && day.as_bytes()[4] == b'-').then(|| day.to_string())
+            })
+            .collect();
+        days.sort();
+        Ok(days)
+    }
+
+    /// Marks files of this device's directory as changed since the last commit, before
+    /// they are written (a crash leaves a mark too many, never one too few).
+    fn mark_dirty(&self, stream: &Stream, names: &BTreeSet<String>) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+        journal::append_durably(&self.state.dirty(&stream.file), text.as_bytes())
+    }
+
+    /// Writes own files (shards by day, or other ledger files by name), marking them dirty.
+    pub(crate) fn write_own(&self, stream: &Stream, files: &[(String, LedgerFile)]) -> Result<()> {
+        let names: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
+        self.mark_dirty(stream, &names)?;
+        self.state.ensure(&self.state.own_dir(&stream.file))?;
+        for (name, file) in files {
+            let path = match file {
+                LedgerFile::Shard(s) => self.state.own_shard(&stream.file, &s.day),
+                _ => self.state.own_file(&stream.file, name),
+            };
+            write_atomic(&path, &file.render_own())?;
+        }
+        Ok(())
+    }
+
+    /// This device's residual file of a stream (with its file-mode bookkeeping).
+    pub(crate) fn own_residual(&self, stream: &Stream) -> Result<shard::Residual> {
+        match self.read_own(&self.state.own_file(&stream.file, "residual.json"))? {
+            Some(LedgerFile::Residual(r)) => Ok(r),
+            _ => Ok(shard::Residual {
+                profile: stream.profile,
+                device: self.key.clone(),
+                counters: serde_json::json!({}),
+                local: serde_json::Value::Null,
+            }),
+        }
+    }
+
+    pub(crate) fn own_floors(&self, stream: &Stream) -> Result<Option<shard::Floors>> {
+        match self.read_own(&self.state.own_file(&stream.file, "floors.json"))? {
+            Some(LedgerFile::Floors(f)) => Ok(Some(f)),
+            _ => Ok(None),
+        }
+    }
+
+    /// This device's files changed since the last commit, as they are to be committed:
+    /// `(path in the work tree, bytes)`. The device file comes along when the name changed.
+    pub fn changed_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for stream in &self.streams {
+            let mut names: BTreeSet<String> =
+                journal::read_lines(&self.state.dirty(&stream.file))?.into_iter().collect();
+            if self.device_file_changed(stream)? {
+                names.insert("device.json".into());
+            }
+            for name in names {
+                let (rel, bytes) = if name == "device.json" {
+                    (name.clone(), self.device_file(stream).render())
+                } else if let Some(day) = day_of_name(&name) {
+                    (Stream::shard_name(day), LedgerFile::Shard(self.own_shard(stream, day)?).render())
+                } else {
+                    match self.read_own(&self.state.own_file(&stream.file, &name))? {
+                        Some(f) => (name.clone(), f.render()),
+                        None => continue,
+                    }
+                };
+                out.push((format!("{}/{rel}", stream.device_dir(&self.key)), bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the dirty marks once what they named is committed.
+    pub fn committed(&self) -> Result<()> {
+        for stream in &self.streams {
+            let p = self.state.dirty(&stream.file);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+            write_atomic(&self.state.own_file(&stream.file, "device.name"), self.config.device.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn device_file(&self, _stream: &Stream) -> LedgerFile {
+        let named_at = std::fs::metadata(self.state.device())
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let named_at = std::fs::read_to_string(self.state.root().join("device.named_at")).unwrap_or(named_at);
+        LedgerFile::Device(shard::DeviceFile { device: self.key.clone(), name: self.config.device.clone(), named_at })
+    }
+
+    /// Whether the device file must be (re)committed: never committed, or renamed since.
+    fn device_file_changed(&self, stream: &Stream) -> Result<bool> {
+        let last = std::fs::read_to_string(self.state.own_file(&stream.file, "device.name")).ok();
+        if last.as_deref() != Some(self.config.device.as_str()) {
+            // A rename takes effect from now on: the later name wins in a join.
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            if last.is_some() || !self.state.root().join("device.named_at").exists() {
+                write_atomic(&self.state.root().join("device.named_at"), now.as_bytes())?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Events recorded but not folded yet, parsed (for reports).
+    pub fn pending_events(&self) -> Result<Vec<Event>> {
+        let now = chrono::Utc::now().fixed_offset();
+        Ok(self.journal().pending()?.iter().filter_map(|l| Event::parse(l, now, &self.config.device).ok()).collect())
+    }
+
+    /// The stream of a usage file (relative to the top), if it is one.
+    pub fn stream(&self, file: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.file == file)
+    }
+}
+
+/// `2026-11-03.json` → `2026-11-03`: the own file of a day's shard.
+fn day_of_name(name: &str) -> Option<&str> {
+    let day = name.strip_suffix(".json")?;
+    (day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-').then_some(day)
+}
+
+/// The profile of a stream: `tally.profile`, the attribute or committed file (`hint`),
+/// this device's files, the file in the work tree, else the native format (ccu files in
+/// the per-machine layout).
+fn choose_profile(
+    config: &Config,
+    state: &StateDir,
+    top: &Path,
+    file: &str,
+    hint: &dyn Fn(&str) -> Option<&'static Profile>,
+) -> Result<&'static Profile> {
+    if let Some(name) = &config.profile {
+        return profile::by_name(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "git config tally.profile = {name:?}: unknown profile; known: {}",
+                profile::names().join(", ")
+            ))
+        });
+    }
+    if let Some(p) = hint(file) {
+        return Ok(p);
+    }
+    // This device's files say which profile the stream was started with.
+    if let Ok(entries) = std::fs::read_dir(state.own_dir(file)) {
+        for e in entries.flatten() {
+            if let Ok(bytes) = std::fs::read(e.path()) {
+                if let Ok(v) = crate::json::parse(&bytes) {
+                    if let Some(p) = v.get("profile").and_then(|p| p.as_str()).and_then(profile::by_name) {
+                        return Ok(p);
+                    }
+                }
+            }
+        }
+    }
+    if let Ok(bytes) = std::fs::read(top.join(file)) {
+        if let Ok(v) = crate::json::parse(&bytes) {
+            let p = profile::detect(&[Some(&v)]);
+            if p.name != "generic" || !v.as_object().is_some_and(|m| m.is_empty()) {
+                return Ok(if p.name == "tally-v1" { profile::by_name("tally").expect("native") } else { p });
+            }
+        }
+    }
+    Ok(if config.per_machine && file.ends_with(crate::config::MANIFEST) {
+        profile::by_name("ccu-manifest").expect("exists")
+    } else if config.per_machine {
+        profile::by_name("ccu-usage").expect("exists")
+    } else {
+        profile::by_name("tally").expect("exists")
+    })
+}
+
+/// Days since the epoch of today (UTC), for the id horizon.
+pub(crate) fn today() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(86400)
+}
+
+/// The UTC day of an event: the shard it counts in.
+pub(crate) fn utc_day(e: &Event) -> String {
+    e.timestamp.with_timezone(&chrono::Utc).format("%Y-%m-%d").to_string()
+}
+
+/// Files of other devices, grouped: device key → (path below its directory → bytes).
+pub(crate) fn by_device(files: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
+    let mut out: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+    for (path, bytes) in files {
+        if let Some((dev, rest)) = path.split_once('/') {
+            out.entry(dev.to_string()).or_default().push((rest.to_string(), bytes));
+        }
+    }
+    out
+}

@@ -1,0 +1,494 @@
+//! Views (SPEC §4b.5): a usage file in its application's format, materialised from every
+//! device's ledger files — records placed where the format keeps them, counters summed,
+//! resets and cleared histories applied — and written back where the application reads
+//! it, never over a write of the application's that git-tally has not ingested yet.
+
+use super::algebra::{self, Op};
+use super::shard::{counter_rules, Floor, LedgerFile, Shard};
+use super::{by_device, Ledger, Source, Stream};
+use crate::error::{Error, Result};
+use crate::json::{canonical, Layout};
+use crate::num::Num;
+use crate::profile::{self, Kind, Profile};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek};
+use std::path::Path;
+
+/// A view as a document, with what its counters hold beyond its records' contributions
+/// (the base an application that re-reads the file starts from).
+#[derive(Clone, Debug)]
+pub struct ViewDoc {
+    pub profile: &'static Profile,
+    pub doc: Value,
+    pub residual: Value,
+}
+
+/// Everything one device contributes to a stream.
+#[derive(Default)]
+pub(crate) struct DeviceData {
+    pub name: Option<String>,
+    pub shards: Vec<Shard>,
+    pub residual: Option<Value>,
+    pub floors: Vec<(String, Floor)>,
+}
+
+impl Ledger {
+    /// Every device's data for a stream: this device's own (with the unfolded journal when
+    /// `with_journal`), the others' from `source`. A file of another device that cannot
+    /// be read is skipped with a warning (it stays in git; its device rewrites it).
+    pub(crate) fn devices(
+        &self,
+        stream: &Stream,
+        source: &dyn Source,
+        with_journal: bool,
+    ) -> Result<BTreeMap<String, DeviceData>> {
+        let mut out: BTreeMap<String, DeviceData> = BTreeMap::new();
+        for (dev, files) in by_device(source.files(&stream.ledger_dir())?) {
+            if dev == self.key {
+                continue;
+            }
+            let data = out.entry(dev.clone()).or_default();
+            for (path, bytes) in files {
+                match LedgerFile::parse(&bytes) {
+                    Ok(LedgerFile::Shard(s)) => data.shards.push(s),
+                    Ok(LedgerFile::Residual(r)) => data.residual = Some(r.counters),
+                    Ok(LedgerFile::Device(d)) => data.name = Some(d.name),
+                    Ok(LedgerFile::Floors(f)) => data.floors.extend(f.floors),
+                    Err(e) => eprintln!(
+                        "git-tally: warning: {}/{dev}/{path}: {e}; skipped (its device rewrites it)",
+                        stream.ledger_dir()
+                    ),
+                }
+            }
+        }
+        let own = out.entry(self.key.clone()).or_default();
+        own.name = Some(self.config.device.clone());
+        own.shards = if with_journal {
+            self.own_shards_with_journal(stream)?
+        } else {
+            self.own_days(stream)?.iter().map(|d| self.own_shard(stream, d)).collect::<Result<_>>()?
+        };
+        let residual = self.own_residual(stream)?;
+        own.residual = Some(residual.counters);
+        if let Some(f) = self.own_floors(stream)? {
+            own.floors.extend(f.floors);
+        }
+        Ok(out)
+    }
+
+    /// The stream's usage file as every device's ledger makes it.
+    pub fn view(&self, stream: &Stream, source: &dyn Source, with_journal: bool) -> Result<ViewDoc> {
+        let devices = self.devices(stream, source, with_journal)?;
+        build(stream.profile, &devices).map_err(|e| Error::Failed(format!("{}: {e}", stream.file)))
+    }
+
+    /// Writes a view to the stream's file, atomically (the temporary file under
+    /// `.git/tally/tmp`), unless the application wrote the file since git-tally last wrote
+    /// or ingested it (that write is ingested next time). An application write that lands
+    /// during the rename is put back. `reread`: the application re-reads the file now
+    /// (`tally.appReads = after-pull`), so it is the base of its next write. Returns whether
+    /// the view is in place.
+    pub fn write_view(&self, stream: &Stream, view: &ViewDoc, reread: bool) -> Result<bool> {
+        let path = self.top.join(&stream.file);
+        let existing = std::fs::read(&path).ok();
+        let bytes = render(view, existing.as_deref());
+        let mut residual = self.own_residual(stream)?;
+        let local = residual.local.as_object().cloned().unwrap_or_default();
+        let known = |h: &str| ["written", "ingested"].iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h));
+        let mut held = std::fs::File::open(&path).ok();
+        let current = held.as_mut().and_then(|f| {
+            let mut b = Vec::new();
+            f.read_to_end(&mut b).ok().map(|_| b)
+        });
+        if let Some(c) = &current {
+            if c != &bytes && !known(&hash(c)) {
+                return Ok(false);
+            }
+        }
+        let mut local = local;
+        if reread {
+            local.insert("read_pending".into(), view.residual.clone());
+            residual.local = Value::Object(local.clone());
+            self.write_own(stream, &[("residual.json".into(), LedgerFile::Residual(residual.clone()))])?;
+        }
+        let kept = if current.as_deref() == Some(&bytes[..]) {
+            true
+        } else {
+            self.state.ensure(&self.state.tmp())?;
+            write_back(&path, &bytes, held.zip(current), &self.state.tmp())?
+        };
+        local.insert("written".into(), json!(hash(&bytes)));
+        if kept && reread {
+            local.insert("read".into(), view.residual.clone());
+            local.remove("read_pending");
+        }
+        residual.local = Value::Object(local);
+        self.write_own(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
+        Ok(kept)
+    }
+}
+
+/// FNV-1a of bytes, as text: recognises files git-tally wrote.
+pub(crate) fn hash(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}{:x}", bytes.len())
+}
+
+/// Replaces `path` with `bytes` through a temporary file in `tmp` (never in the work
+/// tree), fsynced; a new file gets the umask's mode, an existing one keeps its mode.
+pub(crate) fn replace(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let name = format!("view-{}-{}", std::process::id(), super::device::new_key());
+    let t = tmp.join(name);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&t).map_err(|e| Error::io(&t, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&t, e))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&t, meta.permissions());
+    }
+    match std::fs::rename(&t, path) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(18) => {
+            // Another file system (EXDEV): write in place.
+            let _ = std::fs::remove_file(&t);
+            std::fs::write(path, bytes).map_err(|e| Error::io(path, e))?;
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&t);
+            return Err(Error::io(path, e));
+        }
+    }
+    if let Some(d) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Puts `bytes` at `path` after `checked` — the file that was there, held open, and what
+/// it held — was found safe to replace. An application that rewrites the file in place
+/// may write into that file between the check and the rename: its write, not ours, is
+/// then the newest, and it is put back for the next run to ingest. Returns whether
+/// `bytes` stayed.
+pub(crate) fn write_back(
+    path: &Path,
+    bytes: &[u8],
+    checked: Option<(std::fs::File, Vec<u8>)>,
+    tmp: &Path,
+) -> Result<bool> {
+    replace(path, bytes, tmp)?;
+    let Some((mut old, seen)) = checked else { return Ok(true) };
+    let mut read_old = || -> Option<Vec<u8>> {
+        let mut now = Vec::new();
+        old.rewind().ok()?;
+        old.read_to_end(&mut now).ok()?;
+        Some(now)
+    };
+    let Some(now) = read_old() else { return Ok(true) };
+    if now == seen {
+        return Ok(true);
+    }
+    let now = if crate::json::parse(&now).is_ok() {
+        now
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        read_old().unwrap_or_default()
+    };
+    if crate::json::parse(&now).is_err() {
+        return Ok(true);
+    }
+    replace(path, &now, tmp)?;
+    Ok(false)
+}
+
+/// A view's bytes, laid out like the file there (CLIProxyAPI: an export envelope stays one).
+pub fn render(view: &ViewDoc, existing: Option<&[u8]>) -> Vec<u8> {
+    let layout = existing.map(Layout::detect).unwrap_or_default();
+    let old = existing.and_then(|b| crate::json::parse(b).ok());
+    let doc = match (view.profile.envelope, &old) {
+        (Some((key, is_env)), Some(o)) if is_env(o) => {
+            let mut env = o.clone();
+            env[key] = view.doc.clone();
+            env
+        }
+        _ => view.doc.clone(),
+    };
+    layout.write(&doc)
+}
+
+/// What a device's counters show after its floor: `counters − floor`.
+fn above(profile: &'static Profile, counters: &Value, floor: Option<&Value>) -> std::result::Result<Value, String> {
+    match floor {
+        Some(f) => algebra::combine(counter_rules(profile), Op::Sub, counters, f).map_err(|e| e.to_string()),
+        None => Ok(counters.clone()),
+    }
+}
+
+/// The view of every device's data.
+pub(crate) fn build(
+    profile: &'static Profile,
+    devices: &BTreeMap<String, DeviceData>,
+) -> std::result::Result<ViewDoc, String> {
+    // The floors every device recorded, per device they apply to, joined.
+    let mut floors: BTreeMap<String, Floor> = BTreeMap::new();
+    for d in devices.values() {
+        for (target, f) in &d.floors {
+            let joined = match floors.remove(target) {
+                None => f.clone(),
+                Some(g) => join_floor(profile, g, f)?,
+            };
+            floors.insert(target.clone(), joined);
+        }
+    }
+    if profile.name == "tally" {
+        return Ok(native(devices, &floors));
+    }
+    let rules = counter_rules(profile);
+    let mut doc = (profile.empty)();
+    let mut residual = json!({});
+    let mut placed: Vec<(Vec<String>, Value)> = Vec::new();
+    let mut contributions: Vec<(Vec<String>, Value)> = Vec::new();
+    for (key, d) in devices {
+        let floor = floors.get(key);
+        for s in &d.shards {
+            let c = above(profile, &s.counters, floor.and_then(|f| f.days.get(&s.day)))?;
+            residual = algebra::combine(rules, Op::Add, &residual, &c).map_err(|e| e.to_string())?;
+            for r in s.records.values() {
+                let seq = r.seq;
+                if floor.is_some_and(|f| seq <= f.reset_seq) {
+                    continue;
+                }
+                contributions.push((r.caps.clone(), r.body.clone()));
+                if floor.is_none_or(|f| seq > f.cleared_seq) {
+                    placed.push((r.caps.clone(), r.body.clone()));
+                }
+            }
+        }
+        if let Some(res) = &d.residual {
+            let c = above(profile, res, floor.map(|f| &f.residual))?;
+            residual = algebra::combine(rules, Op::Add, &residual, &c).map_err(|e| e.to_string())?;
+        }
+    }
+    doc = algebra::combine(rules, Op::Add, &doc, &residual).map_err(|e| e.to_string())?;
+    if let Some(spec) = &profile.records {
+        for (caps, body) in &contributions {
+            let mut err = None;
+            (spec.contribute)(caps, body, &mut |path: &[&str], n: Num| {
+                if let Err(e) = add_num(&mut doc, path, n) {
+                    err = Some(e);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+        }
+        // Records go where the format keeps them, oldest first.
+        let mut groups: BTreeMap<Vec<String>, Vec<(Option<profile::Instant>, String, Value)>> = BTreeMap::new();
+        for (caps, body) in placed {
+            let text = body.to_string();
+            let (id, time) = (spec.identity)(&caps, &text).map_err(|e| e.to_string())?;
+            groups.entry(caps).or_default().push((time, id, body));
+        }
+        let keep = (spec.keep_newest)(&doc);
+        for (caps, mut recs) in groups {
+            recs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            if let Some(k) = keep {
+                if recs.len() > k {
+                    let excess = recs.len() - k;
+                    recs.drain(..excess);
+                }
+            }
+            let mut caps_iter = caps.iter();
+            let path: Vec<String> = spec
+                .container
+                .iter()
+                .map(|s| if *s == "*" { caps_iter.next().cloned().unwrap_or_default() } else { (*s).to_string() })
+                .collect();
+            set_at(&mut doc, &path, Value::Array(recs.into_iter().map(|(_, _, b)| b).collect()));
+        }
+        if let Some(finish) = profile.finish {
+            let texts: Vec<String> = records_of(profile, &doc);
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            finish(&mut doc, &refs).map_err(|e| e.to_string())?;
+        }
+    }
+    sort_maps(profile, &mut doc, &mut Vec::new());
+    Ok(ViewDoc { profile, doc, residual })
+}
+
+fn join_floor(profile: &'static Profile, mut a: Floor, b: &Floor) -> std::result::Result<Floor, String> {
+    a.reset_seq = a.reset_seq.max(b.reset_seq);
+    a.cleared_seq = a.cleared_seq.max(b.cleared_seq);
+    for (d, c) in &b.days {
+        let joined = match a.days.get(d) {
+            Some(x) => super::shard::counters_join(profile, x, c).map_err(|e| e.to_string())?,
+            None => c.clone(),
+        };
+        a.days.insert(d.clone(), joined);
+    }
+    a.residual = super::shard::counters_join(profile, &a.residual, &b.residual).map_err(|e| e.to_string())?;
+    Ok(a)
+}
+
+/// Every record of a document, as text (for a profile's `finish`).
+fn records_of(profile: &Profile, doc: &Value) -> Vec<String> {
+    crate::report::records(profile, doc).into_iter().map(|(_, v)| v.to_string()).collect()
+}
+
+fn add_num(doc: &mut Value, path: &[&str], n: Num) -> std::result::Result<(), String> {
+    let mut cur = doc;
+    for k in &path[..path.len() - 1] {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur.as_object_mut().expect("object").entry(k.to_string()).or_insert_with(|| json!({}));
+    }
+    let last = path[path.len() - 1];
+    let Some(m) = cur.as_object_mut() else { return Err(format!("{}: not an object", path.join("."))) };
+    let old = m.get(last).and_then(Num::from_value).and_then(|r| r.ok()).unwrap_or(Num::ZERO);
+    let sum = old.plus(n).map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?;
+    m.insert(
+        last.to_string(),
+        sum.to_value().map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?,
+    );
+    Ok(())
+}
+
+fn set_at(doc: &mut Value, path: &[String], v: Value) {
+    let mut cur = doc;
+    for k in &path[..path.len() - 1] {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur.as_object_mut().expect("object").entry(k.clone()).or_insert_with(|| json!({}));
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.insert(path[path.len() - 1].clone(), v);
+    }
+}
+
+/// Writes the keys of map-like objects sorted, as the applications do.
+fn sort_maps(profile: &Profile, v: &mut Value, path: &mut Vec<String>) {
+    let Value::Object(m) = v else { return };
+    let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+    if crate::engine::rule_kind(profile.rules, &keys) == Kind::Map {
+        m.sort_keys();
+    }
+    for (k, child) in m.iter_mut() {
+        path.push(k.clone());
+        sort_maps(profile, child, path);
+        path.pop();
+    }
+}
+
+/// The native view: every device's hour cells under its name, totals, and the newest
+/// records.
+fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floor>) -> ViewDoc {
+    let zero = || -> Map<String, Value> {
+        profile::COUNTERS
+            .iter()
+            .map(|k| (k.to_string(), if profile::is_money(k) { json!(0.0) } else { json!(0) }))
+            .collect()
+    };
+    let mut totals = Value::Object(zero());
+    let mut hours: BTreeMap<String, Value> = BTreeMap::new();
+    let mut devs: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut recent: Vec<Value> = Vec::new();
+    for (key, d) in devices {
+        let name = d.name.clone().unwrap_or_else(|| key.clone());
+        let floor = floors.get(key);
+        for s in &d.shards {
+            let fday = floor.and_then(|f| f.days.get(&s.day));
+            for (hh, providers) in s.counters.as_object().into_iter().flatten() {
+                let hour = format!("{}T{hh}", s.day);
+                for (provider, apis) in providers.as_object().into_iter().flatten() {
+                    for (api, models) in apis.as_object().into_iter().flatten() {
+                        for (model, c) in models.as_object().into_iter().flatten() {
+                            let f = fday.and_then(|f| {
+                                f.pointer(&format!("/{}/{}/{}/{}", esc(hh), esc(provider), esc(api), esc(model)))
+                            });
+                            let mut shown = Map::new();
+                            for (k, v) in c.as_object().into_iter().flatten() {
+                                let x = v.as_f64().unwrap_or(0.0)
+                                    - f.and_then(|f| f.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
+                                if x > 0.0 {
+                                    shown.insert(
+                                        k.clone(),
+                                        if profile::is_money(k) { json!(x) } else { json!(x.round() as u64) },
+                                    );
+                                }
+                            }
+                            if shown.get("requests").and_then(Value::as_u64).unwrap_or(0) == 0 && shown.is_empty() {
+                                continue;
+                            }
+                            let cell = hours.entry(hour.clone()).or_insert_with(|| json!({}));
+                            super::fold::add_at(
+                                cell,
+                                &[name.clone(), provider.clone(), api.clone(), model.clone()],
+                                &shown,
+                            );
+                            super::fold::add_at(&mut totals, &[], &shown);
+                            let at = format!("{hour}:00:00Z");
+                            let e = devs.entry(name.clone()).or_insert_with(|| (at.clone(), at.clone()));
+                            if at < e.0 {
+                                e.0 = at.clone();
+                            }
+                            if at > e.1 {
+                                e.1 = at;
+                            }
+                        }
+                    }
+                }
+            }
+            for r in s.records.values() {
+                if floor.is_some_and(|f| r.seq <= f.reset_seq.max(f.cleared_seq)) {
+                    continue;
+                }
+                let mut body = r.body.clone();
+                body["device"] = json!(name);
+                recent.push(body);
+            }
+        }
+    }
+    recent.sort_by(|a, b| {
+        let t = |v: &Value| v.get("timestamp").and_then(crate::profile::parse_instant);
+        t(a).cmp(&t(b)).then_with(|| canonical(a).cmp(&canonical(b)))
+    });
+    if recent.len() > profile::RECENT_LIMIT {
+        let excess = recent.len() - profile::RECENT_LIMIT;
+        recent.drain(..excess);
+    }
+    let first = devs.values().map(|d| d.0.clone()).min();
+    let last = devs.values().map(|d| d.1.clone()).max();
+    let mut doc = json!({ "format": profile::NATIVE_FORMAT });
+    if let Some(f) = first {
+        doc["created_at"] = json!(f);
+    }
+    if let Some(l) = last {
+        doc["updated_at"] = json!(l);
+    }
+    doc["recent_limit"] = json!(profile::RECENT_LIMIT);
+    doc["totals"] = totals;
+    let mut hours = Value::Object(hours.into_iter().collect());
+    sort_all(&mut hours);
+    doc["hours"] = hours;
+    doc["devices"] =
+        Value::Object(devs.into_iter().map(|(n, (f, l))| (n, json!({"first_seen": f, "last_seen": l}))).collect());
+    doc["recent"] = Value::Array(recent);
+    let tally = profile::by_name("tally").expect("native");
+    ViewDoc { profile: tally, residual: json!({}), doc }
+}
+
+fn sort_all(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.sort_keys();
+        m.values_mut().for_each(sort_all);
+    }
+}
+
+fn esc(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
+}
