@@ -389,6 +389,15 @@ fn fingerprint(git_dir: &std::path::Path) -> Option<String> {
 }
 
 impl Config {
+    /// The configuration of a repository, read in-process with gix (no git process), unless
+    /// git passes configuration in its environment (`git -c …`), which only git reads.
+    pub fn from_repo(repo: &crate::git::Repo) -> Result<Config> {
+        if std::env::var_os("GIT_CONFIG_PARAMETERS").is_some() || std::env::var_os("GIT_CONFIG_COUNT").is_some() {
+            return Config::load(&Git::new(repo.top()));
+        }
+        Config::from_pairs(&repo.config_pairs())
+    }
+
     /// The configuration for the repository around `dir` (cached where the repository
     /// is found without git; read by git otherwise).
     pub fn load_at(dir: &std::path::Path) -> Result<Config> {

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::store::Store;
+use crate::ledger::Ledger as Store;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -151,7 +151,7 @@ fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>], progress: &indicat
 }
 
 pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
-    let state = store.state_dir().join("import-claude-code.json");
+    let state = store.state().root().join("import-claude-code.json");
     let mut offsets: Offsets =
         std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let mut files = Vec::new();
@@ -203,7 +203,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     }
     report.entries = entries.len();
     let now = chrono::Utc::now().fixed_offset();
-    let device = store.config().device.clone();
+    let device = store.name().to_string();
     let mut events = Vec::with_capacity(entries.len());
     let mut sorted: Vec<_> = entries.into_iter().collect();
     sorted.sort_by(|a, b| a.1 .2.cmp(&b.1 .2).then_with(|| a.0.cmp(&b.0)));
@@ -241,7 +241,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     let recorded = store.record(events)?;
     report.recorded = recorded.recorded;
     report.already = recorded.duplicates;
-    std::fs::create_dir_all(store.state_dir()).map_err(|e| Error::io(store.state_dir(), e))?;
+    std::fs::create_dir_all(store.state().root()).map_err(|e| Error::io(store.state().root(), e))?;
     crate::fsutil::write_atomic(&state, &serde_json::to_vec(&offsets).expect("serialises"))?;
     Ok(report)
 }

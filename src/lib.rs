@@ -21,7 +21,7 @@ pub mod merge;
 pub mod num;
 pub mod profile;
 pub mod report;
-pub mod store;
+pub mod sync;
 pub mod systemd;
 
 /// Whether a SIGPIPE ends the process (the binary registers it so that `git tally status |

@@ -6,7 +6,6 @@
 use crate::debounce::Debouncer;
 use crate::error::{Error, Result};
 use crate::exit;
-use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +14,20 @@ use std::time::{Duration, Instant, SystemTime};
 type Stamp = Option<(SystemTime, u64)>;
 
 fn stamp(p: &Path) -> Stamp {
-    std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    let m = std::fs::metadata(p).ok()?;
+    if m.is_dir() {
+        // The journal: its segments' sizes and times.
+        let mut latest = SystemTime::UNIX_EPOCH;
+        let mut size = 0;
+        for e in std::fs::read_dir(p).ok()?.flatten() {
+            if let Ok(m) = e.metadata() {
+                latest = latest.max(m.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+                size += m.len() + 1;
+            }
+        }
+        return Some((latest, size));
+    }
+    Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
 }
 
 struct Watch {
@@ -30,16 +42,22 @@ impl Watch {
     }
 }
 
-pub fn run(store: &Store) -> Result<i32> {
+pub fn run(dir: &Path, proxy: Option<&Path>) -> Result<i32> {
+    let store = super::open_sync(dir, proxy)?;
     let config = store.config().clone();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Error::io("signal handler", e))?;
     }
+    let journal = store.ledger.state().journal_dir();
     let mut watches: Vec<Watch> = store
-        .watched()
-        .into_iter()
-        .map(|(file, journal)| Watch { seen: (stamp(&file), stamp(&journal)), file, journal })
+        .ledger
+        .streams()
+        .iter()
+        .map(|s| {
+            let file = store.repo.top().join(&s.file);
+            Watch { seen: (stamp(&file), stamp(&journal)), file, journal: journal.clone() }
+        })
         .collect();
     let mut debounce: Debouncer<PathBuf, ()> = Debouncer::new(config.debounce);
     let start = Instant::now();
@@ -49,7 +67,7 @@ pub fn run(store: &Store) -> Result<i32> {
     let mut pending = false;
     eprintln!(
         "git-tally daemon: {} ({}; debounce {:?}, interval {})",
-        store.top().display(),
+        store.repo.top().display(),
         config.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
         config.debounce,
         if config.sync_interval.is_zero() {
@@ -69,7 +87,7 @@ pub fn run(store: &Store) -> Result<i32> {
                 "git-tally daemon: sync ({why}): {} event(s), {}{} in {} ms",
                 r.folded,
                 if r.pushed { "pushed" } else { "up to date" },
-                if r.integrated { ", upstream integrated" } else { "" },
+                if r.integrated.is_some() { ", upstream integrated" } else { "" },
                 t.elapsed().as_millis()
             ),
             Err(e) => eprintln!("git-tally daemon: sync ({why}) failed after {} ms: {e}", t.elapsed().as_millis()),

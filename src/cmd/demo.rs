@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::exit;
 use crate::git::Git;
 use crate::profile;
-use crate::store::Store;
+use crate::sync::Sync as Store;
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -71,9 +71,10 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
                 s.spawn(move || -> Result<()> {
                     let config =
                         Config { device: MACHINES[m].into(), push_retries: 20, ..Config::load(&Git::new(dir))? };
-                    let store = Store::open_with(dir, config)?;
+                    let repo = crate::git::Repo::open(dir).map_err(|e| Error::Failed(e.to_string()))?;
+                    let store = Store::open_with(repo, config)?;
                     for chunk in evs.chunks(25) {
-                        store.record(chunk.to_vec())?;
+                        store.ledger.record(chunk.to_vec())?;
                         retry_sync(&store)?;
                     }
                     Ok(())
@@ -86,7 +87,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         Ok(())
     })?;
     for dir in &clones {
-        retry_sync(&Store::open(dir)?)?;
+        retry_sync(&Store::open(dir, |_| Ok(()))?)?;
     }
     let files: Vec<Vec<u8>> = clones
         .iter()

@@ -1,7 +1,8 @@
-//! `stats` and `export`: what people look at every day. Reports read the usage file
-//! (folding nothing: pending journal events are listed separately) and never modify it.
+//! `stats` and `export`: what people look at every day. Reports read the ledger — every
+//! device's files in HEAD, this device's own, and the events recorded and not folded yet
+//! — or a file named on the command line, and never modify anything.
 
-use super::open_store;
+use super::current_view;
 use crate::cli::{ExportArgs, ReportArgs, StatsArgs};
 use crate::error::{Error, Result};
 use crate::exit;
@@ -12,21 +13,29 @@ use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-/// The usage file named, or the configured one, and how many recorded events wait for it.
-fn locate(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(PathBuf, usize)> {
-    Ok(match file {
-        Some(f) => (if f.is_absolute() { f.clone() } else { dir.join(f) }, 0),
-        None => {
-            let store = open_store(dir, proxy)?;
-            (store.file(), store.pending_events())
+/// The usage file named (a path outside the configured ones is read as it is), or the
+/// configured one as the ledger makes it.
+fn locate(
+    dir: &Path,
+    proxy: Option<&Path>,
+    file: Option<&PathBuf>,
+) -> Result<(PathBuf, Option<(&'static Profile, Value)>)> {
+    if let Some(f) = file {
+        let path = if f.is_absolute() { f.clone() } else { dir.join(f) };
+        if let Some(found) = current_view(dir, proxy, Some(&path))? {
+            return Ok(found);
         }
-    })
+        return Ok((path, None));
+    }
+    current_view(dir, proxy, None)?.ok_or_else(|| Error::Usage("no usage file is configured".into()))
 }
 
 /// The usage file named, or the configured one, parsed with its profile.
 fn load(dir: &Path, proxy: Option<&Path>, file: Option<&PathBuf>) -> Result<(PathBuf, &'static Profile, Value, usize)> {
-    let (path, pending) = locate(dir, proxy, file)?;
-    load_path(path, pending)
+    match locate(dir, proxy, file)? {
+        (path, Some((profile, doc))) => Ok((path, profile, doc, 0)),
+        (path, None) => load_path(path, 0),
+    }
 }
 
 fn load_path(path: PathBuf, pending: usize) -> Result<(PathBuf, &'static Profile, Value, usize)> {
@@ -102,8 +111,11 @@ fn sparkline(values: &[u64]) -> String {
 
 /// `stats`: the file is read once; a native one straight into day cells.
 pub fn stats(dir: &Path, proxy: Option<&Path>, args: &StatsArgs) -> Result<i32> {
-    let (path, pending) = locate(dir, proxy, args.file.as_ref())?;
-    let (profile, doc) = if path.is_dir() {
+    let pending = 0;
+    let (path, view) = locate(dir, proxy, args.file.as_ref())?;
+    let (profile, doc) = if let Some(v) = view {
+        v
+    } else if path.is_dir() {
         let (_, profile, doc, _) = load_machines(path.clone(), pending)?;
         (profile, doc)
     } else {

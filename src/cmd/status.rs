@@ -1,44 +1,57 @@
 //! `status [--json]`: what is pending and how the repository stands. Read-only and
-//! lock-free: git runs with GIT_OPTIONAL_LOCKS=0, and the lock is only probed.
+//! lock-free: it reads files and refs in-process, and only probes the lock.
 
 use crate::cli::StatusArgs;
 use crate::error::Result;
 use crate::exit;
 use crate::lock::Lock;
-use crate::store::Store;
+use crate::sync::State;
 use serde_json::json;
+use std::path::Path;
 
-pub fn run(store: &Store, args: &StatusArgs) -> Result<i32> {
-    let state = store.state();
-    let git = store.git_handle().map(|g| g.clone().with_env("GIT_OPTIONAL_LOCKS", "0"));
-    let files: Vec<String> = store.config().files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
-    let (mut uncommitted, mut ahead, mut behind, mut branch, mut driver) = (Vec::new(), None, None, None, None);
-    if let Some(g) = &git {
-        let mut args = vec!["status", "--porcelain", "--untracked-files=all", "--"];
-        args.extend(files.iter().map(String::as_str));
-        uncommitted = g.run(&args)?.lines().filter_map(|l| l.get(3..).map(str::to_string)).collect();
-        branch = g.run_optional(&["symbolic-ref", "--short", "-q", "HEAD"])?;
-        if let Ok(counts) = g.run(&["rev-list", "--left-right", "--count", "HEAD...@{upstream}"]) {
-            let mut it = counts.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
-            ahead = it.next();
-            behind = it.next();
+/// Seconds since the epoch as RFC 3339 (UTC).
+fn rfc3339(t: Option<u64>) -> Option<String> {
+    t.and_then(|s| chrono::DateTime::from_timestamp(s as i64, 0))
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
+    let ledger = super::open_ledger(dir, proxy)?;
+    let state = State::read(ledger.state());
+    let files: Vec<String> = ledger.streams().iter().map(|s| s.file.clone()).collect();
+    let pending = ledger.journal().count();
+    let uncommitted: usize = ledger.streams().iter().map(|s| crate::ledger::dirty_count(ledger.state(), &s.file)).sum();
+    let (mut branch, mut upstream, mut ahead, mut behind, mut driver) = (None, None, None, None, None);
+    if ledger.config().enabled {
+        if let Ok(s) = crate::sync::Sync::open(dir, |c| super::apply_proxy(c, proxy)) {
+            let head = s.repo.head().ok();
+            branch = head.as_ref().map(|h| h.name().to_string());
+            if let Ok(up) = s.upstream() {
+                if let (Some(h), Ok(Some(u))) = (head.as_ref().and_then(|h| h.commit), s.repo.resolve(&up.tracking)) {
+                    let base = s.repo.merge_base(h, u).ok().flatten();
+                    ahead = s.repo.commits_since(base, h).ok().map(|c| c.len());
+                    behind = s.repo.commits_since(base, u).ok().map(|c| c.len());
+                }
+                upstream = Some(up);
+            }
+            driver = Some(s.repo.config("merge.tally.driver").is_some());
         }
-        driver = Some(g.config_get("merge.tally.driver")?.is_some());
     }
-    let holder = Lock::holder(store.state_dir());
+    let holder = Lock::holder(ledger.state().lock_dir());
     let report = json!({
-        "repository": store.top(),
-        "enabled": store.config().enabled,
-        "device": store.config().device,
+        "repository": ledger.top(),
+        "enabled": ledger.config().enabled,
+        "device": ledger.name(),
+        "device_key": ledger.key(),
         "files": files,
-        "pending_events": store.pending_events(),
-        "uncommitted_events": state.uncommitted_events,
+        "pending_events": pending,
         "uncommitted_files": uncommitted,
         "branch": branch,
+        "upstream": upstream,
         "ahead": ahead,
         "behind": behind,
-        "last_pull": state.last_pull,
-        "last_sync": state.last_sync,
+        "last_pull": rfc3339(state.last_pull),
+        "last_sync": rfc3339(state.last_sync),
         "last_result": state.last_result,
         "lock_holder": holder,
         "driver_registered": driver,
@@ -47,34 +60,31 @@ pub fn run(store: &Store, args: &StatusArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
         return Ok(exit::OK);
     }
-    let when = |t: Option<u64>| t.map_or("never".to_string(), |t| format!("{} s ago", crate_now().saturating_sub(t)));
-    println!("repository   {}", store.top().display());
-    println!("device       {}", store.config().device);
+    let ago = |t: Option<u64>| match t {
+        None => "never".to_string(),
+        Some(t) => format!("{} s ago", crate::sync::now_secs().saturating_sub(t)),
+    };
+    println!("repository   {}", ledger.top().display());
+    println!("device       {} ({})", ledger.name(), ledger.key());
     println!("files        {}", files.join(", "));
     println!(
-        "pending      {} event(s) in the journal, {} folded but not committed",
-        store.pending_events(),
-        state.uncommitted_events
+        "pending      {} in the journal, {} changed since the last commit",
+        super::sync::plural(pending, "event"),
+        super::sync::plural(uncommitted, "ledger file")
     );
-    if !uncommitted.is_empty() {
-        println!("changed      {}", uncommitted.join(", "));
-    }
-    if let Some(b) = branch {
-        let ab = match (ahead, behind) {
-            (Some(a), Some(b)) => format!("{a} ahead, {b} behind the upstream"),
+    if let Some(b) = &branch {
+        let ab = match (&upstream, ahead, behind) {
+            (Some(u), Some(a), Some(bh)) => format!("{a} ahead, {bh} behind {}/{}", u.remote, u.branch),
+            (Some(u), _, _) => format!("upstream {}/{} (not fetched yet)", u.remote, u.branch),
             _ => "no upstream".into(),
         };
         println!("branch       {b}: {ab}");
     }
-    println!("last pull    {}", when(state.last_pull));
-    println!("last sync    {} ({})", when(state.last_sync), state.last_result.as_deref().unwrap_or("-"));
+    println!("last pull    {}", ago(state.last_pull));
+    println!("last sync    {} ({})", ago(state.last_sync), state.last_result.as_deref().unwrap_or("-"));
     println!("lock         {}", holder.unwrap_or_else(|| "free".into()));
     if let Some(d) = driver {
         println!("driver       {}", if d { "registered" } else { "not registered: run `git tally install`" });
     }
     Ok(exit::OK)
-}
-
-fn crate_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -1,14 +1,25 @@
-//! `record`, `pull`, `sync`, `flush`: thin wrappers over [`Store`].
+//! `record`, `pull`, `sync`, `flush`: thin wrappers over [`Ledger`] and [`Sync`].
 
 use crate::cli::{FlushArgs, RecordArgs};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::exit;
-use crate::store::{Store, Synced};
+use crate::ledger::{Ledger, NoSource};
+use crate::sync::{Plan, Sync, Synced};
 use std::io::{BufRead, IsTerminal};
 
-pub fn record(store: &Store, args: &RecordArgs) -> Result<i32> {
-    let device = store.config().device.clone();
+/// "1 event", "3 events".
+pub(crate) fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+pub fn record(
+    ledger: &Ledger,
+    dir: &std::path::Path,
+    proxy: Option<&std::path::Path>,
+    args: &RecordArgs,
+) -> Result<i32> {
+    let device = ledger.name().to_string();
     let now = chrono::Utc::now().fixed_offset();
     let lines: Vec<String> = if !args.events.is_empty() {
         args.events.clone()
@@ -32,37 +43,67 @@ pub fn record(store: &Store, args: &RecordArgs) -> Result<i32> {
     }
     if !bad.is_empty() {
         return Err(Error::Usage(format!(
-            "{} invalid event(s); nothing of this batch was recorded:\n  {}",
-            bad.len(),
+            "{} invalid; nothing of this batch was recorded:\n  {}",
+            plural(bad.len(), "event"),
             bad.join("\n  ")
         )));
     }
-    let r = store.record(events)?;
-    if let Some(e) = &r.pull_error {
-        eprintln!("git-tally: the pull before writing failed (the events are recorded): {e}");
-    }
+    let r = ledger.record(events)?;
     println!(
-        "recorded {} event(s){}",
-        r.recorded,
+        "recorded {}{}",
+        plural(r.recorded, "event"),
         if r.duplicates > 0 { format!(", {} already recorded (retries)", r.duplicates) } else { String::new() }
     );
+    if !ledger.config().enabled {
+        // Local only: the usage files are written now.
+        let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, "record")?;
+        ledger.fold()?;
+        for s in ledger.streams() {
+            let view = ledger.view(s, &NoSource, false)?;
+            ledger.write_view(s, &view, false)?;
+        }
+        return Ok(exit::OK);
+    }
+    if let Some(age) = ledger.config().pull_max_age {
+        let last = crate::sync::State::read(ledger.state()).last_pull.unwrap_or(0);
+        if age.is_zero() || crate::sync::now_secs().saturating_sub(last) >= age.as_secs() {
+            // The events are durable already; a pull that fails or waits loses nothing.
+            // A sync holding the lock is a pull in progress: no need for another.
+            if crate::lock::Lock::holder(ledger.state().lock_dir()).is_none() {
+                match Sync::open(dir, |c| super::apply_proxy(c, proxy)).and_then(|s| s.pull()) {
+                    Ok(_) => {}
+                    Err(e) => eprintln!("git-tally: the pull before writing failed (the events are recorded): {e}"),
+                }
+            }
+        }
+    }
     Ok(exit::OK)
 }
 
-fn report(what: &str, r: &Synced) {
+pub(crate) fn report(what: &str, r: &Synced) {
+    for w in &r.warnings {
+        eprintln!("git-tally: warning: {w}");
+    }
     let mut parts = Vec::new();
     if r.folded > 0 {
-        parts.push(format!("{} event(s) folded", r.folded));
+        parts.push(format!("{} folded", plural(r.folded, "event")));
+    }
+    if r.ingested > 0 {
+        parts.push(format!("{} ingested", plural(r.ingested, "application write")));
     }
     if r.committed {
         parts.push("committed".to_string());
     }
-    if r.integrated {
-        parts.push("upstream integrated".to_string());
+    match r.integrated {
+        Some(Plan::FastForward) => parts.push("fast-forwarded to the upstream".into()),
+        Some(Plan::Replay) => parts.push("replayed onto the upstream".into()),
+        Some(Plan::Merge) => parts.push("merged with the upstream".into()),
+        Some(Plan::Join) => parts.push("joined with the rewritten upstream".into()),
+        Some(Plan::UpToDate) | None => {}
     }
     if r.pushed {
         parts.push(if r.push_retries > 0 {
-            format!("pushed after {} retries", r.push_retries)
+            format!("pushed after {}", plural(r.push_retries as usize, "retry").replace("retrys", "retries"))
         } else {
             "pushed".into()
         });
@@ -70,23 +111,18 @@ fn report(what: &str, r: &Synced) {
     println!("{what}: {}", if parts.is_empty() { "up to date".to_string() } else { parts.join(", ") });
 }
 
-pub fn pull(store: &Store) -> Result<i32> {
-    report("pull", &store.pull()?);
+pub fn pull(sync: &Sync) -> Result<i32> {
+    report("pull", &sync.pull()?);
     Ok(exit::OK)
 }
 
-pub fn sync(store: &Store) -> Result<i32> {
-    report("sync", &store.sync()?);
+pub fn sync(sync: &Sync) -> Result<i32> {
+    report("sync", &sync.sync()?);
     Ok(exit::OK)
 }
 
-pub fn flush(store: &Store, args: &FlushArgs) -> Result<i32> {
-    if !store.config().enabled {
-        let n = store.fold()?;
-        println!("flush: {n} event(s) folded (tally.enabled is false: no git)");
-        return Ok(exit::OK);
-    }
-    let timeout = args.timeout.unwrap_or(store.config().flush_timeout);
-    report("flush", &store.flush(timeout)?);
+pub fn flush(sync: &Sync, args: &FlushArgs) -> Result<i32> {
+    let timeout = args.timeout.unwrap_or(sync.config().flush_timeout);
+    report("flush", &sync.flush(timeout)?);
     Ok(exit::OK)
 }

@@ -3,7 +3,7 @@
 use crate::cli::SystemdArgs;
 use crate::error::{Error, Result};
 use crate::exit;
-use crate::store::Store;
+use crate::ledger::Ledger as Store;
 use crate::systemd::{units, Mode};
 use std::path::PathBuf;
 use std::process::Command;

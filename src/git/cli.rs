@@ -371,9 +371,7 @@ impl Git {
     /// Pushes `commit` to `branch` of `remote`, never forcing.
     pub fn push(&self, remote: &str, commit: &Oid, branch: &str) -> Result<Pushed, TransportError> {
         let spec = format!("{commit}:refs/heads/{branch}");
-        let out = self
-            .output(&["push", "--porcelain", "--quiet", remote, &spec])
-            .map_err(|e| TransportError(e.to_string()))?;
+        let out = self.output(&["push", "--porcelain", remote, &spec]).map_err(|e| TransportError(e.to_string()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         match parse_push_porcelain(&stdout, branch) {

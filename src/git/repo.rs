@@ -184,6 +184,40 @@ impl Repo {
         self.repo.config_snapshot().string(key).map(|v| v.to_string())
     }
 
+    /// The configuration git-tally reads, as `(key, value)` pairs in the order git reads
+    /// them (later files win): every `tally.*` key, `user.email`, `core.attributesFile` and
+    /// each branch's `remote` and `merge`. Section and variable names are lower-cased;
+    /// branch names keep their case.
+    pub fn config_pairs(&self) -> Vec<(String, String)> {
+        let snapshot = self.repo.config_snapshot();
+        let mut out = Vec::new();
+        for section in snapshot.plumbing().sections() {
+            let header = section.header();
+            let name = header.name().to_str_lossy().to_ascii_lowercase();
+            let sub = header.subsection_name().map(|s| s.to_str_lossy().into_owned());
+            let body = section.body();
+            let mut names: Vec<String> = body.value_names().map(|n| n.to_ascii_lowercase()).collect();
+            names.dedup();
+            let mut seen = std::collections::HashSet::new();
+            for var in names {
+                if !seen.insert(var.clone()) {
+                    continue;
+                }
+                let key = match (name.as_str(), &sub, var.as_str()) {
+                    ("tally", None, v) => format!("tally.{v}"),
+                    ("user", None, "email") => "user.email".into(),
+                    ("core", None, "attributesfile") => "core.attributesfile".into(),
+                    ("branch", Some(b), v @ ("remote" | "merge")) => format!("branch.{b}.{v}"),
+                    _ => continue,
+                };
+                for v in body.values(&var) {
+                    out.push((key.clone(), v.to_str_lossy().into_owned()));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `name` is a configured remote (rather than a URL).
     pub fn is_remote(&self, name: &str) -> bool {
         self.repo.remote_names().iter().any(|n| n.as_bytes() == name.as_bytes())
@@ -215,6 +249,35 @@ impl Repo {
             author: gx!(author.to_owned(), format!("reading commit {commit}"))?,
             message: d.message.to_str_lossy().into_owned(),
         })
+    }
+
+    /// A revision (`HEAD~3`, a commit id, a branch) as a commit, `None` if it names none.
+    pub fn rev_parse(&self, spec: &str) -> Option<Oid> {
+        let id = self.repo.rev_parse_single(spec).ok()?;
+        let obj = id.object().ok()?;
+        let commit = obj.peel_to_commit().ok()?;
+        Some(Oid(commit.id))
+    }
+
+    /// The commit's time, in seconds since the epoch.
+    pub fn commit_time(&self, commit: Oid) -> Result<i64, RepoError> {
+        let c = gx!(self.repo.find_commit(commit.0), format!("reading commit {commit}"))?;
+        Ok(gx!(c.time(), format!("reading commit {commit}"))?.seconds)
+    }
+
+    /// `from` and its first parents, newest first, at most `limit`.
+    pub fn first_parents(&self, from: Oid, limit: usize) -> Result<Vec<CommitInfo>, RepoError> {
+        let mut out = Vec::new();
+        let mut cur = Some(from);
+        while let Some(c) = cur {
+            if out.len() >= limit {
+                break;
+            }
+            let info = self.commit_info(c)?;
+            cur = info.parents.first().copied();
+            out.push(info);
+        }
+        Ok(out)
     }
 
     /// The bytes of a blob.
@@ -421,6 +484,11 @@ impl Repo {
         Ok(out)
     }
 
+    /// The entries of one tree: name, id, mode.
+    pub fn tree_entries(&self, tree: Oid) -> Result<Vec<(String, Oid, EntryMode)>, RepoError> {
+        self.entries(Some(tree))
+    }
+
     fn entries(&self, tree: Option<Oid>) -> Result<Vec<(String, Oid, EntryMode)>, RepoError> {
         let Some(tree) = tree else { return Ok(Vec::new()) };
         let t = gx!(self.repo.find_tree(tree.0), format!("reading tree {tree}"))?;
@@ -561,10 +629,5 @@ impl Repo {
                 }
             }
         }
-    }
-
-    /// The gix repository, for the few readers that need more.
-    pub(crate) fn gix(&self) -> &gix::Repository {
-        &self.repo
     }
 }

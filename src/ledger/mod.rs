@@ -17,15 +17,17 @@ mod fold;
 mod ids;
 mod ingest;
 mod journal;
+mod reset;
 pub mod shard;
 mod state;
 mod view;
 
 pub use device::Opened;
+pub use ingest::Ingested;
 pub use journal::Journal;
 pub use shard::{LedgerFile, Record, Shard, FORMAT};
 pub use state::StateDir;
-pub use view::ViewDoc;
+pub use view::{render as render_view, replace as replace_file, ViewDoc};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -67,6 +69,11 @@ pub fn ledger_dir_of(file: &str) -> String {
         Some(d) => format!("{}/{stem}.ledger", d.to_string_lossy()),
         None => format!("{stem}.ledger"),
     }
+}
+
+/// How many of this device's files of a stream changed since the last commit.
+pub fn dirty_count(state: &StateDir, stream: &str) -> usize {
+    journal::read_lines(&state.dirty(stream)).map(|l| l.into_iter().collect::<BTreeSet<_>>().len()).unwrap_or(0)
 }
 
 /// Other devices' ledger files: every file under a stream's ledger directory.
@@ -245,6 +252,11 @@ impl Ledger {
     pub(crate) fn write_own(&self, stream: &Stream, files: &[(String, LedgerFile)]) -> Result<()> {
         let names: BTreeSet<String> = files.iter().map(|(n, _)| n.clone()).collect();
         self.mark_dirty(stream, &names)?;
+        self.write_own_local(stream, files)
+    }
+
+    /// Writes own files whose committed part did not change (local bookkeeping only).
+    pub(crate) fn write_own_local(&self, stream: &Stream, files: &[(String, LedgerFile)]) -> Result<()> {
         self.state.ensure(&self.state.own_dir(&stream.file))?;
         for (name, file) in files {
             let path = match file {

@@ -99,6 +99,13 @@ impl StateDir {
         self.root.join("tmp")
     }
 
+    /// The temporary directory, created if needed.
+    pub fn tmp_ensured(&self) -> Result<PathBuf> {
+        let t = self.tmp();
+        self.ensure(&t)?;
+        Ok(t)
+    }
+
     /// Removes temporary files a killed run left (call with the repository lock held).
     pub fn clean_tmp(&self) {
         if let Ok(entries) = std::fs::read_dir(self.tmp()) {

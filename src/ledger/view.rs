@@ -43,25 +43,7 @@ impl Ledger {
         source: &dyn Source,
         with_journal: bool,
     ) -> Result<BTreeMap<String, DeviceData>> {
-        let mut out: BTreeMap<String, DeviceData> = BTreeMap::new();
-        for (dev, files) in by_device(source.files(&stream.ledger_dir())?) {
-            if dev == self.key {
-                continue;
-            }
-            let data = out.entry(dev.clone()).or_default();
-            for (path, bytes) in files {
-                match LedgerFile::parse(&bytes) {
-                    Ok(LedgerFile::Shard(s)) => data.shards.push(s),
-                    Ok(LedgerFile::Residual(r)) => data.residual = Some(r.counters),
-                    Ok(LedgerFile::Device(d)) => data.name = Some(d.name),
-                    Ok(LedgerFile::Floors(f)) => data.floors.extend(f.floors),
-                    Err(e) => eprintln!(
-                        "git-tally: warning: {}/{dev}/{path}: {e}; skipped (its device rewrites it)",
-                        stream.ledger_dir()
-                    ),
-                }
-            }
-        }
+        let mut out = from_source(stream, source, Some(&self.key))?;
         let own = out.entry(self.key.clone()).or_default();
         own.name = Some(self.config.device.clone());
         own.shards = if with_journal {
@@ -75,6 +57,16 @@ impl Ledger {
             own.floors.extend(f.floors);
         }
         Ok(out)
+    }
+
+    /// The stream's usage file as it was in a commit (`source`: its tree), every device's
+    /// files — this one's too — read from there.
+    pub fn view_at(&self, stream: &Stream, source: &dyn Source) -> Result<ViewDoc> {
+        let mut devices = from_source(stream, source, None)?;
+        if let Some(own) = devices.get_mut(&self.key) {
+            own.name = Some(self.config.device.clone());
+        }
+        build(stream.profile, &devices).map_err(|e| Error::Failed(format!("{}: {e}", stream.file)))
     }
 
     /// The stream's usage file as every device's ledger makes it.
@@ -110,7 +102,7 @@ impl Ledger {
         if reread {
             local.insert("read_pending".into(), view.residual.clone());
             residual.local = Value::Object(local.clone());
-            self.write_own(stream, &[("residual.json".into(), LedgerFile::Residual(residual.clone()))])?;
+            self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual.clone()))])?;
         }
         let kept = if current.as_deref() == Some(&bytes[..]) {
             true
@@ -124,9 +116,47 @@ impl Ledger {
             local.remove("read_pending");
         }
         residual.local = Value::Object(local);
-        self.write_own(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
+        self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
         Ok(kept)
     }
+}
+
+impl Ledger {
+    /// Writes bytes to the stream's file as git-tally's own write (a restored snapshot):
+    /// never ingested as the application's.
+    pub fn write_snapshot(&self, stream: &Stream, bytes: &[u8]) -> Result<()> {
+        replace(&self.top.join(&stream.file), bytes, &self.state.tmp_ensured()?)?;
+        let mut residual = self.own_residual(stream)?;
+        let mut local = residual.local.as_object().cloned().unwrap_or_default();
+        local.insert("written".into(), json!(hash(bytes)));
+        residual.local = Value::Object(local);
+        self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])
+    }
+}
+
+/// Every device's files in `source` (but `skip`'s). A file that cannot be read is
+/// skipped with a warning (it stays in git; its device rewrites it).
+fn from_source(stream: &Stream, source: &dyn Source, skip: Option<&str>) -> Result<BTreeMap<String, DeviceData>> {
+    let mut out: BTreeMap<String, DeviceData> = BTreeMap::new();
+    for (dev, files) in by_device(source.files(&stream.ledger_dir())?) {
+        if Some(dev.as_str()) == skip {
+            continue;
+        }
+        let data = out.entry(dev.clone()).or_default();
+        for (path, bytes) in files {
+            match LedgerFile::parse(&bytes) {
+                Ok(LedgerFile::Shard(s)) => data.shards.push(s),
+                Ok(LedgerFile::Residual(r)) => data.residual = Some(r.counters),
+                Ok(LedgerFile::Device(d)) => data.name = Some(d.name),
+                Ok(LedgerFile::Floors(f)) => data.floors.extend(f.floors),
+                Err(e) => eprintln!(
+                    "git-tally: warning: {}/{dev}/{path}: {e}; skipped (its device rewrites it)",
+                    stream.ledger_dir()
+                ),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// FNV-1a of bytes, as text: recognises files git-tally wrote.
@@ -137,7 +167,7 @@ pub(crate) fn hash(bytes: &[u8]) -> String {
 
 /// Replaces `path` with `bytes` through a temporary file in `tmp` (never in the work
 /// tree), fsynced; a new file gets the umask's mode, an existing one keeps its mode.
-pub(crate) fn replace(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
+pub fn replace(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
     use std::io::Write;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;

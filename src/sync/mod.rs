@@ -1,0 +1,464 @@
+//! Sync (SPEC §6): `Sync { ledger, repo }`. Each of `pull`, `sync` and `flush` is one
+//! `prepare` (under the repository lock: finish what a killed run left, fold the journal,
+//! ingest application writes, commit this device's changed files), a fetch (no lock: a
+//! `record` never waits on the network), an integration planned as data and done
+//! in-process, the views written back, and for `sync` and `flush` a push retried with
+//! backoff when another machine pushed first.
+//!
+//! git processes a sync starts: `fetch` (and `ls-remote` when it fails) and `push`.
+
+mod integrate;
+mod moves;
+mod tree;
+
+pub use integrate::Plan;
+pub use tree::TreeSource;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::git::{Fetched, Git, Head, Pushed, Repo};
+use crate::ledger::{Ledger, Stream};
+use crate::lock::Lock;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tree::repo_err;
+
+/// Where a sync pulls from and pushes to: `tally.remote`/`tally.branch`, else the
+/// branch's upstream. `status` and `sync` use this one lookup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    pub remote: String,
+    pub branch: String,
+    /// The ref the fetch writes: the remote-tracking branch of a configured remote, else
+    /// a ref of git-tally's own.
+    pub tracking: String,
+}
+
+/// What a `pull`, `sync` or `flush` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    pub folded: usize,
+    pub ingested: usize,
+    pub committed: bool,
+    /// How the upstream came in, if it did.
+    pub integrated: Option<Plan>,
+    pub pushed: bool,
+    pub push_retries: u32,
+    /// The upstream's history was rewritten since the last sync (states were joined).
+    pub rewritten: bool,
+    pub warnings: Vec<String>,
+}
+
+/// The persistent part of the state, in `.git/tally/state.json`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct State {
+    #[serde(default)]
+    pub last_pull: Option<u64>,
+    #[serde(default)]
+    pub last_sync: Option<u64>,
+    #[serde(default)]
+    pub last_result: Option<String>,
+    /// Events folded since the last commit (for the commit message).
+    #[serde(default)]
+    pub uncommitted_events: usize,
+    /// The upstream commit last integrated or pushed: a rewrite of the upstream's history
+    /// shows as this commit no longer being an ancestor.
+    #[serde(default)]
+    pub last_synced: Option<String>,
+}
+
+impl State {
+    pub fn read(state: &crate::ledger::StateDir) -> State {
+        std::fs::read(state.state()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A repository's ledger and the repository, synced together.
+pub struct Sync {
+    pub ledger: Ledger,
+    pub repo: Repo,
+    config: Config,
+}
+
+impl Sync {
+    /// The repository around `dir`, its configuration read from git config in-process and
+    /// then adjusted by `adjust` (`--proxy-config`).
+    pub fn open(dir: &Path, adjust: impl FnOnce(&mut Config) -> Result<()>) -> Result<Sync> {
+        let repo = Repo::open(dir).map_err(repo_err)?;
+        let mut config = Config::from_repo(&repo)?;
+        adjust(&mut config)?;
+        Sync::open_with(repo, config)
+    }
+
+    /// The test seam: a repository with the given configuration.
+    pub fn open_with(repo: Repo, config: Config) -> Result<Sync> {
+        let state = repo.git_dir().join("tally");
+        let hint = |file: &str| -> Option<&'static crate::profile::Profile> {
+            let by_attr = crate::git::profile_setting(repo.top(), Some(file)).flatten();
+            if let Some(p) = by_attr.and_then(|n| crate::profile::by_name(&n)) {
+                return Some(p);
+            }
+            // A file committed by git-tally 0.1, or by an application: its format.
+            let head = repo.head().ok()?.commit?;
+            let bytes = repo.file_at(head, file).ok()??;
+            let doc = crate::json::parse(&bytes).ok()?;
+            let p = crate::profile::detect(&[Some(&doc)]);
+            match p.name {
+                "generic" => None,
+                "tally-v1" => crate::profile::by_name("tally"),
+                _ => Some(p),
+            }
+        };
+        let ledger = Ledger::open(repo.top(), &state, repo.git_dir(), config.clone(), &hint)?;
+        Ok(Sync { ledger, repo, config })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn git(&self) -> Git {
+        Git::new(self.repo.top())
+    }
+
+    fn lock(&self, what: &str, timeout: Duration) -> Result<Lock> {
+        Lock::acquire(self.ledger.state().lock_dir(), timeout, what)
+    }
+
+    pub fn state(&self) -> State {
+        State::read(self.ledger.state())
+    }
+
+    fn save_state(&self, state: &State) -> Result<()> {
+        self.ledger.state().ensure(self.ledger.state().root())?;
+        crate::fsutil::write_atomic(
+            &self.ledger.state().state(),
+            &serde_json::to_vec_pretty(state).expect("serialises"),
+        )
+    }
+
+    /// Refuses repository states where committing or integrating is unsafe (exit 2).
+    fn check_safe(&self) -> Result<Head> {
+        if let Some(what) = self.repo.in_progress() {
+            return Err(Error::Usage(format!(
+                "{what} is in progress in {}; finish or abort it first",
+                self.repo.top().display()
+            )));
+        }
+        self.repo.head().map_err(repo_err)
+    }
+
+    /// The one upstream lookup (see [`Upstream`]).
+    pub fn upstream(&self) -> Result<Upstream> {
+        let head = self.repo.head().map_err(repo_err)?;
+        let name = head.name().to_string();
+        let configured = self.config.branches.get(&name).cloned().unwrap_or_default();
+        let remote = self.config.remote.clone().or(configured.0);
+        let branch = match &self.config.branch {
+            Some(b) => Some(b.clone()),
+            None => configured
+                .1
+                .map(|m| m.trim_start_matches("refs/heads/").to_string())
+                .or_else(|| self.config.remote.as_ref().map(|_| name.clone())),
+        };
+        match (remote, branch) {
+            (Some(remote), Some(branch)) => {
+                let tracking = if self.repo.is_remote(&remote) {
+                    format!("refs/remotes/{remote}/{branch}")
+                } else {
+                    format!("refs/tally/upstream/{branch}")
+                };
+                Ok(Upstream { remote, branch, tracking })
+            }
+            _ if self.repo.config("remote.origin.url").is_none() && self.config.remote.is_none() => {
+                Err(Error::Usage(format!(
+                    "there is no remote to sync with: usage is committed locally; add one with `git remote add origin URL` and `git branch --set-upstream-to=origin/{name}` (or `git config tally.remote origin`)"
+                )))
+            }
+            _ => Err(Error::Usage(format!(
+                "branch {name} has no upstream: set one with `git branch --set-upstream-to=origin/{name}`, or `git config tally.remote origin`"
+            ))),
+        }
+    }
+
+    /// Local steps, under the lock: finish a killed run's move, remove stale temporary
+    /// files, fold, ingest application writes, commit this device's changes.
+    fn prepare(&self, r: &mut Synced) -> Result<()> {
+        self.ledger.state().clean_tmp();
+        self.exclude_views()?;
+        moves::recover(self)?;
+        let n = self.ledger.fold()?;
+        r.folded += n;
+        if n > 0 {
+            let mut s = self.state();
+            s.uncommitted_events += n;
+            self.save_state(&s)?;
+        }
+        let head = self.repo.head().map_err(repo_err)?;
+        let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
+        let source = TreeSource { repo: &self.repo, tree };
+        for stream in self.ledger.streams() {
+            match self.ledger.ingest(stream, &source)? {
+                crate::ledger::Ingested::Taken { .. } => r.ingested += 1,
+                crate::ledger::Ingested::Skipped(why) => r.warnings.push(why),
+                crate::ledger::Ingested::Nothing => {}
+            }
+        }
+        r.committed |= self.commit()?;
+        Ok(())
+    }
+
+    /// Keeps the views out of `git status` and `git add -A` (`.git/info/exclude`): they are
+    /// written from the ledger, not committed (unless `tally.commitView`).
+    fn exclude_views(&self) -> Result<()> {
+        if self.config.commit_view {
+            return Ok(());
+        }
+        let path = self.repo.git_dir().join("info").join("exclude");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut add = String::new();
+        for s in self.ledger.streams() {
+            let line = format!("/{}", s.file);
+            if !text.lines().any(|l| l.trim() == line) {
+                add.push_str(&format!("# git-tally: a view of {}, written from the ledger\n{line}\n", s.ledger_dir()));
+            }
+        }
+        if add.is_empty() {
+            return Ok(());
+        }
+        let mut new = text;
+        if !new.is_empty() && !new.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(&add);
+        self.ledger.state().ensure(path.parent().expect("has a parent"))?;
+        crate::fsutil::write_atomic(&path, new.as_bytes())
+    }
+
+    /// Commits this device's changed ledger files (and views, with `tally.commitView`) on
+    /// top of HEAD, moving branch, index and work tree together.
+    fn commit(&self) -> Result<bool> {
+        let head = self.repo.head().map_err(repo_err)?;
+        let mut files = self.ledger.changed_files()?;
+        if self.config.commit_view {
+            let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
+            for stream in self.ledger.streams() {
+                let view = self.ledger.view(stream, &TreeSource { repo: &self.repo, tree }, false)?;
+                let existing = std::fs::read(self.repo.top().join(&stream.file)).ok();
+                files.push((stream.file.clone(), crate::ledger::render_view(&view, existing.as_deref())));
+            }
+        }
+        let base = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
+        let mut edits = Vec::new();
+        for (path, bytes) in &files {
+            let blob = self.repo.write_blob(bytes).map_err(repo_err)?;
+            let now = match base {
+                Some(t) => self.repo.entry(t, path).map_err(repo_err)?,
+                None => None,
+            };
+            if now.map(|(id, _)| id) != Some(blob) {
+                edits.push((path.clone(), Some((blob, crate::git::EntryMode::Blob))));
+            }
+        }
+        if edits.is_empty() {
+            self.ledger.committed()?;
+            return Ok(false);
+        }
+        let tree = self.repo.edit_tree(base, &edits).map_err(repo_err)?;
+        let state = self.state();
+        let n = state.uncommitted_events;
+        let message = format!("usage: {n} event{} from {}", if n == 1 { "" } else { "s" }, self.ledger.name());
+        let parents: Vec<_> = head.commit.into_iter().collect();
+        let commit = self.repo.commit(tree, &parents, &message, None, self.ledger.name()).map_err(repo_err)?;
+        moves::move_to(self, &head, commit, "git-tally: commit usage")?;
+        self.ledger.committed()?;
+        self.save_state(&State { uncommitted_events: 0, ..self.state() })?;
+        Ok(true)
+    }
+
+    /// Writes every stream's view from HEAD's ledger (after a pull; `reread` per
+    /// `tally.appReads`).
+    fn write_views(&self, r: &mut Synced) -> Result<()> {
+        let head = self.repo.head().map_err(repo_err)?;
+        let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
+        let source = TreeSource { repo: &self.repo, tree };
+        let reread = self.config.app_reads == crate::config::AppReads::AfterPull;
+        for stream in self.ledger.streams() {
+            let view = self.ledger.view(stream, &source, false)?;
+            if !self.ledger.write_view(stream, &view, reread)? {
+                r.warnings.push(format!(
+                    "{}: the application wrote it while git-tally was syncing; its write is kept for the next sync",
+                    stream.file
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pull-before-write: prepare, fetch, integrate, write the views.
+    pub fn pull(&self) -> Result<Synced> {
+        self.run(false, None, &mut |d| std::thread::sleep(d))
+    }
+
+    /// Pull, then push; a rejected push is integrated and retried with backoff and jitter.
+    pub fn sync(&self) -> Result<Synced> {
+        self.run(true, None, &mut |d| std::thread::sleep(d))
+    }
+
+    /// The pre-shutdown sync: commit locally first (works offline), then push within
+    /// `timeout`. Never hangs.
+    pub fn flush(&self, timeout: Duration) -> Result<Synced> {
+        let deadline = Instant::now() + timeout;
+        self.run(true, Some(deadline), &mut |d| {
+            std::thread::sleep(d.min(deadline.saturating_duration_since(Instant::now())))
+        })
+        .map_err(|e| match e {
+            Error::Transient(m) if Instant::now() >= deadline => {
+                Error::Transient(format!("flush timed out after {timeout:?}; usage is committed locally ({m})"))
+            }
+            e => e,
+        })
+    }
+
+    /// The whole run, with the sleep between push attempts injected (tests).
+    pub fn run(&self, push: bool, deadline: Option<Instant>, sleep: &mut dyn FnMut(Duration)) -> Result<Synced> {
+        let mut r = Synced::default();
+        let result = self.run_inner(push, deadline, sleep, &mut r);
+        let mut s = self.state();
+        s.last_sync = Some(now_secs());
+        s.last_result = Some(match &result {
+            Ok(()) if r.pushed => "pushed".into(),
+            Ok(()) => "up to date".into(),
+            Err(e) => format!("failed: {e}"),
+        });
+        self.save_state(&s)?;
+        result.map(|_| r)
+    }
+
+    fn run_inner(
+        &self,
+        push: bool,
+        deadline: Option<Instant>,
+        sleep: &mut dyn FnMut(Duration),
+        r: &mut Synced,
+    ) -> Result<()> {
+        let lock_wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(self.config.lock_timeout),
+            None => self.config.lock_timeout,
+        };
+        {
+            let _lock = self.lock("sync", lock_wait)?;
+            self.check_safe()?;
+            self.prepare(r)?;
+        }
+        let up = match self.upstream() {
+            Ok(u) => u,
+            Err(e) => {
+                let _lock = self.lock("sync", lock_wait)?;
+                self.write_views(r)?;
+                return Err(e);
+            }
+        };
+        let git = self.git().with_deadline(deadline);
+        let mut attempt = 0u32;
+        loop {
+            let fetched = git.fetch(&up.remote, &up.branch, &up.tracking).map_err(|e| {
+                Error::Transient(format!("{e}; your usage is committed locally and will be pushed by the next sync"))
+            })?;
+            let upstream = match fetched {
+                Fetched::Fetched => self.repo.resolve(&up.tracking).map_err(repo_err)?,
+                Fetched::NoRemoteRef => None,
+            };
+            let head = {
+                let _lock = self.lock("sync", lock_wait)?;
+                self.check_safe()?;
+                moves::recover(self)?;
+                if let Some(u) = upstream {
+                    let plan = integrate::integrate(self, u, r)?;
+                    if plan != Plan::UpToDate {
+                        r.integrated = Some(plan);
+                    }
+                    // With tally.commitView the view follows the joined ledger.
+                    if self.config.commit_view {
+                        r.committed |= self.commit()?;
+                    }
+                }
+                self.write_views(r)?;
+                let mut s = self.state();
+                s.last_pull = Some(now_secs());
+                if let Some(u) = upstream {
+                    s.last_synced = Some(u.to_string());
+                }
+                self.save_state(&s)?;
+                self.repo.head().map_err(repo_err)?
+            };
+            if !push {
+                return Ok(());
+            }
+            let Some(commit) = head.commit else { return Ok(()) };
+            if Some(commit) == upstream {
+                return Ok(());
+            }
+            match git.push(&up.remote, &commit, &up.branch) {
+                Ok(Pushed::Pushed) => {
+                    r.pushed = true;
+                    let mut s = self.state();
+                    s.last_synced = Some(commit.to_string());
+                    self.save_state(&s)?;
+                    return Ok(());
+                }
+                Ok(Pushed::Rejected(why)) => {
+                    if attempt >= self.config.push_retries {
+                        return Err(Error::Transient(format!(
+                            "the push to {} was rejected {} times ({why}; others kept pushing); your commits are kept, sync again",
+                            up.remote,
+                            attempt + 1
+                        )));
+                    }
+                    attempt += 1;
+                    r.push_retries = attempt;
+                    sleep(backoff(attempt));
+                }
+                Err(e) => {
+                    return Err(Error::Transient(format!(
+                        "{e}; your usage is committed locally and will be pushed by the next sync"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The stream of a usage file.
+    pub fn stream(&self, file: &str) -> Option<&Stream> {
+        self.ledger.stream(file)
+    }
+}
+
+/// Exponential backoff with jitter: 50 ms × 2^attempt (at most 3.2 s), plus up to as much
+/// again at random, so that machines that collided do not collide again.
+pub fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 50u64 << attempt.min(6);
+    let jitter = std::collections::hash_map::RandomState::new().build_hasher().finish() % base;
+    Duration::from_millis(base + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_bounded() {
+        for a in 1..10 {
+            let d = backoff(a);
+            let base = Duration::from_millis(50 << a.min(6));
+            assert!(d >= base && d < base * 2, "attempt {a}: {d:?}");
+        }
+    }
+}
