@@ -147,8 +147,16 @@ pub fn whole_file_conflict(base: &[u8], ours: &[u8], theirs: &[u8], labels: [&st
 pub enum Problem {
     Empty,
     NotUtf8,
-    ConflictMarkers { line: usize },
-    Syntax { line: usize, column: usize, message: String },
+    ConflictMarkers {
+        line: usize,
+    },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Valid JSON that is not what the file must hold.
+    Invalid(String),
 }
 
 impl fmt::Display for Problem {
@@ -162,6 +170,7 @@ impl fmt::Display for Problem {
             Problem::Syntax { line, column, message } => {
                 write!(f, "line {line}, column {column}: invalid JSON: {message}")
             }
+            Problem::Invalid(m) => f.write_str(m),
         }
     }
 }

@@ -41,13 +41,36 @@ fn skeleton<'i>(input: &'i Option<Input<'_>>) -> Option<&'i Value> {
     input.as_ref().map(|i| &i.skeleton)
 }
 
-/// Merges three texts. `profile` overrides detection.
+/// Merges three texts. `profile` overrides detection. Ledger files (SPEC §4b) merge by a
+/// join of ours and theirs (the base plays no part: a join never needs one); two sides
+/// that hold the same document give it back as ours wrote it (SPEC §4.5b).
 pub fn merge_bytes(
     profile: Option<&'static Profile>,
     base: &[u8],
     ours: &[u8],
     theirs: &[u8],
 ) -> Result<Merged, Failure> {
+    if let (Ok(a), Ok(b)) = (crate::json::parse(ours), crate::json::parse(theirs)) {
+        if crate::ledger::shard::is_ledger_file(&a) && crate::ledger::shard::is_ledger_file(&b) {
+            let fail = |side, e: crate::ledger::shard::BadFile| Failure::Input {
+                side,
+                problem: crate::json::Problem::Invalid(e.to_string()),
+            };
+            let fa = crate::ledger::LedgerFile::from_value(&a).map_err(|e| fail(Side::Ours, e))?;
+            let fb = crate::ledger::LedgerFile::from_value(&b).map_err(|e| fail(Side::Theirs, e))?;
+            let joined = fa.join(&fb).map_err(|e| fail(Side::Theirs, e))?;
+            return Ok(Merged {
+                profile: profile::generic(),
+                output: joined.render(),
+                conflicts: Vec::new(),
+                variants: None,
+            });
+        }
+        if a == b {
+            let p = profile.unwrap_or_else(|| profile::detect(&[Some(&a)]));
+            return Ok(Merged { profile: p, output: ours.to_vec(), conflicts: Vec::new(), variants: None });
+        }
+    }
     let o = parse_side(base, Side::Base, profile)?;
     let a = parse_side(ours, Side::Ours, profile)?;
     let b = parse_side(theirs, Side::Theirs, profile)?;

@@ -226,22 +226,24 @@ fn hooks_refuse_broken_usage_files_and_keep_the_users_hook() {
     let original = std::fs::read(&user_hook).unwrap();
     env.tally(&repo).args(["hooks", "install"]).assert().success();
     env.tally(&repo).args(["hooks", "install"]).assert().success();
-    // A valid usage file commits, and the user's hook ran first.
+    // A valid ledger commits (git-tally commits it, without a remote too), and the user's
+    // hook ran first.
     env.tally(&repo).args(["record", "--event", &event_line(0, 0)]).assert().success();
-    let store = git_tally::store::Store::open(&repo).unwrap();
-    store.fold().unwrap();
-    env.git(&repo, &["add", FILE]);
-    env.commit(&repo, "usage");
+    env.tally(&repo).arg("pull").assert().code(2);
+    std::fs::write(repo.join("notes"), "n\n").unwrap();
+    env.git(&repo, &["add", "notes"]);
+    env.commit(&repo, "notes");
     assert!(repo.join(".git/user-hook-ran").exists(), "the user's pre-commit ran");
-    // A broken one is refused, naming the file and the JSON path.
-    write(&repo.join(FILE), "{\"format\": \"git-tally/1\", \"totals\": {\"requests\": \"many\"}}\n");
-    env.git(&repo, &["add", FILE]);
+    // A broken ledger file is refused, naming the file and the JSON path.
+    let shard = "usage/usage.ledger/0123456789ab/2026-11/2026-11-01.json";
+    write(&repo.join(shard), "{\"format\": \"git-tally/2\", \"kind\": \"shard\", \"device\": \"0123456789ab\", \"profile\": \"tally\", \"records\": []}\n");
+    env.git(&repo, &["add", shard]);
     let out = env.git_output(&repo, &["commit", "-q", "-m", "broken"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(FILE) && err.contains("$.totals.requests"), "{err}");
-    write(&repo.join(FILE), "{\n<<<<<<< ours\n}\n");
-    env.git(&repo, &["add", FILE]);
+    assert!(err.contains(shard) && err.contains("$.day"), "{err}");
+    write(&repo.join(shard), "{\n<<<<<<< ours\n}\n");
+    env.git(&repo, &["add", shard]);
     let out = env.git_output(&repo, &["commit", "-q", "-m", "markers"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("conflict markers"));
     // pre-push refuses a broken file that slipped past with --no-verify.
@@ -271,37 +273,6 @@ fn hooks_install_into_core_hooks_path() {
 }
 
 #[test]
-fn a_stale_application_write_committed_with_commit_a_deletes_nothing() {
-    let env = crate::common::Env::new();
-    let repo = env.repo("repo");
-    env.git(&repo, &["config", "tally.profile", "cliproxyapi"]);
-    env.tally(&repo).args(["hooks", "install"]).assert().success();
-    let p = git_tally::profile::by_name("cliproxyapi").unwrap();
-    let now = chrono::Utc::now().fixed_offset();
-    let ev = |i: usize, m: usize| git_tally::event::Event::parse(&event_line(m, i), now, "x").unwrap();
-    let doc = |evs: &[git_tally::event::Event]| {
-        let mut d = (p.empty)();
-        for e in evs {
-            (p.apply.unwrap())(&mut d, e).unwrap();
-        }
-        serde_json::to_string_pretty(&d).unwrap() + "\n"
-    };
-    // HEAD has three machines' requests; the application rewrites the file from memory
-    // with only its own two (one old, one new) and the user commits with -a.
-    write(&repo.join(FILE), &doc(&[ev(0, 0), ev(1, 1), ev(2, 2)]));
-    env.git(&repo, &["add", FILE]);
-    env.commit(&repo, "ledger");
-    write(&repo.join(FILE), &doc(&[ev(0, 0), ev(3, 0)]));
-    let out = env.git_output(&repo, &["commit", "-q", "-a", "-m", "stale write"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("ingested"));
-    let committed: serde_json::Value =
-        serde_json::from_str(&env.git(&repo, &["show", &format!("HEAD:{FILE}")])).unwrap();
-    let want: serde_json::Value = serde_json::from_str(&doc(&[ev(0, 0), ev(1, 1), ev(2, 2), ev(3, 0)])).unwrap();
-    assert_eq!(committed, want);
-}
-
-#[test]
 fn post_merge_summarises_what_came_in() {
     let env = crate::common::Env::new();
     let repo = env.repo("repo");
@@ -310,13 +281,10 @@ fn post_merge_summarises_what_came_in() {
     env.git(&repo, &["add", ".gitattributes"]);
     env.commit(&repo, "attributes");
     env.tally(&repo).args(["record", "--event", &event_line(0, 0)]).assert().success();
-    git_tally::store::Store::open(&repo).unwrap().fold().unwrap();
-    env.git(&repo, &["add", FILE]);
-    env.commit(&repo, "base");
+    env.tally(&repo).arg("pull").assert().code(2); // committed locally: no remote
     env.git(&repo, &["checkout", "-q", "-b", "other"]);
     env.tally(&repo).args(["record", "--event", &event_line(1, 0), "--event", &event_line(1, 1)]).assert().success();
-    git_tally::store::Store::open(&repo).unwrap().fold().unwrap();
-    env.git(&repo, &["commit", "-q", "-a", "-m", "other"]);
+    env.tally(&repo).arg("pull").assert().code(2);
     env.git(&repo, &["checkout", "-q", "main"]);
     let out = env.git_output(&repo, &["merge", "--no-edit", "other"]);
     // Git shows a hook's output on stderr.

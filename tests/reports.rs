@@ -15,6 +15,13 @@ fn stats_json(env: &Env, file: &Path, by: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `stats --json` of the repository at `dir`: the ledger, every device, recorded events too.
+pub(crate) fn stats_doc(env: &Env, dir: &Path) -> Value {
+    let out = env.tally(dir).args(["stats", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn rows(report: &Value, field: &str) -> HashMap<String, u64> {
     report["rows"]
         .as_array()
@@ -167,8 +174,7 @@ fn importing_the_claude_code_sample_counts_a_streamed_message_once() {
     .unwrap();
     let out = c.tally(dir).args(["import", "claude-code", data.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    git_tally::store::Store::open(dir).unwrap().fold().unwrap();
-    let doc = read_json(&dir.join(FILE));
+    let doc = crate::reports::stats_doc(&c.env, dir);
     assert_eq!(doc["totals"]["requests"], 2, "two requests; the streamed one once");
     assert_eq!(doc["totals"]["output_tokens"], 418 + 96, "with the larger output tokens");
 }
@@ -419,7 +425,6 @@ fn export_csv_writes_one_quoted_row_per_record() {
     let dir = &c.clones[0];
     let weird = serde_json::json!({"id": "q1", "model": "gpt \"5\", large", "input_tokens": 3}).to_string();
     c.record(dir, &[weird]);
-    git_tally::store::Store::open(dir).unwrap().fold().unwrap();
     let out = c.tally(dir).args(["export", "--format", "csv", "--out", "out.csv"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let csv = std::fs::read_to_string(dir.join("out.csv")).unwrap();

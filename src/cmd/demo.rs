@@ -86,8 +86,11 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         }
         Ok(())
     })?;
-    for dir in &clones {
-        retry_sync(&Store::open(dir, |_| Ok(()))?)?;
+    for (m, dir) in clones.iter().enumerate() {
+        retry_sync(&Store::open(dir, |c| {
+            c.device = MACHINES[m].into();
+            Ok(())
+        })?)?;
     }
     let files: Vec<Vec<u8>> = clones
         .iter()

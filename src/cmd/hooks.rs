@@ -81,15 +81,21 @@ fn uninstall(git: &Git) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// The usage files among `paths`: configured ones, and those with merge=tally.
+/// The usage files among `paths`: configured ones, ledger files, and those with
+/// merge=tally.
 fn usage_files(git: &Git, paths: &[String]) -> Result<Vec<String>> {
     let config = Config::load(git)?;
+    let ledgers: Vec<String> =
+        config.files.iter().map(|f| format!("{}/", crate::ledger::ledger_dir_of(&f.to_string_lossy()))).collect();
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
     // One git process for every path (a merge's post-merge passes the whole tree).
     let merge = if refs.is_empty() { Vec::new() } else { git.check_attr_all("merge", &refs)? };
     let mut out: BTreeSet<String> = BTreeSet::new();
     for (p, m) in paths.iter().zip(merge) {
-        if config.files.iter().any(|f| f.to_string_lossy() == *p) || m.as_deref() == Some("tally") {
+        if config.files.iter().any(|f| f.to_string_lossy() == *p)
+            || ledgers.iter().any(|l| p.starts_with(l.as_str()))
+            || m.as_deref() == Some("tally")
+        {
             out.insert(p.clone());
         }
     }
@@ -100,6 +106,10 @@ fn usage_files(git: &Git, paths: &[String]) -> Result<Vec<String>> {
 fn problems(bytes: &[u8]) -> Vec<String> {
     match json::parse(bytes) {
         Err(p) => vec![p.to_string()],
+        Ok(doc) if crate::ledger::shard::is_ledger_file(&doc) => match crate::ledger::LedgerFile::from_value(&doc) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![e.to_string()],
+        },
         Ok(doc) => {
             let p = profile::detect(&[Some(&doc)]);
             match engine::check(p, &doc) {
@@ -180,24 +190,32 @@ fn post_merge(git: &Git, name: &str) {
     let Ok(files) = git.run(&["ls-tree", "-r", "--name-only", "HEAD"]) else { return };
     let paths: Vec<String> = files.lines().map(str::to_string).collect();
     let Ok(usage) = usage_files(git, &paths) else { return };
-    for path in usage {
-        let Ok(Some(now)) = git.blob("HEAD", &path) else { continue };
+    for path in &usage {
+        let Ok(Some(now)) = git.blob("HEAD", path) else { continue };
         let found = problems(&now);
         if !found.is_empty() {
             eprintln!("git-tally ({name}): {path} is not a valid usage file now: {}", found.join("; "));
-            continue;
         }
-        let before = git.blob("ORIG_HEAD", &path).ok().flatten();
-        let count = |b: &[u8]| json::parse(b).ok().and_then(|d| profile::summary(profile::detect(&[Some(&d)]), &d));
-        match (before.as_deref().and_then(count), count(&now)) {
-            (Some((r0, t0)), Some((r1, t1))) => println!(
-                "git-tally: {path}: {:+} requests, {:+} tokens from the {} (now {r1} requests)",
+    }
+    // What came in: each usage file's totals, as the ledger makes them, before and after.
+    let Ok(sync) = crate::sync::Sync::open(git.dir(), |_| Ok(())) else { return };
+    let at = |rev: &str, stream: &crate::ledger::Stream| -> Option<(u64, u64)> {
+        let commit = sync.repo.rev_parse(rev)?;
+        let tree = sync.repo.tree_of(commit).ok()?;
+        let view = sync.ledger.view_at(stream, &crate::sync::TreeSource { repo: &sync.repo, tree: Some(tree) }).ok()?;
+        profile::summary(view.profile, &view.doc)
+    };
+    for stream in sync.ledger.streams() {
+        match (at("ORIG_HEAD", stream), at("HEAD", stream)) {
+            (Some((r0, t0)), Some((r1, t1))) if (r0, t0) != (r1, t1) => println!(
+                "git-tally: {}: {:+} requests, {:+} tokens from the {} (now {r1} requests)",
+                stream.file,
                 r1 as i128 - r0 as i128,
                 t1 as i128 - t0 as i128,
                 if name == "post-merge" { "merge" } else { "rewrite" }
             ),
-            (_, Some((r1, _))) => println!("git-tally: {path}: {r1} requests"),
-            _ => println!("git-tally: {path}: valid"),
+            (_, Some((r1, _))) => println!("git-tally: {}: {r1} requests", stream.file),
+            _ => {}
         }
     }
 }

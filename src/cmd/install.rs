@@ -10,7 +10,8 @@ use crate::{exit, fsutil};
 use std::path::{Path, PathBuf};
 
 pub const DRIVER: &str = "git-tally merge %O %A %B -p %P -l %L -s %S -x %X -y %Y";
-pub const DEFAULT_PATTERNS: [&str; 2] = ["usage/*.json", "usage.json"];
+/// Usage files, and every ledger file (the driver joins two versions of a device's file).
+pub const DEFAULT_PATTERNS: [&str; 3] = ["usage/*.json", "usage.json", "*.ledger/**/*.json"];
 const BEGIN: &str = "# >>> git-tally: usage files merge with `git tally merge` >>>";
 const END: &str = "# <<< git-tally <<<";
 

@@ -125,6 +125,17 @@ impl Repo {
             )));
         };
         let top = std::fs::canonicalize(work).unwrap_or_else(|_| work.to_path_buf());
+        let reftable = repo
+            .config_snapshot()
+            .string("extensions.refStorage")
+            .is_some_and(|v| v.to_string().eq_ignore_ascii_case("reftable"));
+        if reftable {
+            return Err(RepoError::Unusable(format!(
+                "{} keeps its refs in a reftable, which git-tally cannot read yet; use a clone with the files ref format (`git clone --ref-format=files …`)",
+                top.display()
+            )));
+        }
+
         let git_dir = std::fs::canonicalize(repo.git_dir()).unwrap_or_else(|_| repo.git_dir().to_path_buf());
         let mut repo = repo;
         repo.object_cache_size_if_unset(8 << 20);

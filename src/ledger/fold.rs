@@ -173,6 +173,21 @@ impl<'l> Touched<'l> {
             let path = [hour, cell[1].clone(), cell[2].clone(), cell[3].clone()];
             let shard = self.shard(&day)?;
             add_at(&mut shard.counters, &path, &delta);
+            // When the day's first and last requests were (times, not counters: they join
+            // as the earlier and the later).
+            let ts = e.timestamp_text();
+            let t = (e.timestamp.timestamp(), e.timestamp.timestamp_subsec_nanos());
+            let times = shard.counters.as_object_mut().expect("object").entry("times").or_insert_with(|| json!({}));
+            let (first, last) = (
+                times.get("first").and_then(crate::profile::parse_instant),
+                times.get("last").and_then(crate::profile::parse_instant),
+            );
+            if first.is_none_or(|f| t < f) {
+                times["first"] = json!(ts);
+            }
+            if last.is_none_or(|l| t > l) {
+                times["last"] = json!(ts);
+            }
         } else if of_event.is_none() {
             // Aggregate-only formats count new events; a later version changes nothing.
             if prev.is_some() {

@@ -322,6 +322,7 @@ impl Ledger {
             if p.exists() {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
+            self.state.ensure(&self.state.own_dir(&stream.file))?;
             write_atomic(&self.state.own_file(&stream.file, "device.name"), self.config.device.as_bytes())?;
         }
         Ok(())

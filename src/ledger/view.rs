@@ -425,14 +425,32 @@ fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floo
     };
     let mut totals = Value::Object(zero());
     let mut hours: BTreeMap<String, Value> = BTreeMap::new();
+    // First and last instants per device name.
     let mut devs: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let instant = |v: &Value| crate::profile::parse_instant(v);
     let mut recent: Vec<Value> = Vec::new();
     for (key, d) in devices {
         let name = d.name.clone().unwrap_or_else(|| key.clone());
         let floor = floors.get(key);
         for s in &d.shards {
             let fday = floor.and_then(|f| f.days.get(&s.day));
+            if let Some(times) = s.counters.get("times") {
+                if let (Some(f), Some(l)) = (times.get("first"), times.get("last")) {
+                    let e = devs
+                        .entry(name.clone())
+                        .or_insert_with(|| (f.as_str().unwrap_or("").into(), l.as_str().unwrap_or("").into()));
+                    if instant(f) < instant(&json!(e.0)) {
+                        e.0 = f.as_str().unwrap_or("").into();
+                    }
+                    if instant(l) > instant(&json!(e.1)) {
+                        e.1 = l.as_str().unwrap_or("").into();
+                    }
+                }
+            }
             for (hh, providers) in s.counters.as_object().into_iter().flatten() {
+                if hh == "times" {
+                    continue;
+                }
                 let hour = format!("{}T{hh}", s.day);
                 for (provider, apis) in providers.as_object().into_iter().flatten() {
                     for (api, models) in apis.as_object().into_iter().flatten() {
@@ -440,20 +458,24 @@ fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floo
                             let f = fday.and_then(|f| {
                                 f.pointer(&format!("/{}/{}/{}/{}", esc(hh), esc(provider), esc(api), esc(model)))
                             });
-                            let mut shown = Map::new();
+                            // Every counter, zeros too, as the format writes cells.
+                            let mut shown = zero();
+                            let mut any = false;
                             for (k, v) in c.as_object().into_iter().flatten() {
                                 let x = v.as_f64().unwrap_or(0.0)
                                     - f.and_then(|f| f.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
                                 if x > 0.0 {
+                                    any = true;
                                     shown.insert(
                                         k.clone(),
                                         if profile::is_money(k) { json!(x) } else { json!(x.round() as u64) },
                                     );
                                 }
                             }
-                            if shown.get("requests").and_then(Value::as_u64).unwrap_or(0) == 0 && shown.is_empty() {
+                            if !any {
                                 continue;
                             }
+
                             let cell = hours.entry(hour.clone()).or_insert_with(|| json!({}));
                             super::fold::add_at(
                                 cell,
@@ -461,14 +483,6 @@ fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floo
                                 &shown,
                             );
                             super::fold::add_at(&mut totals, &[], &shown);
-                            let at = format!("{hour}:00:00Z");
-                            let e = devs.entry(name.clone()).or_insert_with(|| (at.clone(), at.clone()));
-                            if at < e.0 {
-                                e.0 = at.clone();
-                            }
-                            if at > e.1 {
-                                e.1 = at;
-                            }
                         }
                     }
                 }
@@ -491,8 +505,8 @@ fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floo
         let excess = recent.len() - profile::RECENT_LIMIT;
         recent.drain(..excess);
     }
-    let first = devs.values().map(|d| d.0.clone()).min();
-    let last = devs.values().map(|d| d.1.clone()).max();
+    let first = devs.values().map(|d| d.0.clone()).min_by_key(|t| instant(&json!(t)));
+    let last = devs.values().map(|d| d.1.clone()).max_by_key(|t| instant(&json!(t)));
     let mut doc = json!({ "format": profile::NATIVE_FORMAT });
     if let Some(f) = first {
         doc["created_at"] = json!(f);

@@ -367,9 +367,19 @@ impl Sync {
         let git = self.git().with_deadline(deadline);
         let mut attempt = 0u32;
         loop {
-            let fetched = git.fetch(&up.remote, &up.branch, &up.tracking).map_err(|e| {
-                Error::Transient(format!("{e}; your usage is committed locally and will be pushed by the next sync"))
-            })?;
+            let fetched = match git.fetch(&up.remote, &up.branch, &up.tracking) {
+                Ok(f) => f,
+                Err(e) => {
+                    // Offline: the usage files still show what this machine committed.
+                    if let Ok(_lock) = self.lock("sync", lock_wait) {
+                        self.write_views(r)?;
+                    }
+                    return Err(Error::Transient(format!(
+                        "{e}; your usage is committed locally and will be pushed by the next sync"
+                    )));
+                }
+            };
+
             let upstream = match fetched {
                 Fetched::Fetched => self.repo.resolve(&up.tracking).map_err(repo_err)?,
                 Fetched::NoRemoteRef => None,

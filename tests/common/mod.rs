@@ -140,8 +140,11 @@ pub fn diff(expected: &str, actual: &str) -> String {
         .to_string()
 }
 
+/// A value pretty-printed with sorted keys: diffs of two values show what differs, not
+/// the order their keys were written in.
 pub fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap()
+    let sorted: serde_json::Value = serde_json::from_str(&git_tally::json::canonical(v)).unwrap();
+    serde_json::to_string_pretty(&sorted).unwrap()
 }
 
 /// The variable under which a test that lacks an outside program fails instead of
