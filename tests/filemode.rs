@@ -97,13 +97,28 @@ fn sync(env: &Env, dir: &Path) {
     assert!(out.status.success(), "sync in {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
 }
 
-fn ledger(env: &Env, dir: &Path) -> Value {
-    serde_json::from_str(&env.git(dir, &["show", &format!("HEAD:{FILE}")])).unwrap()
+/// The usage file as git-tally last wrote it from the ledger (the view).
+fn ledger(_env: &Env, dir: &Path) -> Value {
+    crate::common::read_json(&dir.join(FILE))
 }
 
-/// Every clone's ledger and the remote's file equal `want`, with a diff where not.
+/// The remote's usage as a new clone sees it after its first pull.
+pub(crate) fn remote_view(env: &Env, remote: &Path, profile: &str) -> Value {
+    let dir = env.path().join("fresh-clone");
+    let _ = std::fs::remove_dir_all(&dir);
+    env.git(env.path(), &["clone", "-q", &format!("file://{}", remote.display()), dir.to_str().unwrap()]);
+    env.git(&dir, &["config", "tally.device", "fresh"]);
+    env.git(&dir, &["config", "tally.profile", profile]);
+    let out = env.tally(&dir).arg("pull").output().unwrap();
+    assert!(out.status.success(), "pull in a fresh clone: {}", String::from_utf8_lossy(&out.stderr));
+    crate::common::read_json(&dir.join(FILE))
+}
+
+/// Every clone's view and the remote's equal `want`, with a diff where not.
 fn assert_everywhere(env: &Env, remote: &Path, clones: &[PathBuf], want: &Value, case: &str) {
-    let on_remote: Value = serde_json::from_str(&env.git(remote, &["show", &format!("main:{FILE}")])).unwrap();
+    let profile = git_tally::profile::detect(&[Some(want)]).name;
+    let on_remote = remote_view(env, remote, profile);
+
     let ledgers = clones.iter().map(|d| (d.display().to_string(), ledger(env, d)));
     for (what, got) in ledgers.chain([("the remote".to_string(), on_remote)]) {
         assert!(
@@ -241,10 +256,10 @@ fn an_application_rewriting_in_a_tight_loop_loses_nothing() {
 fn a_write_caught_half_done_is_never_committed() {
     let env = Env::new();
     let p = profile::by_name("cliproxyapi").unwrap();
-    let (_remote, clones) = setup(&env, "never");
+    let (remote, clones) = setup(&env, "never");
     let dir = &clones[0];
     let mut app = App::new(p, Behaviour::NeverRereads, dir.join(FILE));
-    let committed = || env.git_output(dir, &["cat-file", "-e", &format!("HEAD:{FILE}")]).status.success();
+    let committed = || env.git_output(dir, &["rev-parse", "-q", "--verify", "HEAD"]).status.success();
     for broken in [&b""[..], b"{\n  \"total_requests\": 1"] {
         std::fs::write(dir.join(FILE), broken).unwrap();
         let out = env.tally(dir).arg("sync").output().unwrap();
@@ -257,11 +272,14 @@ fn a_write_caught_half_done_is_never_committed() {
     app.serve(&first);
     sync(&env, dir);
     assert_eq!(ledger(&env, dir), truth(p, &first));
-    // Later, with a ledger: a cut-short write is left alone and loses nothing.
+    // Later, with a ledger: a cut-short write is left alone (the application may still be
+    // writing it) and loses nothing.
     std::fs::write(dir.join(FILE), b"{\n  \"usage\": {").unwrap();
     let out = env.tally(dir).arg("sync").output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not ingested"));
-    assert_eq!(ledger(&env, dir), truth(p, &first));
+    assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), b"{\n  \"usage\": {", "left alone");
+    assert_eq!(remote_view(&env, &remote, "cliproxyapi"), truth(p, &first));
+
     let second: Vec<Event> = (3..5).map(|i| event(0, i)).collect();
     app.serve(&second);
     sync(&env, dir);
@@ -292,8 +310,10 @@ fn an_application_seen_whole_only_after_others_requests_arrived() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let mut app = App::new(p, Behaviour::NeverRereads, dir.join(FILE));
         if loads_at_start {
-            app.memory = ledger(&env, dir);
+            // What the ledger holds (the file git-tally writes for it), loaded at start.
+            app.memory = remote_view(&env, &remote, profile);
         }
+
         let mine: Vec<Event> = (0..3).map(|i| event(0, i)).collect();
         app.serve(&mine);
         all.extend(mine);

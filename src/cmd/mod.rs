@@ -105,25 +105,15 @@ pub(crate) fn open_ledger(dir: &Path, proxy: Option<&Path>) -> Result<Ledger> {
     apply_proxy(&mut config, proxy)?;
     match crate::config::discover(dir) {
         Some((top, git_dir)) => {
-            let hint = |file: &str| -> Option<&'static profile::Profile> {
-                let repo = crate::git::Repo::open(&top).ok()?;
-                let by_attr = crate::git::profile_setting(&top, Some(file)).flatten();
-                if let Some(p) = by_attr.and_then(|n| profile::by_name(&n)) {
-                    return Some(p);
-                }
-                let bytes = repo.file_at(repo.head().ok()?.commit?, file).ok()??;
-                let p = profile::detect(&[Some(&crate::json::parse(&bytes).ok()?)]);
-                match p.name {
-                    "generic" => None,
-                    "tally-v1" => profile::by_name("tally"),
-                    _ => Some(p),
-                }
+            let hints = |file: &str| match crate::git::Repo::open(&top) {
+                Ok(repo) => crate::sync::profile_hints(&repo, file),
+                Err(_) => Default::default(),
             };
-            Ledger::open(&top, &git_dir.join("tally"), &git_dir, config, &hint)
+            Ledger::open(&top, &git_dir.join("tally"), &git_dir, config, &hints)
         }
         None if !config.enabled => {
             let state = dir.join(".git-tally");
-            Ledger::open(dir, &state, &state, config, &|_| None)
+            Ledger::open(dir, &state, &state, config, &|_| Default::default())
         }
         None => Err(Error::Usage(format!(
             "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",

@@ -176,6 +176,14 @@ fn counter(path: &[String], v: Option<&Value>) -> Result<Num, AlgebraError> {
     }
 }
 
+/// Zero written as `n` is: `0.0` for dollars, `0` for counts.
+fn zero_like(n: Num) -> Num {
+    match n {
+        Num::Float(_) => Num::Float(0.0),
+        Num::Int(_) => Num::ZERO,
+    }
+}
+
 fn to_value(path: &[String], n: Num) -> Result<Value, AlgebraError> {
     n.to_value().map_err(|_| AlgebraError { path: text(path), message: "the counter does not fit 64 bits".into() })
 }
@@ -206,7 +214,7 @@ fn node(
                     .map_err(|_| AlgebraError { path: text(path), message: "the sum does not fit 64 bits".into() })?,
                 Op::Sub => match x.minus(y) {
                     Ok(d) if d.as_f64() > 0.0 => d,
-                    _ => Num::ZERO,
+                    _ => zero_like(x),
                 },
             };
             Ok(Some(to_value(path, r)?))
@@ -293,7 +301,7 @@ fn node(
                     })?,
                     Op::Sub => match x.minus(y) {
                         Ok(d) if d.as_f64() > 0.0 => d,
-                        _ => Num::ZERO,
+                        _ => zero_like(x),
                     },
                 };
                 let v = to_value(path, r)?;

@@ -109,10 +109,8 @@ impl Ledger {
     /// Takes what the application wrote to the stream's file (see the module comment).
     pub fn ingest(&self, stream: &Stream, source: &dyn Source) -> Result<Ingested> {
         let profile = stream.profile;
-        if profile.name == "tally" {
-            return Ok(Ingested::Nothing); // git-tally's own format: no application writes it
-        }
         let path = self.top.join(&stream.file);
+
         let Ok(mut bytes) = std::fs::read(&path) else { return Ok(Ingested::Nothing) };
         let mut residual = self.own_residual(stream)?;
         let local = residual.local.as_object().cloned().unwrap_or_default();
@@ -136,6 +134,9 @@ impl Ledger {
                     path.display()
                 )));
             }
+        }
+        if profile.name == "tally" {
+            return Ok(Ingested::Nothing); // git-tally's own format: no application writes it
         }
         let (skeleton, found) =
             records_in(profile, &bytes).map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;

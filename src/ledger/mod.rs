@@ -27,7 +27,7 @@ pub use ingest::Ingested;
 pub use journal::Journal;
 pub use shard::{LedgerFile, Record, Shard, FORMAT};
 pub use state::StateDir;
-pub use view::{render as render_view, replace as replace_file, ViewDoc};
+pub use view::{render as render_view, replace as replace_file, ViewDoc, Written};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -110,15 +110,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens the ledger of the work tree `top`, keeping state in `state_dir`; `profile_hint`
-    /// names a stream's profile where git has an opinion (its `tally-profile` attribute, the
-    /// committed file) — the last word among config, own files, the file in the work tree.
+    /// Opens the ledger of the work tree `top`, keeping state in `state_dir`; `profile_hints`
+    /// says what git knows of a stream's profile (see `choose_profile`).
     pub fn open(
         top: &Path,
         state_dir: &Path,
         git_dir: &Path,
         config: Config,
-        profile_hint: &dyn Fn(&str) -> Option<&'static Profile>,
+        profile_hints: &dyn Fn(&str) -> ProfileHints,
     ) -> Result<Ledger> {
         let state = StateDir::new(state_dir);
         let opened = device::open(&state, git_dir)?;
@@ -132,7 +131,7 @@ impl Ledger {
         let mut streams = Vec::new();
         for f in &config.files {
             let file = f.to_string_lossy().into_owned();
-            let profile = choose_profile(&config, &state, top, &file, profile_hint)?;
+            let profile = choose_profile(&config, &state, top, &file, profile_hints)?;
             streams.push(Stream { file, profile });
         }
         Ok(Ledger { state, top: top.to_path_buf(), key, config, streams, notices })
@@ -295,9 +294,12 @@ impl Ledger {
         for stream in &self.streams {
             let mut names: BTreeSet<String> =
                 journal::read_lines(&self.state.dirty(&stream.file))?.into_iter().collect();
-            if self.device_file_changed(stream)? {
+            // The device's name comes with its first files, and with a rename after that.
+            let committed_before = self.state.own_file(&stream.file, "device.name").exists();
+            if (committed_before || !names.is_empty()) && self.device_file_changed(stream)? {
                 names.insert("device.json".into());
             }
+
             for name in names {
                 let (rel, bytes) = if name == "device.json" {
                     (name.clone(), self.device_file(stream).render())
@@ -319,9 +321,13 @@ impl Ledger {
     pub fn committed(&self) -> Result<()> {
         for stream in &self.streams {
             let p = self.state.dirty(&stream.file);
+            if !p.exists() && !self.state.own_file(&stream.file, "device.name").exists() {
+                continue; // nothing of this device committed yet
+            }
             if p.exists() {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
+
             self.state.ensure(&self.state.own_dir(&stream.file))?;
             write_atomic(&self.state.own_file(&stream.file, "device.name"), self.config.device.as_bytes())?;
         }
@@ -370,15 +376,25 @@ fn day_of_name(name: &str) -> Option<&str> {
     (day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-').then_some(day)
 }
 
-/// The profile of a stream: `tally.profile`, the attribute or committed file (`hint`),
-/// this device's files, the file in the work tree, else the native format (ccu files in
-/// the per-machine layout).
+/// What git knows of a stream's profile, looked up only when needed: its `tally-profile`
+/// attribute, and the profile of what is committed (ledger files, or a file committed by
+/// an application or git-tally 0.1).
+#[derive(Default)]
+pub struct ProfileHints {
+    pub attribute: Option<&'static Profile>,
+    pub committed: Option<&'static Profile>,
+}
+
+/// The profile of a stream: `tally.profile`, the attribute, this device's shards, the
+/// committed ledger or file, the file an application wrote in the work tree, else the
+/// native format (ccu files in the per-machine layout). Evidence first: a format chosen
+/// by default never sticks once an application's file shows another.
 fn choose_profile(
     config: &Config,
     state: &StateDir,
     top: &Path,
     file: &str,
-    hint: &dyn Fn(&str) -> Option<&'static Profile>,
+    hints: &dyn Fn(&str) -> ProfileHints,
 ) -> Result<&'static Profile> {
     if let Some(name) = &config.profile {
         return profile::by_name(name).ok_or_else(|| {
@@ -388,28 +404,17 @@ fn choose_profile(
             ))
         });
     }
-    if let Some(p) = hint(file) {
+    // The profile found before, from evidence (a stream's format is fixed once it has data).
+    let cached = state.own_file(file, "profile");
+    if let Some(p) = std::fs::read_to_string(&cached).ok().and_then(|n| profile::by_name(n.trim())) {
         return Ok(p);
     }
-    // This device's files say which profile the stream was started with.
-    if let Ok(entries) = std::fs::read_dir(state.own_dir(file)) {
-        for e in entries.flatten() {
-            if let Ok(bytes) = std::fs::read(e.path()) {
-                if let Ok(v) = crate::json::parse(&bytes) {
-                    if let Some(p) = v.get("profile").and_then(|p| p.as_str()).and_then(profile::by_name) {
-                        return Ok(p);
-                    }
-                }
-            }
+    let found = choose_by_evidence(state, top, file, hints);
+    if let Some(p) = found {
+        if state.ensure(&state.own_dir(file)).is_ok() {
+            let _ = write_atomic(&cached, p.name.as_bytes());
         }
-    }
-    if let Ok(bytes) = std::fs::read(top.join(file)) {
-        if let Ok(v) = crate::json::parse(&bytes) {
-            let p = profile::detect(&[Some(&v)]);
-            if p.name != "generic" || !v.as_object().is_some_and(|m| m.is_empty()) {
-                return Ok(if p.name == "tally-v1" { profile::by_name("tally").expect("native") } else { p });
-            }
-        }
+        return Ok(p);
     }
     Ok(if config.per_machine && file.ends_with(crate::config::MANIFEST) {
         profile::by_name("ccu-manifest").expect("exists")
@@ -418,6 +423,47 @@ fn choose_profile(
     } else {
         profile::by_name("tally").expect("exists")
     })
+}
+
+/// A stream's profile from evidence: its attribute, this device's shards, what is
+/// committed, the application's file in the work tree.
+fn choose_by_evidence(
+    state: &StateDir,
+    top: &Path,
+    file: &str,
+    hints: &dyn Fn(&str) -> ProfileHints,
+) -> Option<&'static Profile> {
+    let hints = hints(file);
+    if let Some(p) = hints.attribute {
+        return Some(p);
+    }
+
+    // This device's shards say which profile the stream was started with.
+    if let Ok(entries) = std::fs::read_dir(state.own_dir(file)) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if day_of_name(&name).is_none() {
+                continue;
+            }
+            if let Ok(LedgerFile::Shard(s)) =
+                std::fs::read(e.path()).map(|b| LedgerFile::parse(&b)).unwrap_or(Err(shard::BadFile(String::new())))
+            {
+                return Some(s.profile);
+            }
+        }
+    }
+    if let Some(p) = hints.committed {
+        return Some(p);
+    }
+    if let Ok(bytes) = std::fs::read(top.join(file)) {
+        if let Ok(v) = crate::json::parse(&bytes) {
+            let p = profile::detect(&[Some(&v)]);
+            if p.name != "generic" || !v.as_object().is_some_and(|m| m.is_empty()) {
+                return Some(if p.name == "tally-v1" { profile::by_name("tally").expect("native") } else { p });
+            }
+        }
+    }
+    None
 }
 
 /// Days since the epoch of today (UTC), for the id horizon.

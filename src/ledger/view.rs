@@ -15,7 +15,21 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 use std::path::Path;
 
+/// What writing a view did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The view is in the file.
+    Written,
+    /// The application wrote the file since git-tally last wrote or ingested it: left for
+    /// the next ingestion.
+    Left,
+    /// The application wrote the file while the view was being put in place: its write
+    /// was put back, for the next ingestion.
+    PutBack,
+}
+
 /// A view as a document, with what its counters hold beyond its records' contributions
+
 /// (the base an application that re-reads the file starts from).
 #[derive(Clone, Debug)]
 pub struct ViewDoc {
@@ -81,7 +95,7 @@ impl Ledger {
     /// during the rename is put back. `reread`: the application re-reads the file now
     /// (`tally.appReads = after-pull`), so it is the base of its next write. Returns whether
     /// the view is in place.
-    pub fn write_view(&self, stream: &Stream, view: &ViewDoc, reread: bool) -> Result<bool> {
+    pub fn write_view(&self, stream: &Stream, view: &ViewDoc, reread: bool) -> Result<Written> {
         let path = self.top.join(&stream.file);
         let existing = std::fs::read(&path).ok();
         let bytes = render(view, existing.as_deref());
@@ -95,7 +109,7 @@ impl Ledger {
         });
         if let Some(c) = &current {
             if c != &bytes && !known(&hash(c)) {
-                return Ok(false);
+                return Ok(Written::Left);
             }
         }
         let mut local = local;
@@ -117,7 +131,7 @@ impl Ledger {
         }
         residual.local = Value::Object(local);
         self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
-        Ok(kept)
+        Ok(if kept { Written::Written } else { Written::PutBack })
     }
 }
 

@@ -98,23 +98,8 @@ impl Sync {
     /// The test seam: a repository with the given configuration.
     pub fn open_with(repo: Repo, config: Config) -> Result<Sync> {
         let state = repo.git_dir().join("tally");
-        let hint = |file: &str| -> Option<&'static crate::profile::Profile> {
-            let by_attr = crate::git::profile_setting(repo.top(), Some(file)).flatten();
-            if let Some(p) = by_attr.and_then(|n| crate::profile::by_name(&n)) {
-                return Some(p);
-            }
-            // A file committed by git-tally 0.1, or by an application: its format.
-            let head = repo.head().ok()?.commit?;
-            let bytes = repo.file_at(head, file).ok()??;
-            let doc = crate::json::parse(&bytes).ok()?;
-            let p = crate::profile::detect(&[Some(&doc)]);
-            match p.name {
-                "generic" => None,
-                "tally-v1" => crate::profile::by_name("tally"),
-                _ => Some(p),
-            }
-        };
-        let ledger = Ledger::open(repo.top(), &state, repo.git_dir(), config.clone(), &hint)?;
+        let hints = |file: &str| profile_hints(&repo, file);
+        let ledger = Ledger::open(repo.top(), &state, repo.git_dir(), config.clone(), &hints)?;
         Ok(Sync { ledger, repo, config })
     }
 
@@ -290,7 +275,7 @@ impl Sync {
         let reread = self.config.app_reads == crate::config::AppReads::AfterPull;
         for stream in self.ledger.streams() {
             let view = self.ledger.view(stream, &source, false)?;
-            if !self.ledger.write_view(stream, &view, reread)? {
+            if self.ledger.write_view(stream, &view, reread)? == crate::ledger::Written::PutBack {
                 r.warnings.push(format!(
                     "{}: the application wrote it while git-tally was syncing; its write is kept for the next sync",
                     stream.file
@@ -447,6 +432,37 @@ impl Sync {
     pub fn stream(&self, file: &str) -> Option<&Stream> {
         self.ledger.stream(file)
     }
+}
+
+/// What git knows of a usage file's profile: its `tally-profile` attribute, and the
+/// profile of what HEAD holds — ledger files of any device, else a file committed by an
+/// application or by git-tally 0.1.
+pub fn profile_hints(repo: &Repo, file: &str) -> crate::ledger::ProfileHints {
+    use crate::profile;
+    let attribute = crate::git::profile_setting(repo.top(), Some(file)).flatten().and_then(|n| profile::by_name(&n));
+    let committed = || -> Option<&'static profile::Profile> {
+        let head = repo.head().ok()?.commit?;
+        let tree = repo.tree_of(head).ok()?;
+        let dir = crate::ledger::ledger_dir_of(file);
+        for (path, id) in repo.files_under(tree, &dir).ok()? {
+            if path.ends_with("device.json") {
+                continue;
+            }
+            let bytes = repo.blob(id).ok()?;
+            if let Some(p) =
+                crate::json::parse(&bytes).ok()?.get("profile").and_then(|p| p.as_str()).and_then(profile::by_name)
+            {
+                return Some(p);
+            }
+        }
+        let bytes = repo.file_at(head, file).ok()??;
+        match profile::detect(&[Some(&crate::json::parse(&bytes).ok()?)]).name {
+            "generic" => None,
+            "tally-v1" => profile::by_name("tally"),
+            name => profile::by_name(name),
+        }
+    };
+    crate::ledger::ProfileHints { attribute, committed: if attribute.is_some() { None } else { committed() } }
 }
 
 /// Exponential backoff with jitter: 50 ms × 2^attempt (at most 3.2 s), plus up to as much
