@@ -6,6 +6,7 @@ mod common;
 mod failing;
 mod filemode;
 mod git;
+mod ledger;
 mod ops;
 mod props;
 mod reports;

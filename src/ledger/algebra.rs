@@ -352,7 +352,11 @@ fn node(
             order.sort();
             Ok(Some(Value::Array(order.into_iter().map(|k| chosen.remove(&k).expect("chosen")).collect())))
         }
-        Kind::Records => Ok(None),
+        // Where records live: the container stays (records are placed by the view), the
+        // part beyond a base holds none.
+        Kind::Records if op == Op::Sub => Ok(None),
+        Kind::Records => Ok(a.or(b).cloned()),
+
         Kind::Derived => Ok(a.or(b).cloned()),
         Kind::Scalar => Ok(scalar(op, a, b)),
         Kind::Infer => {

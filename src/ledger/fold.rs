@@ -204,6 +204,21 @@ impl<'l> Touched<'l> {
         }
         if let Some(of_event) = of_event {
             let (caps, body) = of_event(e, &id);
+            if prev.is_none() && profile.name != "tally" {
+                // What the format counts of the event beyond its record (ProxyPal's history
+                // has no cost per entry, ccu files none per record): the shard's counters.
+                if let Some(extra) = beyond_record(profile, e, &caps, &body)? {
+                    let file = self.stream.file.clone();
+                    let shard = self.shard(&day)?;
+                    shard.counters = crate::ledger::algebra::combine(
+                        profile,
+                        crate::ledger::algebra::Op::Add,
+                        &shard.counters,
+                        &extra,
+                    )
+                    .map_err(|err| Error::Failed(format!("{file}: {err}")))?;
+                }
+            }
             let seq = self.seq();
             let shard = self.shard(&day)?;
             let (seq, rev) = match shard.records.get(&id) {
@@ -236,6 +251,38 @@ impl<'l> Touched<'l> {
             })
             .collect();
         self.ledger.write_own(self.stream, &files)
+    }
+}
+
+/// What applying `e` to an empty document counts beyond what its record contributes:
+/// `None` when the record explains everything (CLIProxyAPI).
+fn beyond_record(
+    profile: &'static crate::profile::Profile,
+    e: &Event,
+    caps: &[String],
+    body: &Value,
+) -> Result<Option<Value>> {
+    let Some(apply) = profile.apply else { return Ok(None) };
+    let mut doc = (profile.empty)();
+    apply(&mut doc, e).map_err(|err| Error::Failed(format!("{}: {err}", profile.name)))?;
+    if let Some((key, is_env)) = profile.envelope {
+        if is_env(&doc) {
+            doc = doc[key].clone();
+        }
+    }
+    let contributed = crate::ledger::ingest::contribution(profile, [(caps, body)]).map_err(Error::Failed)?;
+    let rest = crate::ledger::algebra::combine(profile, crate::ledger::algebra::Op::Sub, &doc, &contributed)
+        .map_err(|err| Error::Failed(err.to_string()))?;
+    Ok(has_counts(&rest).then_some(rest))
+}
+
+/// Whether a counters document holds a number above zero.
+fn has_counts(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.as_f64().is_some_and(|x| x > 0.0),
+        Value::Object(m) => m.values().any(has_counts),
+        Value::Array(a) => a.iter().any(has_counts),
+        _ => false,
     }
 }
 

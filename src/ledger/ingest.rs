@@ -72,10 +72,13 @@ fn records_in(profile: &Profile, doc_text: &[u8]) -> std::result::Result<(Value,
 }
 
 /// What records contribute to the counters, as a counters document.
-fn contribution(profile: &Profile, found: &Found) -> std::result::Result<Value, String> {
+pub(crate) fn contribution<'r>(
+    profile: &Profile,
+    records: impl IntoIterator<Item = (&'r [String], &'r Value)>,
+) -> std::result::Result<Value, String> {
     let mut doc = json!({});
     let Some(spec) = &profile.records else { return Ok(doc) };
-    for (caps, _, _, body) in found {
+    for (caps, body) in records {
         let mut err = None;
         (spec.contribute)(caps, body, &mut |path: &[&str], n: Num| {
             let mut cur = &mut doc;
@@ -145,8 +148,8 @@ impl Ledger {
         // Counters beyond the records.
         let rules = counter_rules(profile);
         let fail = |e: algebra::AlgebraError| Error::Failed(format!("{}: {e}", path.display()));
-        let contributed =
-            contribution(profile, &found).map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
+        let contributed = contribution(profile, found.iter().map(|(c, _, _, b)| (c.as_slice(), b)))
+            .map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?;
         let res_w = algebra::combine(rules, Op::Sub, &skeleton, &contributed).map_err(fail)?;
         let base = self.base(stream, &local, &res_w, source)?;
         let delta = match &base {

@@ -288,12 +288,30 @@ impl Ledger {
     }
 
     /// This device's files changed since the last commit, as they are to be committed:
-    /// `(path in the work tree, bytes)`. The device file comes along when the name changed.
-    pub fn changed_files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    /// `(path in the work tree, bytes)`; with `all`, every file of this device (when the
+    /// tree may have lost some: a reset branch, a rewritten remote). The device file comes
+    /// along when the name changed.
+    pub fn changed_files(&self, all: bool) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
         for stream in &self.streams {
             let mut names: BTreeSet<String> =
                 journal::read_lines(&self.state.dirty(&stream.file))?.into_iter().collect();
+            if all {
+                for day in self.own_days(stream)? {
+                    names.insert(format!("{day}.json"));
+                }
+                if self.own_floors(stream)?.is_some() {
+                    names.insert("floors.json".into());
+                }
+                if self.own_residual(stream)?.counters.as_object().is_some_and(|m| !m.is_empty()) {
+                    names.insert("residual.json".into());
+                }
+
+                if self.state.own_file(&stream.file, "device.name").exists() {
+                    names.insert("device.json".into());
+                }
+            }
+
             // The device's name comes with its first files, and with a rename after that.
             let committed_before = self.state.own_file(&stream.file, "device.name").exists();
             if (committed_before || !names.is_empty()) && self.device_file_changed(stream)? {

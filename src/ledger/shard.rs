@@ -377,9 +377,22 @@ fn newer(a: &Record, b: &Record) -> bool {
 /// Records the native format keeps per device and day.
 pub const RECENT_PER_DAY: usize = 500;
 
-/// `value` pretty-printed, indented to sit at the second level of a ledger file.
+/// `value` pretty-printed with its keys sorted (equal states, equal bytes, whatever the
+/// order two versions were joined in), indented to sit at the second level of a ledger
+/// file.
 fn indent(value: &Value) -> String {
-    let text = serde_json::to_string_pretty(value).expect("a value serialises");
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    let text = serde_json::to_string_pretty(&sorted(value)).expect("a value serialises");
     text.replace('\n', "\n  ")
 }
 

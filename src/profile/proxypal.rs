@@ -44,7 +44,7 @@ pub static AGGREGATE: Profile = Profile {
     empty: || {
         json!({
             "totalRequests": 0, "totalSuccessCount": 0, "totalFailureCount": 0,
-            "totalTokensIn": 0, "totalTokensOut": 0, "totalTokensCached": 0, "totalCostUsd": 0,
+            "totalTokensIn": 0, "totalTokensOut": 0, "totalTokensCached": 0, "totalCostUsd": 0.0,
             "requestsByDay": [], "tokensByDay": [], "requestsByHour": [], "tokensByHour": [],
             "modelStats": {}, "providerStats": {}
         })
@@ -161,7 +161,7 @@ pub static HISTORY: Profile = Profile {
     }),
     finish: None,
     strict: true,
-    empty: || json!({ "requests": [], "totalTokensIn": 0, "totalTokensOut": 0, "totalCostUsd": 0 }),
+    empty: || json!({ "requests": [], "totalTokensIn": 0, "totalTokensOut": 0, "totalCostUsd": 0.0 }),
     apply: Some(apply_history),
     apply_batch: None,
     invariants: |_, _| {},

@@ -229,7 +229,11 @@ impl Sync {
     /// top of HEAD, moving branch, index and work tree together.
     fn commit(&self) -> Result<bool> {
         let head = self.repo.head().map_err(repo_err)?;
-        let mut files = self.ledger.changed_files()?;
+        // HEAD's copy of this device's files is what the last commit left, unless the
+        // branch was reset or the remote rewritten: then every file is checked again.
+        let all = self.ledger.streams().iter().any(|s| self.own_tree(&head, s) != self.remembered_own_tree(s));
+        let mut files = self.ledger.changed_files(all)?;
+
         if self.config.commit_view {
             let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
             for stream in self.ledger.streams() {
@@ -252,8 +256,10 @@ impl Sync {
         }
         if edits.is_empty() {
             self.ledger.committed()?;
+            self.remember_own_trees()?;
             return Ok(false);
         }
+
         let tree = self.repo.edit_tree(base, &edits).map_err(repo_err)?;
         let state = self.state();
         let n = state.uncommitted_events;
@@ -262,8 +268,38 @@ impl Sync {
         let commit = self.repo.commit(tree, &parents, &message, None, self.ledger.name()).map_err(repo_err)?;
         moves::move_to(self, &head, commit, "git-tally: commit usage")?;
         self.ledger.committed()?;
+        self.remember_own_trees()?;
+
         self.save_state(&State { uncommitted_events: 0, ..self.state() })?;
         Ok(true)
+    }
+
+    /// The id of this device's directory of a stream in HEAD.
+    fn own_tree(&self, head: &Head, stream: &Stream) -> Option<String> {
+        let tree = self.repo.tree_of(head.commit?).ok()?;
+        self.repo.entry(tree, &stream.device_dir(self.ledger.key())).ok()?.map(|(id, _)| id.to_string())
+    }
+
+    fn remembered_own_tree(&self, stream: &Stream) -> Option<String> {
+        std::fs::read_to_string(self.ledger.state().own_file(&stream.file, "tree")).ok()
+    }
+
+    /// Remembers HEAD's copy of this device's directories (see `commit`).
+    fn remember_own_trees(&self) -> Result<()> {
+        let head = self.repo.head().map_err(repo_err)?;
+        for s in self.ledger.streams() {
+            let path = self.ledger.state().own_file(&s.file, "tree");
+            match self.own_tree(&head, s) {
+                Some(id) => {
+                    self.ledger.state().ensure(&self.ledger.state().own_dir(&s.file))?;
+                    crate::fsutil::write_atomic(&path, id.as_bytes())?
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes every stream's view from HEAD's ledger (after a pull; `reread` per
