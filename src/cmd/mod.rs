@@ -47,10 +47,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(crate::exit::OK)
         }
         Command::Record(args) => sync::record(&open_store(&dir, proxy)?, &args),
-        Command::Pull => sync::pull(&open_store(&dir, proxy)?),
-        Command::Sync => sync::sync(&open_store(&dir, proxy)?),
-        Command::Flush(args) => sync::flush(&open_store(&dir, proxy)?, &args),
-        Command::Daemon => daemon::run(&open_store(&dir, proxy)?),
+        Command::Pull => match sync_disabled(&dir, proxy)? {
+            (store, Some(note)) => fold_only(&store, "pull", &note),
+            (store, None) => sync::pull(&store),
+        },
+        Command::Sync => match sync_disabled(&dir, proxy)? {
+            (store, Some(note)) => fold_only(&store, "sync", &note),
+            (store, None) => sync::sync(&store),
+        },
+        Command::Flush(args) => match sync_disabled(&dir, proxy)? {
+            (store, Some(note)) => fold_only(&store, "flush", &note),
+            (store, None) => sync::flush(&store, &args),
+        },
+        Command::Daemon => match sync_disabled(&dir, proxy)? {
+            (_, Some(note)) => {
+                println!("daemon: {note}; nothing to sync, not starting");
+                Ok(crate::exit::OK)
+            }
+            (store, None) => daemon::run(&store),
+        },
         Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
         Command::Systemd(args) => systemd::run(&open_store(&dir, proxy)?, &args),
         Command::Hooks(args) => hooks::run(&dir, &args),
@@ -86,13 +101,55 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The configuration of the repository around `dir`: git config, then `--proxy-config`
+/// over it, its usage files checked; warnings about it printed.
+fn load_config(dir: &Path, proxy: Option<&Path>) -> Result<(Config, Option<ProxyConfig>)> {
+    let mut config = Config::load_at(dir)?;
+    let proxy_config = match proxy {
+        Some(p) => {
+            let pc = ProxyConfig::read(p)?;
+            pc.apply(&mut config)?;
+            let top = crate::config::discover(dir).map(|(top, _)| top).unwrap_or_else(|| dir.to_path_buf());
+            crate::config::check_files(&mut config.files, Some(&top), &pc.file_key(p), config.enabled)?;
+            // The git config's usage files were replaced: so are the warnings about them.
+            config.warnings.clear();
+            Some(pc)
+        }
+        None => None,
+    };
+    for w in &config.warnings {
+        eprintln!("git-tally: warning: {w}");
+    }
+    Ok((config, proxy_config))
+}
+
 /// The store of the repository around `dir`: git config, then `--proxy-config` over it.
 pub(crate) fn open_store(dir: &Path, proxy: Option<&Path>) -> Result<Store> {
-    let mut config = Config::load_at(dir)?;
-    if let Some(p) = proxy {
-        ProxyConfig::read(p)?.apply(&mut config)?;
-    }
+    let (config, _) = load_config(dir, proxy)?;
     Store::open_with(dir, config)
+}
+
+/// The store, and why usage sync is off if it is — in the terms of the setting that turned
+/// it off (the proxy's YAML, or git config).
+fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Store, Option<String>)> {
+    let (config, proxy_config) = load_config(dir, proxy)?;
+    let note = match (proxy, &proxy_config) {
+        (Some(p), Some(pc)) => pc.sync_disabled(p),
+        _ if !config.enabled => {
+            Some("usage sync is off (git config tally.enabled = false): usage is kept locally".to_string())
+        }
+        _ => None,
+    };
+    Ok((Store::open_with(dir, config)?, note))
+}
+
+/// A sync command with usage sync off: the journal folded into the usage file, a note,
+/// exit 0 (a cron job must not log an error every run for a setting someone chose).
+fn fold_only(store: &Store, what: &str, note: &str) -> Result<i32> {
+    let n = store.fold()?;
+    let folded = if n == 1 { "1 event folded".to_string() } else { format!("{n} events folded") };
+    println!("{what}: {folded}; {note}, nothing to sync");
+    Ok(crate::exit::OK)
 }
 
 /// A profile named on the command line.
