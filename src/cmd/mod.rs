@@ -67,7 +67,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             (store, None) => daemon::run(&store),
         },
         Command::Status(args) => status::run(&open_store(&dir, proxy)?, &args),
-        Command::Systemd(args) => systemd::run(&open_store(&dir, proxy)?, &args),
+        Command::Systemd(args) => {
+            let (config, proxy_config) = load_config(&dir, proxy)?;
+            let source = match (&args.interval, proxy, &proxy_config) {
+                (Some(_), _, _) => systemd::IntervalSource::Flag,
+                (None, Some(p), Some(pc)) if pc.sets_sync_interval() => systemd::IntervalSource::Proxy(p),
+                _ => systemd::IntervalSource::GitConfig,
+            };
+            systemd::run(&Store::open_with(&dir, config)?, &args, source)
+        }
         Command::Hooks(args) => hooks::run(&dir, &args),
         Command::Stats(args) => stats::stats(&dir, proxy, &args),
         Command::Export(args) => stats::export(&dir, proxy, &args),
