@@ -1,5 +1,6 @@
 //! Running unattended: the daemon in real time, systemd units, git hooks, the installer.
 
+mod paths;
 mod systemd;
 
 use crate::common::{have, read_json};
