@@ -68,9 +68,9 @@ pub enum Command {
     /// A usage file in canonical form (sorted keys): git's textconv for usage files.
     Show { file: PathBuf },
     /// Clear records, keeping aggregates.
-    ClearHistory,
+    ClearHistory(ConfirmArgs),
     /// Zero the aggregates and clear the records (merges as a reset).
-    Reset,
+    Reset(ConfirmArgs),
     /// Import Claude Code transcripts into usage records.
     Import(ImportArgs),
     /// Two simulated machines and a remote, converging exactly.
@@ -159,10 +159,21 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Do it without asking (needed when not run on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where to create the demo (default: a new temporary directory, kept).
+    /// Where to create the demo (kept afterwards; default: a temporary directory, removed
+    /// at the end unless --keep).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Keep the temporary directory to look around in.
+    #[arg(long)]
+    pub keep: bool,
     /// Requests each machine serves.
     #[arg(long, default_value_t = 200)]
     pub events: usize,

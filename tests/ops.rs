@@ -1,5 +1,6 @@
 //! Running unattended: the daemon in real time, systemd units, git hooks, the installer.
 
+mod config;
 mod paths;
 mod systemd;
 

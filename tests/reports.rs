@@ -97,7 +97,8 @@ fn two_machines_then(op: &str) -> (Value, Vec<String>) {
     let out = c.tally(a).arg("sync").output().unwrap();
     assert!(out.status.success());
     assert!(c.tally(b).arg("sync").output().unwrap().status.success());
-    assert!(c.tally(a).arg(op).output().unwrap().status.success(), "{op}");
+    // Not on a terminal: reset and clear-history need --yes.
+    assert!(c.tally(a).args([op, "--yes"]).output().unwrap().status.success(), "{op}");
     let new: Vec<String> = (0..10).map(|i| event_line(1, i)).collect();
     c.record(b, &new);
     for dir in [a, b, a] {

@@ -13,7 +13,7 @@ mod status;
 mod sync;
 mod systemd;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfirmArgs};
 use crate::config::{Config, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::profile;
@@ -85,13 +85,29 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(args) => history::restore(&open_store(&dir, proxy)?, &args),
         Command::Diff(args) => history::diff(&open_store(&dir, proxy)?, &args),
         Command::Show { file } => history::show(&dir.join(file)),
-        Command::ClearHistory => {
-            let n = open_store(&dir, proxy)?.clear_history()?;
+        Command::ClearHistory(args) => {
+            let store = open_store(&dir, proxy)?;
+            let what = format!(
+                "Clear the records of {} (aggregates are kept; every machine gets this at its next sync)?",
+                files_of(&store)
+            );
+            if !confirm("clear-history", &what, &args)? {
+                return Ok(crate::exit::CONFLICT);
+            }
+            let n = store.clear_history()?;
             println!("cleared the records of {n} usage file(s); aggregates kept (sync to share)");
             Ok(crate::exit::OK)
         }
-        Command::Reset => {
-            let n = open_store(&dir, proxy)?.reset()?;
+        Command::Reset(args) => {
+            let store = open_store(&dir, proxy)?;
+            let what = format!(
+                "Zero the aggregates and clear the records of {} (every machine gets the reset at its next sync; traffic recorded elsewhere meanwhile stays)?",
+                files_of(&store)
+            );
+            if !confirm("reset", &what, &args)? {
+                return Ok(crate::exit::CONFLICT);
+            }
+            let n = store.reset()?;
             println!("reset {n} usage file(s) to zero (sync to share; other machines' new traffic stays)");
             Ok(crate::exit::OK)
         }
@@ -158,6 +174,34 @@ fn fold_only(store: &Store, what: &str, note: &str) -> Result<i32> {
     let folded = if n == 1 { "1 event folded".to_string() } else { format!("{n} events folded") };
     println!("{what}: {folded}; {note}, nothing to sync");
     Ok(crate::exit::OK)
+}
+
+/// The usage files of `store`, for a question about them.
+fn files_of(store: &Store) -> String {
+    store.config().files.iter().map(|f| store.top().join(f).display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Asks `question` on a terminal; without one, `--yes` is required (exit 2), so that a
+/// script cannot destroy counters by accident. Whether to go ahead.
+fn confirm(command: &str, question: &str, args: &ConfirmArgs) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if args.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!(
+            "{command} changes the usage file on every machine and asks first; not on a terminal, so pass --yes to do it"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::io("stdin", e))?;
+    let yes = matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+    if !yes {
+        eprintln!("{command}: nothing changed");
+    }
+    Ok(yes)
 }
 
 /// A profile named on the command line.
