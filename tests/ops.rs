@@ -1,6 +1,8 @@
-//! Running unattended: the daemon in real time, systemd units, git hooks, the installer.
+//! Running unattended: the daemon in real time, systemd units, git hooks, the installer,
+//! and what a first run meets (configuration, exit codes, the demo).
 
 mod config;
+mod install;
 mod paths;
 mod systemd;
 
@@ -314,47 +316,11 @@ fn post_merge_summarises_what_came_in() {
 }
 
 #[test]
-fn install_script_installs_and_registers_idempotently() {
-    let env = crate::common::Env::new();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
-    let cargo_home = env.path().join("cargo");
-    // A machine with only git (and, here, a prebuilt binary instead of cargo's build).
-    let run = |args: &[&str]| {
-        let out = Command::new("bash")
-            .arg(&script)
-            .args(args)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", env.home())
-            .env("GIT_CONFIG_GLOBAL", env.home().join(".gitconfig"))
-            .env("GIT_CONFIG_SYSTEM", "/dev/null")
-            .env("CARGO_HOME", &cargo_home)
-            .env("GIT_TALLY_BIN", crate::common::bin())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[]);
-    assert!(cargo_home.join("bin/git-tally").exists());
-    let config = std::fs::read_to_string(env.home().join(".gitconfig")).unwrap();
-    assert!(config.contains("driver = git-tally merge %O %A %B"), "{config}");
-    let attrs = env.home().join(".config/git/attributes");
-    let attributes = std::fs::read_to_string(&attrs).unwrap();
-    assert!(attributes.contains("usage/*.json merge=tally"), "{attributes}");
-    run(&[]);
-    assert_eq!(std::fs::read_to_string(env.home().join(".gitconfig")).unwrap(), config, "a second run changes nothing");
-    assert_eq!(std::fs::read_to_string(&attrs).unwrap(), attributes);
-    run(&["--uninstall"]);
-    assert!(!cargo_home.join("bin/git-tally").exists());
-    assert!(!std::fs::read_to_string(env.home().join(".gitconfig")).unwrap().contains("tally"));
-}
-
-#[test]
 fn completions_and_man_page_come_from_the_cli() {
     let env = crate::common::Env::new();
     let out = env.tally(env.path()).args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("record"));
     let out = env.tally(env.path()).arg("man").output().unwrap();
     let man = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && man.contains(".TH git-tally") && man.contains("sync"), "{man}");
+    assert!(out.status.success() && man.contains(".TH GIT\\-TALLY") && man.contains("sync"), "{man}");
 }

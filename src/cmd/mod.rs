@@ -1,12 +1,14 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod completions;
 mod daemon;
 mod demo;
 mod doctor;
 mod history;
 mod hooks;
 mod install;
+mod man;
 mod merge;
 mod stats;
 mod status;
@@ -30,14 +32,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Uninstall(args) => install::uninstall(&dir, &args),
         Command::Doctor => doctor::run(&dir),
         Command::Check(args) => check::run(&dir, &args),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "git-tally", &mut std::io::stdout());
-            Ok(crate::exit::OK)
-        }
+        Command::Completions { shell } => completions::run(shell),
         Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(|e| Error::io("stdout", e))?;
+            use std::io::Write;
+            std::io::stdout().write_all(man::render().as_bytes()).map_err(|e| Error::io("stdout", e))?;
             Ok(crate::exit::OK)
         }
         Command::Profiles => {
