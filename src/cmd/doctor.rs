@@ -1,7 +1,8 @@
 //! `doctor`: checks everything a sync and a merge need (SPEC §7) and says, for each
 //! problem, the command that fixes it: the git version, the driver's registration and
 //! the binary it names, the attributes of each usage file, `tally.file` itself, the hooks
-//! and systemd units and the binary they call, and whether the remote answers.
+//! and systemd units and the binary they call, and whether the remote answers (a
+//! repository without one is noted, not a problem: merges need none).
 //!
 //! Unattended runs fail quietly, so doctor is where a person finds out: a driver, hook or
 //! unit that names a binary which was moved or uninstalled is a problem, as is one that
@@ -221,7 +222,10 @@ pub fn run(dir: &Path) -> Result<i32> {
     }
     .or_else(|| git.run(&["remote"]).ok().and_then(|l| l.lines().next().map(str::to_string)));
     match remote {
-        None => r.problem("no remote to sync with", "git remote add origin <url> && git push -u origin HEAD"),
+        // Merges need no remote; only sync does, and it says so itself (exit 2).
+        None => r.note(
+            "no remote: merges work, but `git tally sync` needs one: git remote add origin <url> && git push -u origin HEAD",
+        ),
         Some(remote) => {
             let probe = git.clone().with_deadline(Some(Instant::now() + REMOTE_TIMEOUT));
             match probe.run(&["ls-remote", "--heads", &remote]) {
