@@ -290,6 +290,9 @@ fn diff_and_textconv_show_the_semantic_change() {
 /// target/tmp for people to look at.
 #[test]
 fn the_html_report_renders_one_bar_per_day() {
+    if !crate::common::have("chromium", "reports::the_html_report_renders_one_bar_per_day") {
+        return;
+    }
     let env = Env::new();
     let usage = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases/tally/both-add/expected.json");
     let page = env.path().join("report.html");

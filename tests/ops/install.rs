@@ -253,7 +253,10 @@ fn the_manual_refers_only_to_pages_that_exist() {
             assert!(out.status.success(), "SEE ALSO {name}({section}) does not exist here");
         }
     } else {
-        eprintln!("skipped the SEE ALSO lookups of ops::install::the_manual_refers_only_to_pages_that_exist: no man pages installed here");
+        crate::common::say_skipped(
+            "git's and systemd's man pages are not installed here",
+            "the SEE ALSO lookups of ops::install::the_manual_refers_only_to_pages_that_exist",
+        );
     }
 }
 
