@@ -164,15 +164,28 @@ fn wants_links(dir: &Path, name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// An error changing the unit directory: without the permission to, it is the wrong mode
+/// or the wrong user (exit 2, saying which), not something to retry.
+fn unit_dir_error(mode: Mode, path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        let hint = match mode {
+            Mode::System => "system units need root (sudo git tally systemd install --system), or use --user",
+            Mode::User => "check the owner of the directory",
+        };
+        return Error::Usage(format!("{}: permission denied; {hint}", path.display()));
+    }
+    Error::io(path, e)
+}
+
 /// Removes the unit files `names` (and their enable links) from `dir`.
-fn remove_units(dir: &Path, names: &[&str]) -> Result<()> {
+fn remove_units(mode: Mode, dir: &Path, names: &[&str]) -> Result<()> {
     for name in names {
         for link in wants_links(dir, name) {
-            std::fs::remove_file(&link).map_err(|e| Error::io(&link, e))?;
+            std::fs::remove_file(&link).map_err(|e| unit_dir_error(mode, &link, e))?;
         }
         let p = dir.join(name);
         if p.exists() {
-            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            std::fs::remove_file(&p).map_err(|e| unit_dir_error(mode, &p, e))?;
             println!("removed {}", p.display());
         }
     }
@@ -205,13 +218,16 @@ fn run_or_explain(mode: Mode, commands: &[Systemctl], what: &str) -> i32 {
 
 fn install(repo: &Path, mode: Mode, units: &Units, interval: Duration, no_start: bool) -> Result<i32> {
     let dir = unit_dir(mode)?;
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| unit_dir_error(mode, &dir, e))?;
     for u in units.all() {
         let path = dir.join(&u.name);
         if std::fs::read(&path).ok().as_deref() == Some(u.text.as_bytes()) {
             println!("{} is up to date", path.display());
         } else {
-            crate::fsutil::write_atomic(&path, u.text.as_bytes())?;
+            crate::fsutil::write_atomic(&path, u.text.as_bytes()).map_err(|e| match e {
+                Error::Io { path, source } => unit_dir_error(mode, &path, source),
+                e => e,
+            })?;
             println!("wrote {}", path.display());
         }
     }
@@ -227,7 +243,7 @@ fn install(repo: &Path, mode: Mode, units: &Units, interval: Duration, no_start:
         None => "no timer (interval 0: sync only at shutdown)".to_string(),
     };
     if no_start {
-        remove_units(&dir, &stale)?;
+        remove_units(mode, &dir, &stale)?;
         println!(
             "not started (--no-start); {schedule}; to start: systemctl{} daemon-reload && systemctl{} enable --now {}",
             if mode == Mode::User { " --user" } else { "" },
@@ -241,7 +257,7 @@ fn install(repo: &Path, mode: Mode, units: &Units, interval: Duration, no_start:
         disable.extend(&stale);
         // A unit that was never loaded cannot be disabled; removing it is what matters.
         let _ = Systemctl::new(mode, &disable).run();
-        remove_units(&dir, &stale)?;
+        remove_units(mode, &dir, &stale)?;
     }
     let mut commands = vec![Systemctl::new(mode, &["daemon-reload"])];
     let mut enable = vec!["enable", "--now"];
@@ -273,13 +289,13 @@ fn uninstall(repo: &Path, mode: Mode, no_start: bool) -> Result<i32> {
         return Ok(exit::OK);
     }
     if no_start {
-        remove_units(&dir, &present)?;
+        remove_units(mode, &dir, &present)?;
         return Ok(exit::OK);
     }
     let mut disable = vec!["disable", "--now"];
     disable.extend(&present);
     let stopped = Systemctl::new(mode, &disable).run();
-    remove_units(&dir, &present)?;
+    remove_units(mode, &dir, &present)?;
     let commands = [Systemctl::new(mode, &disable), Systemctl::new(mode, &["daemon-reload"])];
     if let Err(why) = stopped {
         eprintln!("git-tally: removed the unit files, but `{}` failed: {why}", commands[0].shown());
