@@ -1,6 +1,6 @@
 //! Command-line arguments (clap derive), and nothing else.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -68,9 +68,9 @@ pub enum Command {
     /// A usage file in canonical form (sorted keys): git's textconv for usage files.
     Show { file: PathBuf },
     /// Clear records, keeping aggregates.
-    ClearHistory,
+    ClearHistory(ConfirmArgs),
     /// Zero the aggregates and clear the records (merges as a reset).
-    Reset,
+    Reset(ConfirmArgs),
     /// Import Claude Code transcripts into usage records.
     Import(ImportArgs),
     /// Two simulated machines and a remote, converging exactly.
@@ -159,10 +159,21 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ConfirmArgs {
+    /// Do it without asking (needed when not run on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where to create the demo (default: a new temporary directory, kept).
+    /// Where to create the demo (kept afterwards; default: a temporary directory, removed
+    /// at the end unless --keep).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Keep the temporary directory to look around in.
+    #[arg(long)]
+    pub keep: bool,
     /// Requests each machine serves.
     #[arg(long, default_value_t = 200)]
     pub events: usize,
@@ -170,21 +181,38 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct SystemdArgs {
-    /// print, install or uninstall.
-    #[arg(value_parser = ["print", "install", "uninstall"])]
-    pub action: String,
+    pub action: SystemdAction,
     /// User units (default).
     #[arg(long, conflicts_with = "system")]
     pub user: bool,
     /// System units (as root).
     #[arg(long)]
     pub system: bool,
-    /// Sync interval (default: tally.syncInterval, 15m).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Sync interval, 1m or more (default: tally.syncInterval, 15m); 0: no timer, only the
+    /// flush at shutdown.
+    #[arg(long, value_parser = parse_interval)]
     pub interval: Option<std::time::Duration>,
-    /// Write the unit files only; do not run systemctl.
+    /// Write (or remove) the unit files only; do not run systemctl.
     #[arg(long)]
     pub no_start: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SystemdAction {
+    /// Print the units.
+    Print,
+    /// Write the units, enable and start the timer and the shutdown flush.
+    Install,
+    /// Stop, disable and remove this repository's units.
+    Uninstall,
+}
+
+/// A duration as humantime reads it, and a bare `0`.
+fn parse_interval(s: &str) -> Result<std::time::Duration, humantime::DurationError> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s)
 }
 
 #[derive(Debug, Args)]

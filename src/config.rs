@@ -50,6 +50,10 @@ pub struct Config {
     pub keep_records: Option<u32>,
     /// Commit the application-format files too, not only the ledger (SPEC §4b.5).
     pub commit_view: bool,
+    /// What a person should hear about this configuration (the command prints them): a
+    /// usage file no merge=tally attribute applies to. Found when the configuration is
+    /// read from git, not from the cache, so a proxy's log does not repeat them per write.
+    pub warnings: Vec<String>,
 }
 
 pub const DEFAULT_FILE: &str = "usage/usage.json";
@@ -79,6 +83,7 @@ impl Default for Config {
             id_horizon: Duration::from_secs(30 * 86400),
             keep_records: None,
             commit_view: false,
+            warnings: Vec::new(),
         }
     }
 }
@@ -245,6 +250,51 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    fn checked(file: &str, top: Option<&std::path::Path>, in_git: bool) -> Result<PathBuf> {
+        let mut files = vec![PathBuf::from(file)];
+        check_files(&mut files, top, "git config tally.file", in_git)?;
+        Ok(files.remove(0))
+    }
+
+    #[test]
+    fn usage_files_stay_inside_the_work_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("repo");
+        std::fs::create_dir_all(top.join("usage/dir")).unwrap();
+        let t = Some(top.as_path());
+        assert_eq!(checked("usage/usage.json", t, true).unwrap(), PathBuf::from("usage/usage.json"));
+        assert_eq!(checked("./usage/x/../u.json", t, true).unwrap(), PathBuf::from("usage/u.json"));
+        let abs = top.join("usage/u.json");
+        assert_eq!(checked(abs.to_str().unwrap(), t, true).unwrap(), PathBuf::from("usage/u.json"));
+        for (bad, why) in [
+            ("../u.json", "outside the work tree"),
+            ("usage/../../u.json", "outside the work tree"),
+            ("/etc/u.json", "outside the work tree"),
+            ("usage/dir", "is a directory"),
+            ("usage", "is a directory"),
+            (".", "a directory"),
+            ("", "empty"),
+            (".git/u.json", "inside .git"),
+        ] {
+            let e = checked(bad, t, true).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, Error::Usage(_)) && text.contains(why), "{bad}: {text}");
+            assert!(text.starts_with("git config tally.file = ") && !text.contains('\n'), "{text}");
+        }
+        std::os::unix::fs::symlink(tmp.path(), top.join("out")).unwrap();
+        let e = checked("out/u.json", t, true).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // Without git (local only), a file may be anywhere, but not a directory.
+        assert_eq!(checked("/var/lib/u.json", t, false).unwrap(), PathBuf::from("/var/lib/u.json"));
+        assert_eq!(checked("../u.json", t, false).unwrap(), PathBuf::from("../u.json"));
+        assert!(checked("usage/dir", t, false).is_err());
+    }
+}
+
 /// A proxy's YAML configuration in the PRD's shape (`--proxy-config`):
 /// `gitstore.usage-sync.{enabled, path, sync-interval}`, and `statistics-file`, which is
 /// used instead when usage sync is disabled or `gitstore` is absent.
@@ -273,9 +323,43 @@ struct UsageSync {
 }
 
 impl ProxyConfig {
+    /// Reads the file given with `--proxy-config`; a file that cannot be read is bad
+    /// configuration (exit 2), not a failure worth retrying.
     pub fn read(path: &std::path::Path) -> Result<ProxyConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("--proxy-config {}: {e}", path.display())))?;
+        serde_yaml_ng::from_str(&text).map_err(|e| Error::Usage(format!("--proxy-config {}: {e}", path.display())))
+    }
+
+    fn usage_sync(&self) -> Option<&UsageSync> {
+        self.gitstore.as_ref().and_then(|g| g.usage_sync.as_ref())
+    }
+
+    /// Why usage sync is off, in the proxy's own terms (`path` is the YAML file); `None`
+    /// when it is on.
+    pub fn sync_disabled(&self, path: &std::path::Path) -> Option<String> {
+        match self.usage_sync() {
+            Some(s) if s.enabled => None,
+            Some(_) => {
+                Some(format!("usage sync is disabled in {} (gitstore.usage-sync.enabled: false)", path.display()))
+            }
+            None => {
+                Some(format!("usage sync is not configured in {} (no gitstore.usage-sync section)", path.display()))
+            }
+        }
+    }
+
+    /// Whether the YAML sets the sync interval.
+    pub fn sets_sync_interval(&self) -> bool {
+        self.usage_sync().is_some_and(|s| s.enabled && s.sync_interval.is_some())
+    }
+
+    /// The key the usage file comes from, for messages (`path` is the YAML file).
+    pub fn file_key(&self, path: &std::path::Path) -> String {
+        match self.usage_sync() {
+            Some(s) if s.enabled => format!("{}: gitstore.usage-sync.path", path.display()),
+            _ => format!("{}: statistics-file", path.display()),
+        }
     }
 
     /// Applies the proxy's settings over the git configuration.
@@ -285,7 +369,11 @@ impl ProxyConfig {
                 config.enabled = true;
                 config.files = vec![sync.path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_FILE))];
                 if let Some(i) = &sync.sync_interval {
-                    config.sync_interval = duration("gitstore.usage-sync.sync-interval", i)?;
+                    config.sync_interval = duration("gitstore.usage-sync.sync-interval", i).map_err(|_| {
+                        Error::Usage(format!(
+                            "gitstore.usage-sync.sync-interval = {i:?} is not a duration (examples: 30s, 15m, 1h)"
+                        ))
+                    })?;
                 }
             }
             _ => {
@@ -399,23 +487,40 @@ impl Config {
     }
 
     /// The configuration for the repository around `dir` (cached where the repository
-    /// is found without git; read by git otherwise).
+    /// is found without git; read by git otherwise), with `tally.file` checked against the
+    /// work tree.
     pub fn load_at(dir: &std::path::Path) -> Result<Config> {
         let git = Git::new(dir);
-        match discover(dir) {
-            Some((_, git_dir)) => Config::load_cached(&git, &git_dir),
-            None => Config::load(&git),
+        let (mut config, top, fresh) = match discover(dir) {
+            Some((top, git_dir)) => {
+                let (c, fresh) = Config::load_cached_fresh(&git, &git_dir)?;
+                (c, Some(top), fresh)
+            }
+            None => (Config::load(&git)?, git.toplevel().ok(), true),
+        };
+        let in_git = config.enabled;
+        check_files(&mut config.files, top.as_deref(), "git config tally.file", in_git)?;
+        if fresh && in_git {
+            if let Some(top) = &top {
+                config.warnings = unattributed_files(&Git::new(top), &config.files);
+            }
         }
+        Ok(config)
     }
 
     /// `load`, from the cache in `git_dir` when the config files have not changed.
     pub fn load_cached(git: &Git, git_dir: &std::path::Path) -> Result<Config> {
+        Config::load_cached_fresh(git, git_dir).map(|(c, _)| c)
+    }
+
+    /// `load_cached`, and whether the values were read from git rather than the cache.
+    fn load_cached_fresh(git: &Git, git_dir: &std::path::Path) -> Result<(Config, bool)> {
         let cache = git_dir.join("tally").join("config.cache");
         let key = fingerprint(git_dir);
         if let (Some(key), Ok(text)) = (&key, std::fs::read_to_string(&cache)) {
             if let Ok((k, pairs)) = serde_json::from_str::<(String, Vec<(String, String)>)>(&text) {
                 if &k == key {
-                    return Config::from_pairs(&pairs);
+                    return Ok((Config::from_pairs(&pairs)?, false));
                 }
             }
         }
@@ -428,8 +533,131 @@ impl Config {
                 );
             }
         }
-        Config::from_pairs(&pairs)
+        Ok((Config::from_pairs(&pairs)?, true))
     }
+}
+
+/// Checks usage-file paths where they are read, so that a bad one is refused at once
+/// (exit 2, naming `key`) instead of being recorded into and failing every sync after:
+/// a file git-tally commits must be inside the work tree at `top` (not `..` above it, not
+/// absolute elsewhere, not under `.git`, not through a symbolic link, which git would
+/// store as a link) and must not be a directory. Absolute paths inside the work tree are
+/// made relative to it. Without git (`in_git` false) a file may be anywhere, but still not
+/// a directory.
+pub fn check_files(files: &mut [PathBuf], top: Option<&std::path::Path>, key: &str, in_git: bool) -> Result<()> {
+    use std::path::Component;
+    for file in files.iter_mut() {
+        let shown = file.display().to_string();
+        let bad = |why: String| Error::Usage(format!("{key} = {shown:?}: {why}"));
+        if file.as_os_str().is_empty() {
+            return Err(bad("empty; name a usage file inside the repository, e.g. usage/usage.json".into()));
+        }
+        if file.is_absolute() {
+            let canonical_top = top.and_then(|t| std::fs::canonicalize(t).ok());
+            let inside = canonical_top.as_ref().and_then(|t| {
+                let canonical = canonical_ancestor(file);
+                canonical.strip_prefix(t).ok().map(PathBuf::from)
+            });
+            match inside {
+                Some(rel) => *file = rel,
+                None if in_git && top.is_some() => {
+                    return Err(bad(format!(
+                        "outside the work tree{}; a usage file git-tally commits must be inside the repository (e.g. usage/usage.json)",
+                        top.map(|t| format!(" {}", t.display())).unwrap_or_default()
+                    )))
+                }
+                None => {}
+            }
+        }
+        if !file.is_absolute() {
+            let mut normal = PathBuf::new();
+            for c in file.components() {
+                match c {
+                    Component::CurDir => {}
+                    Component::ParentDir if !normal.pop() => {
+                        if in_git {
+                            return Err(bad(format!(
+                                "`..` leads outside the work tree{}; a usage file git-tally commits must be inside the repository",
+                                top.map(|t| format!(" {}", t.display())).unwrap_or_default()
+                            )));
+                        }
+                        normal.push("..");
+                    }
+                    Component::ParentDir => {}
+                    c => normal.push(c),
+                }
+            }
+            if normal.as_os_str().is_empty() {
+                return Err(bad(
+                    "names the top of the work tree, a directory; name a file, e.g. usage/usage.json".into()
+                ));
+            }
+            if in_git && normal.components().next().is_some_and(|c| c.as_os_str().eq_ignore_ascii_case(".git")) {
+                return Err(bad("inside .git, where git tracks nothing; name a file in the work tree".into()));
+            }
+            *file = normal;
+        }
+        let Some(top) = top else { continue };
+        let full = top.join(&*file);
+        if full.is_dir() {
+            return Err(bad(format!(
+                "{} is a directory; name a file in it, e.g. {}",
+                full.display(),
+                file.join("usage.json").display()
+            )));
+        }
+        if in_git {
+            let mut at = top.to_path_buf();
+            for c in file.components() {
+                at.push(c);
+                if at.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(bad(format!(
+                        "{} is a symbolic link; git would commit the link, not the usage: name the file itself",
+                        at.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` with its longest existing ancestor resolved (symbolic links, `..`), the rest
+/// appended: where the file would be, even before it exists.
+fn canonical_ancestor(path: &std::path::Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path.to_path_buf();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&at) {
+            return rest.iter().rev().fold(c, |p: PathBuf, r| p.join(r));
+        }
+        match (at.file_name().map(|n| n.to_os_string()), at.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                at = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// Warnings for usage files no `merge=tally` attribute applies to: git's own merges
+/// (`git pull`, `git merge`) would merge them line by line. Often a typo in `tally.file`.
+pub fn unattributed_files(git: &Git, files: &[PathBuf]) -> Vec<String> {
+    let paths: Vec<String> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let Ok(values) = git.check_attr_all("merge", &refs) else { return Vec::new() };
+    paths
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| v.as_deref() != Some("tally"))
+        .map(|(p, _)| {
+            format!(
+                "tally.file {p}: no merge=tally attribute applies to it, so git's own merges (git pull, git merge) would not use the driver; check the name for a typo, or run `git tally install --pattern {}`",
+                crate::fsutil::shell_quote(p)
+            )
+        })
+        .collect()
 }
 
 /// The global attributes file git reads: `core.attributesFile` (`~/` expanded) when set,

@@ -1,6 +1,8 @@
 //! `demo`: a throwaway bare remote and two "machines" (clones) record concurrent traffic
 //! and sync through the library API; the result is checked against one machine applying
-//! every request once, and the merged statistics are shown.
+//! every request once, and the merged statistics are shown, with how often the machines
+//! raced: upstream integrations, rejected pushes retried, busy locks waited out. The
+//! temporary directory is removed at the end unless `--keep` (or `--dir`) says otherwise.
 
 use crate::cli::DemoArgs;
 use crate::config::Config;
@@ -13,6 +15,7 @@ use crate::sync::Sync as Store;
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const MACHINES: [&str; 2] = ["laptop", "server"];
 
@@ -33,16 +36,36 @@ fn events(machine: usize, n: usize) -> Vec<Event> {
         .collect()
 }
 
+/// What the machines' syncs saw, counted across both.
+#[derive(Default)]
+struct Races {
+    syncs: AtomicUsize,
+    /// Syncs that found the other machine's commits upstream and integrated them.
+    integrations: AtomicUsize,
+    /// Pushes rejected because the other machine pushed first, then retried.
+    push_retries: AtomicUsize,
+    /// Syncs retried whole after a transient failure (the lock or the remote busy).
+    sync_retries: AtomicUsize,
+}
+
 pub fn run(args: &DemoArgs) -> Result<i32> {
-    let root = match &args.dir {
+    // A temporary directory is removed when `temp` drops, unless kept.
+    let (root, temp) = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-            d.clone()
+            (d.clone(), None)
         }
         None => {
-            tempfile::Builder::new().prefix("git-tally-demo-").tempdir().map_err(|e| Error::io("temp dir", e))?.keep()
+            let t =
+                tempfile::Builder::new().prefix("git-tally-demo-").tempdir().map_err(|e| Error::io("temp dir", e))?;
+            if args.keep {
+                (t.keep(), None)
+            } else {
+                (t.path().to_path_buf(), Some(t))
+            }
         }
     };
+    let kept = temp.is_none();
     let remote = root.join("remote.git");
     Git::new(&root).run(&["init", "-q", "--bare", "-b", "main", &remote.to_string_lossy()])?;
     let mut clones: Vec<PathBuf> = Vec::new();
@@ -62,6 +85,8 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         args.events
     );
     let per_machine: Vec<Vec<Event>> = (0..MACHINES.len()).map(|m| events(m, args.events)).collect();
+    let races = Races::default();
+    let races = &races;
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = clones
             .iter()
@@ -75,7 +100,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
                     let store = Store::open_with(repo, config)?;
                     for chunk in evs.chunks(25) {
                         store.ledger.record(chunk.to_vec())?;
-                        retry_sync(&store)?;
+                        retry_sync(&store, races)?;
                     }
                     Ok(())
                 })
@@ -87,10 +112,13 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         Ok(())
     })?;
     for (m, dir) in clones.iter().enumerate() {
-        retry_sync(&Store::open(dir, |c| {
-            c.device = MACHINES[m].into();
-            Ok(())
-        })?)?;
+        retry_sync(
+            &Store::open(dir, |c| {
+                c.device = MACHINES[m].into();
+                Ok(())
+            })?,
+            races,
+        )?;
     }
     let files: Vec<Vec<u8>> = clones
         .iter()
@@ -113,16 +141,29 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         all.len(),
         if exact { "yes" } else { "NO" }
     );
-    print_stats(&merged);
+    let n = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+    let count = |k: usize, one: &str, many: &str| if k == 1 { format!("1 {one}") } else { format!("{k} {many}") };
     println!(
-        "\nfiles: {}",
-        clones
-            .iter()
-            .map(|d| d.join(crate::config::DEFAULT_FILE).display().to_string())
-            .collect::<Vec<_>>()
-            .join("\n       ")
+        "the machines raced: {}, {} found the other machine's commits upstream and integrated them (merged in-process, no conflict); {} rejected and retried; {} out a busy lock or remote",
+        count(n(&races.syncs), "sync", "syncs"),
+        count(n(&races.integrations), "of which", "of which"),
+        count(n(&races.push_retries), "push was", "pushes were"),
+        count(n(&races.sync_retries), "sync waited", "syncs waited"),
     );
-    println!("history: git -C {} log --oneline", clones[0].display());
+    print_stats(&merged);
+    if kept {
+        println!(
+            "\nfiles: {}",
+            clones
+                .iter()
+                .map(|d| d.join(crate::config::DEFAULT_FILE).display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n       ")
+        );
+        println!("history: git -C {} log --oneline", clones[0].display());
+    } else {
+        println!("\nremoved {} (run with --keep to look around)", root.display());
+    }
     Ok(if identical && exact { exit::OK } else { exit::CONFLICT })
 }
 
@@ -142,12 +183,22 @@ fn same_within(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn retry_sync(store: &Store) -> Result<()> {
+fn retry_sync(store: &Store, races: &Races) -> Result<()> {
     let mut last = None;
     for _ in 0..10 {
+        races.syncs.fetch_add(1, Ordering::Relaxed);
         match store.sync() {
-            Ok(_) => return Ok(()),
-            Err(e @ Error::Transient(_)) => last = Some(e),
+            Ok(s) => {
+                if s.integrated.is_some() {
+                    races.integrations.fetch_add(1, Ordering::Relaxed);
+                }
+                races.push_retries.fetch_add(s.push_retries as usize, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e @ Error::Transient(_)) => {
+                races.sync_retries.fetch_add(1, Ordering::Relaxed);
+                last = Some(e)
+            }
             Err(e) => return Err(e),
         }
     }

@@ -1,73 +1,263 @@
-//! `doctor`: checks what must hold for git to use the driver on each usage file, and says
-//! how to fix what does not.
+//! `doctor`: checks everything a sync and a merge need (SPEC §7) and says, for each
+//! problem, the command that fixes it: the git version, the driver's registration and
+//! the binary it names, the attributes of each usage file, `tally.file` itself, the hooks
+//! and systemd units and the binary they call, and whether the remote answers (a
+//! repository without one is noted, not a problem: merges need none).
+//!
+//! Unattended runs fail quietly, so doctor is where a person finds out: a driver, hook or
+//! unit that names a binary which was moved or uninstalled is a problem, as is one that
+//! names `git-tally` without a path, which cron, systemd and IDEs will not find.
 
-use super::install::{which_git_tally, DRIVER};
+use super::hooks::{hook_names, hook_program, hooks_dir, is_ours};
+use super::install::{which_git_tally, DRIVER_ARGS};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::exit;
+use crate::fsutil::{first_shell_word, is_executable, shell_quote};
 use crate::git::Git;
-use std::path::Path;
+use crate::systemd::{exec_program, unit_names, Mode};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-pub const DEFAULT_FILE: &str = "usage/usage.json";
+/// The oldest git sync is tested with (Debian 11 ships 2.30).
+pub const MIN_GIT: (u32, u32) = (2, 30);
+
+/// How long the remote may take to answer `git ls-remote`.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The version in `git --version` output ("git version 2.39.5", "2.39.3 (Apple Git-145)",
+/// "2.45.1.windows.1").
+pub fn parse_git_version(out: &str) -> Option<(u32, u32, u32)> {
+    let v = out.trim().strip_prefix("git version ")?;
+    let mut nums = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>());
+    let major = nums.next()?.ok()?;
+    let minor = nums.next()?.ok()?;
+    let patch = nums.next().and_then(|r| r.ok()).unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+struct Report {
+    problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: impl std::fmt::Display) {
+        println!("ok       {what}");
+    }
+
+    fn note(&mut self, what: impl std::fmt::Display) {
+        println!("note     {what}");
+    }
+
+    fn problem(&mut self, what: impl std::fmt::Display, fix: impl std::fmt::Display) {
+        self.problems += 1;
+        println!("problem  {what}\n         fix: {fix}");
+    }
+
+    /// A program a driver, hook or unit runs: a problem when it is gone, or named without a
+    /// path.
+    fn program(&mut self, what: &str, program: &str, fix: &str) {
+        let path = Path::new(program);
+        if !path.is_absolute() {
+            let found = which_git_tally();
+            self.problem(
+                format!(
+                    "{what} runs `{program}` by name{}; git run by cron, systemd or an IDE may not find it",
+                    match &found {
+                        Some(p) => format!(" (found on this PATH: {})", p.display()),
+                        None => ", and it is not on PATH".into(),
+                    }
+                ),
+                format!("{fix} (it then names the binary by its absolute path)"),
+            );
+        } else if !is_executable(path) {
+            self.problem(format!("{what} runs {program}, which does not exist (moved or uninstalled?)"), fix);
+        } else {
+            self.ok(format!("{what} runs {program}"));
+        }
+    }
+}
 
 pub fn run(dir: &Path) -> Result<i32> {
     let git = Git::new(dir);
     git.git_dir().map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
-    let mut problems = 0;
-    let mut report = |ok: bool, what: String, fix: &str| {
-        if ok {
-            println!("ok       {what}");
-        } else {
-            problems += 1;
-            println!("problem  {what}\n         fix: {fix}");
-        }
-    };
-    match which_git_tally() {
-        Some(p) => report(true, format!("git-tally is on the PATH git uses: {}", p.display()), ""),
-        None => report(
-            false,
-            "git-tally is not on the PATH git uses, so git cannot run the driver".into(),
-            "install it with scripts/install.sh or `cargo install --path .`, or add its directory to PATH",
+    let top = git.toplevel().ok();
+    let mut r = Report { problems: 0 };
+
+    match git.run(&["--version"]).ok().as_deref().and_then(parse_git_version) {
+        Some(v) if (v.0, v.1) >= MIN_GIT => r.ok(format!("git {}.{}.{}", v.0, v.1, v.2)),
+        Some(v) => r.problem(
+            format!(
+                "git {}.{}.{} is older than {}.{}, the oldest git-tally supports",
+                v.0, v.1, v.2, MIN_GIT.0, MIN_GIT.1
+            ),
+            format!(
+                "install git {}.{} or newer (Debian 11 and later, Ubuntu 22.04 and later ship one)",
+                MIN_GIT.0, MIN_GIT.1
+            ),
         ),
+        None => r.problem("cannot tell git's version from `git --version`", "check that `git --version` works"),
     }
+    match which_git_tally() {
+        Some(p) => r.ok(format!("git-tally is on PATH: {} (`git tally …` works)", p.display())),
+        None => r.note("git-tally is not on PATH: `git tally …` needs its directory on PATH (drivers, hooks and units call it by absolute path)"),
+    }
+
+    // The driver, and where it is registered (so the fix names the same scope).
+    let scope_of = |key: &str| {
+        git.run(&["config", "--show-scope", "--get", key])
+            .ok()
+            .and_then(|l| l.split_once('\t').map(|(s, _)| s.to_string()))
+    };
+    let install_cmd = |key: &str| match scope_of(key).as_deref() {
+        Some("global") => "run `git tally install --global`",
+        _ => "run `git tally install`",
+    };
     match git.config_get("merge.tally.driver")? {
-        Some(d) if d.contains("merge %O %A %B") => report(true, format!("merge.tally.driver = {d}"), ""),
-        Some(d) => {
-            report(false, format!("merge.tally.driver is {d:?}, not the git-tally driver"), "run `git tally install`")
-        }
-        None => report(
-            false,
-            "the merge driver \"tally\" is not registered (merge.tally.driver unset)".into(),
+        Some(d) if d.contains("merge %O %A %B") => match first_shell_word(&d) {
+            Some(program) => r.program("merge.tally.driver", &program, install_cmd("merge.tally.driver")),
+            None => r.problem(format!("merge.tally.driver is {d:?}"), install_cmd("merge.tally.driver")),
+        },
+        Some(d) => r.problem(
+            format!("merge.tally.driver is {d:?}, not the git-tally driver (… {DRIVER_ARGS})"),
+            install_cmd("merge.tally.driver"),
+        ),
+        None => r.problem(
+            "the merge driver \"tally\" is not registered (merge.tally.driver unset)",
             "run `git tally install` (or `git tally install --global`)",
         ),
     }
-    if let Some(r) = git.config_get("merge.tally.recursive")? {
-        report(
-            false,
+    if let Some(t) = git.config_get("diff.tally.textconv")? {
+        if let Some(program) = first_shell_word(&t) {
+            r.program("diff.tally.textconv", &program, install_cmd("diff.tally.textconv"));
+        }
+    }
+    if let Some(v) = git.config_get("merge.tally.recursive")? {
+        r.problem(
             format!(
-                "merge.tally.recursive = {r}: criss-cross merges would not use the driver for the virtual ancestor"
+                "merge.tally.recursive = {v}: criss-cross merges would not use the driver for the virtual ancestor"
             ),
             "git config --unset merge.tally.recursive",
         );
     }
-    let mut files = git.config_get_all("tally.file")?;
-    if files.is_empty() {
-        files.push(DEFAULT_FILE.to_string());
-    }
+
+    // tally.file, checked as every command checks it.
+    let files: Vec<PathBuf> = match Config::load_at(dir) {
+        Ok(c) => {
+            r.ok(format!(
+                "tally.file: {}",
+                c.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            ));
+            c.files
+        }
+        Err(e) => {
+            r.problem(e.to_string(), "git config tally.file usage/usage.json (a file inside the repository)");
+            Vec::new()
+        }
+    };
     for f in &files {
-        match git.check_attr("merge", f)? {
-            Some(v) if v == "tally" => report(true, format!("{f}: merge=tally applies"), ""),
-            other => report(
-                false,
+        let f = f.to_string_lossy();
+        match top.as_ref().map(|t| Git::new(t).check_attr("merge", &f)).transpose()?.flatten() {
+            Some(v) if v == "tally" => r.ok(format!("{f}: merge=tally applies")),
+            other => r.problem(
                 format!("{f}: the merge attribute is {}, not tally", other.as_deref().unwrap_or("unspecified")),
-                &format!("run `git tally install --pattern '{f}'` (the driver is {DRIVER})"),
+                format!("run `git tally install --pattern {}` (or check tally.file for a typo)", shell_quote(&f)),
             ),
         }
     }
-    if problems == 0 {
-        println!("git-tally is ready: usage files in this repository merge exactly");
+
+    // Hooks.
+    let hooks = hooks_dir(&git)?;
+    let ours: Vec<(&str, PathBuf)> = hook_names().map(|n| (n, hooks.join(n))).filter(|(_, p)| is_ours(p)).collect();
+    if ours.is_empty() {
+        r.note(format!("no git-tally hooks in {} (optional: `git tally hooks install`)", hooks.display()));
+    }
+    for (name, path) in &ours {
+        let script = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        match hook_program(&script) {
+            Some(p) => r.program(&format!("the {name} hook"), &p, "run `git tally hooks install`"),
+            None => r.problem(
+                format!("the {name} hook in {} is from an older git-tally", hooks.display()),
+                "run `git tally hooks install`",
+            ),
+        }
+    }
+
+    // systemd units of this repository, user and system.
+    if let Some(top) = &top {
+        let mut found = false;
+        for mode in [Mode::User, Mode::System] {
+            let Ok(unit_dir) = super::systemd::unit_dir(mode) else { continue };
+            for name in unit_names(top).into_iter().filter(|n| n.ends_with(".service")) {
+                let path = unit_dir.join(&name);
+                let Ok(text) = std::fs::read_to_string(&path) else { continue };
+                found = true;
+                let flag = if mode == Mode::User { "--user" } else { "--system" };
+                match exec_program(&text) {
+                    Some(p) => r.program(
+                        &format!("unit {}", path.display()),
+                        &p,
+                        &format!("run `git tally systemd install {flag}`"),
+                    ),
+                    None => r.problem(
+                        format!("unit {} runs no git-tally", path.display()),
+                        format!("run `git tally systemd install {flag}`"),
+                    ),
+                }
+            }
+        }
+        if !found {
+            r.note("no systemd units for this repository (optional: `git tally systemd install`, or cron)");
+        }
+    }
+
+    // The remote.
+    let branch = git.run_optional(&["symbolic-ref", "--short", "-q", "HEAD"])?;
+    let remote = match git.config_get("tally.remote")? {
+        Some(r) => Some(r),
+        None => match &branch {
+            Some(b) => git.config_get(&format!("branch.{b}.remote"))?,
+            None => None,
+        },
+    }
+    .or_else(|| git.run(&["remote"]).ok().and_then(|l| l.lines().next().map(str::to_string)));
+    match remote {
+        // Merges need no remote; only sync does, and it says so itself (exit 2).
+        None => r.note(
+            "no remote: merges work, but `git tally sync` needs one: git remote add origin <url> && git push -u origin HEAD",
+        ),
+        Some(remote) => {
+            let probe = git.clone().with_deadline(Some(Instant::now() + REMOTE_TIMEOUT));
+            match probe.run(&["ls-remote", "--heads", &remote]) {
+                Ok(_) => r.ok(format!("the remote {remote} answers")),
+                Err(e) => r.problem(
+                    format!("the remote {remote} does not answer: {}", e.stderr.lines().next().unwrap_or("").trim()),
+                    format!("check its URL (`git remote get-url {remote}`), the network and your credentials"),
+                ),
+            }
+        }
+    }
+
+    if r.problems == 0 {
+        println!("git-tally is ready: usage files in this repository merge exactly and sync");
         Ok(exit::OK)
     } else {
-        println!("{problems} problem(s) found");
+        println!("{} problem(s) found", r.problems);
         Ok(exit::CONFLICT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_versions() {
+        assert_eq!(parse_git_version("git version 2.39.5\n"), Some((2, 39, 5)));
+        assert_eq!(parse_git_version("git version 2.39.3 (Apple Git-145)"), Some((2, 39, 3)));
+        assert_eq!(parse_git_version("git version 2.45.1.windows.1"), Some((2, 45, 1)));
+        assert_eq!(parse_git_version("git version 2.30"), Some((2, 30, 0)));
+        assert_eq!(parse_git_version("hub version 2.14"), None);
+        assert!((parse_git_version("git version 2.29.2").map(|v| (v.0, v.1)).unwrap()) < MIN_GIT);
     }
 }

@@ -1,6 +1,9 @@
 //! `hooks install|uninstall|run`: git hooks that keep invalid usage files out of history
 //! (SPEC §7). The scripts in `hooks/` are embedded; installing keeps any hook already in
 //! place (renamed `<hook>.pre-git-tally`, run first by ours) and honours core.hooksPath.
+//! Each script names this binary by its absolute path (git runs hooks with whatever PATH
+//! its caller had: cron, systemd or an IDE lack `~/.cargo/bin`); installing again after
+//! an upgrade or a move rewrites it.
 
 use crate::cli::{HooksAction, HooksArgs};
 use crate::config::Config;
@@ -20,13 +23,33 @@ const HOOKS: [(&str, &str); 4] = [
     ("pre-push", include_str!("../../hooks/pre-push")),
 ];
 const MARK: &str = "# git-tally hook:";
+/// The line of each script that names the binary; `install` puts the absolute path in.
+const PROGRAM_LINE: &str = "\ngit_tally=git-tally\n";
 
-fn hooks_dir(git: &Git) -> Result<PathBuf> {
+/// The script of hook `name` as installed for the git-tally at `exe`.
+fn script_for(script: &str, exe: &Path) -> String {
+    let line = format!("\ngit_tally={}\n", crate::fsutil::shell_quote(&exe.to_string_lossy()));
+    script.replacen(PROGRAM_LINE, &line, 1)
+}
+
+/// The git-tally an installed hook script runs (its `git_tally=` line), unquoted.
+pub fn hook_program(script: &str) -> Option<String> {
+    let line = script.lines().find_map(|l| l.strip_prefix("git_tally="))?;
+    crate::fsutil::first_shell_word(line)
+}
+
+/// The names of the hooks git-tally installs.
+pub fn hook_names() -> impl Iterator<Item = &'static str> {
+    HOOKS.iter().map(|(n, _)| *n)
+}
+
+/// Where git looks for hooks in the repository of `git` (core.hooksPath honoured).
+pub fn hooks_dir(git: &Git) -> Result<PathBuf> {
     let p = PathBuf::from(git.run(&["rev-parse", "--git-path", "hooks"])?);
     Ok(if p.is_absolute() { p } else { git.toplevel()?.join(p) })
 }
 
-fn is_ours(path: &Path) -> bool {
+pub fn is_ours(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains(MARK))
 }
 
@@ -43,7 +66,9 @@ fn install(git: &Git) -> Result<i32> {
     use std::os::unix::fs::PermissionsExt;
     let dir = hooks_dir(git)?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let exe = crate::fsutil::current_exe()?;
     for (name, script) in HOOKS {
+        let script = script_for(script, &exe);
         let path = dir.join(name);
         let saved = dir.join(format!("{name}.pre-git-tally"));
         if path.exists() && !is_ours(&path) {
@@ -57,10 +82,20 @@ fn install(git: &Git) -> Result<i32> {
             std::fs::rename(&path, &saved).map_err(|e| Error::io(&path, e))?;
             println!("kept your {name} hook as {} (it runs first)", saved.display());
         }
-        crate::fsutil::write_atomic(&path, script.as_bytes())?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(&path, e))?;
+        if std::fs::read(&path).ok().as_deref() != Some(script.as_bytes()) {
+            crate::fsutil::write_atomic_mode(&path, script.as_bytes(), 0o777)?;
+        }
+        let mode = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.permissions().mode();
+        if mode & 0o100 == 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | 0o100))
+                .map_err(|e| Error::io(&path, e))?;
+        }
     }
-    println!("installed pre-commit, post-merge, post-rewrite and pre-push in {}", dir.display());
+    println!(
+        "installed pre-commit, post-merge, post-rewrite and pre-push in {} (they run {})",
+        dir.display(),
+        exe.display()
+    );
     Ok(exit::OK)
 }
 
@@ -244,4 +279,20 @@ fn pre_push(git: &Git) -> Result<i32> {
         return Ok(exit::CONFLICT);
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_names_its_program_on_one_line() {
+        for (name, script) in HOOKS {
+            assert_eq!(script.matches(PROGRAM_LINE).count(), 1, "{name}");
+            let exe = Path::new("/opt/my tools/git-tally");
+            let installed = script_for(script, exe);
+            assert_eq!(hook_program(&installed).as_deref(), Some("/opt/my tools/git-tally"), "{name}");
+            assert!(installed.contains(MARK));
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! `install` / `uninstall`: register the merge driver in git config and write the
 //! attribute lines in a marked block, so that running it twice changes nothing and
 //! `uninstall` removes exactly what `install` wrote.
+//!
+//! The driver and the textconv command name this binary by its absolute path: git run by
+//! cron, systemd or an IDE has a PATH without `~/.cargo/bin`, and a driver git cannot
+//! start fails the merge. Running `install` again after an upgrade or a move updates them.
 
 use crate::cli::InstallArgs;
 use crate::error::{Error, Result};
@@ -9,7 +13,18 @@ use crate::profile;
 use crate::{exit, fsutil};
 use std::path::{Path, PathBuf};
 
-pub const DRIVER: &str = "git-tally merge %O %A %B -p %P -l %L -s %S -x %X -y %Y";
+/// The driver's arguments, after the program.
+pub const DRIVER_ARGS: &str = "merge %O %A %B -p %P -l %L -s %S -x %X -y %Y";
+
+/// The merge driver command line for the git-tally at `exe`.
+pub fn driver(exe: &Path) -> String {
+    format!("{} {DRIVER_ARGS}", fsutil::shell_quote(&exe.to_string_lossy()))
+}
+
+/// The textconv command line for the git-tally at `exe`.
+pub fn textconv(exe: &Path) -> String {
+    format!("{} show", fsutil::shell_quote(&exe.to_string_lossy()))
+}
 /// Usage files, and every ledger file (the driver joins two versions of a device's file).
 pub const DEFAULT_PATTERNS: [&str; 3] = ["usage/*.json", "usage.json", "*.ledger/**/*.json"];
 const BEGIN: &str = "# >>> git-tally: usage files merge with `git tally merge` >>>";
@@ -88,12 +103,23 @@ pub fn install(dir: &Path, args: &InstallArgs) -> Result<i32> {
         git.git_dir().map_err(|e| Error::Usage(format!("not a git repository: {}", e.stderr)))?;
     }
     let block = block(args)?;
-    git.config_set(scope, "merge.tally.name", "git-tally: exact merge of usage statistics")?;
-    git.config_set(scope, "merge.tally.driver", DRIVER)?;
+    let exe = fsutil::current_exe()?;
+    let driver = driver(&exe);
+    // Written only when different, so that a second install leaves the files untouched.
+    let set = |key: &str, value: &str| -> Result<()> {
+        if git.config_get_in(scope, key)?.as_deref() != Some(value) {
+            git.config_set(scope, key, value)?;
+        }
+        Ok(())
+    };
+    set("merge.tally.name", "git-tally: exact merge of usage statistics")?;
+    set("merge.tally.driver", &driver)?;
     // `git diff` and `git log -p` show usage files in canonical form (sorted keys).
-    git.config_set(scope, "diff.tally.textconv", "git-tally show")?;
+    set("diff.tally.textconv", &textconv(&exe))?;
     // The driver must also build the virtual ancestor of criss-cross merges.
-    git.config_unset(scope, "merge.tally.recursive")?;
+    if git.config_get_in(scope, "merge.tally.recursive")?.is_some() {
+        git.config_unset(scope, "merge.tally.recursive")?;
+    }
     let file = attributes_file(&git, args)?;
     let old = read_text(&file)?;
     let (rest, _) = strip_block(&old);
@@ -112,9 +138,12 @@ pub fn install(dir: &Path, args: &InstallArgs) -> Result<i32> {
         println!("{} already has the merge=tally lines", file.display());
     }
     let where_ = if args.global { "global" } else { "repository" };
-    println!("registered merge driver \"tally\" in the {where_} git config: {DRIVER}");
+    println!("registered merge driver \"tally\" in the {where_} git config: {driver}");
     if which_git_tally().is_none() {
-        eprintln!("warning: git-tally is not on PATH; git will not find the driver until it is");
+        eprintln!(
+            "note: git-tally is not on PATH: git merges still work (the driver runs {}), but `git tally …` needs its directory on PATH",
+            exe.display()
+        );
     }
     Ok(exit::OK)
 }
@@ -153,8 +182,7 @@ pub fn which_git_tally() -> Option<PathBuf> {
 }
 
 fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    fsutil::is_executable(p)
 }
 
 #[cfg(test)]

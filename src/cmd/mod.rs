@@ -1,19 +1,21 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod completions;
 mod daemon;
 mod demo;
 mod doctor;
 mod history;
 mod hooks;
 mod install;
+mod man;
 mod merge;
 mod stats;
 mod status;
 mod sync;
 mod systemd;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfirmArgs};
 use crate::config::{Config, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
@@ -31,14 +33,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Uninstall(args) => install::uninstall(&dir, &args),
         Command::Doctor => doctor::run(&dir),
         Command::Check(args) => check::run(&dir, &args),
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "git-tally", &mut std::io::stdout());
-            Ok(crate::exit::OK)
-        }
+        Command::Completions { shell } => completions::run(shell),
         Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).map_err(|e| Error::io("stdout", e))?;
+            use std::io::Write;
+            std::io::stdout().write_all(man::render().as_bytes()).map_err(|e| Error::io("stdout", e))?;
             Ok(crate::exit::OK)
         }
         Command::Profiles => {
@@ -48,10 +46,24 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(crate::exit::OK)
         }
         Command::Record(args) => sync::record(&open_ledger(&dir, proxy)?, &dir, proxy, &args),
-        Command::Pull | Command::Sync | Command::Flush(_) => {
-            let ledger = open_ledger(&dir, proxy)?;
-            if !ledger.config().enabled {
-                return local_only(&ledger, proxy);
+        Command::Pull | Command::Sync | Command::Flush(_) | Command::Daemon => {
+            let (ledger, note) = sync_disabled(&dir, proxy)?;
+            let what = match &cli.command {
+                Command::Pull => "pull",
+                Command::Sync => "sync",
+                Command::Flush(_) => "flush",
+                _ => "daemon",
+            };
+            if let Some(note) = note {
+                if what == "daemon" {
+                    println!("daemon: {note}; nothing to sync, not starting");
+                    return Ok(crate::exit::OK);
+                }
+                return fold_only(&ledger, what, &note);
+            }
+            drop(ledger);
+            if what == "daemon" {
+                return daemon::run(&dir, proxy);
             }
             let s = open_sync(&dir, proxy)?;
             match cli.command {
@@ -61,9 +73,16 @@ pub fn run(cli: Cli) -> Result<i32> {
                 _ => unreachable!("matched above"),
             }
         }
-        Command::Daemon => daemon::run(&dir, proxy),
         Command::Status(args) => status::run(&dir, proxy, &args),
-        Command::Systemd(args) => systemd::run(&open_ledger(&dir, proxy)?, &args),
+        Command::Systemd(args) => {
+            let (config, proxy_config) = load_config(&dir, proxy)?;
+            let source = match (&args.interval, proxy, &proxy_config) {
+                (Some(_), _, _) => systemd::IntervalSource::Flag,
+                (None, Some(p), Some(pc)) if pc.sets_sync_interval() => systemd::IntervalSource::Proxy(p),
+                _ => systemd::IntervalSource::GitConfig,
+            };
+            systemd::run(&ledger_with(&dir, config)?, &args, source)
+        }
         Command::Hooks(args) => hooks::run(&dir, &args),
         Command::Stats(args) => stats::stats(&dir, proxy, &args),
         Command::Export(args) => stats::export(&dir, proxy, &args),
@@ -73,8 +92,28 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(args) => history::restore(&open_sync(&dir, proxy)?, &args),
         Command::Diff(args) => history::diff(&open_sync(&dir, proxy)?, &args),
         Command::Show { file } => history::show(&dir.join(file)),
-        Command::ClearHistory => lower(&dir, proxy, false),
-        Command::Reset => lower(&dir, proxy, true),
+        Command::ClearHistory(args) => {
+            let ledger = open_ledger(&dir, proxy)?;
+            let what = format!(
+                "Clear the records of {} (aggregates are kept; every machine gets this at its next sync)?",
+                files_of(&ledger)
+            );
+            if !confirm("clear-history", &what, &args)? {
+                return Ok(crate::exit::CONFLICT);
+            }
+            lower(&ledger, false)
+        }
+        Command::Reset(args) => {
+            let ledger = open_ledger(&dir, proxy)?;
+            let what = format!(
+                "Zero the aggregates and clear the records of {} (every machine gets the reset at its next sync; traffic recorded elsewhere meanwhile stays)?",
+                files_of(&ledger)
+            );
+            if !confirm("reset", &what, &args)? {
+                return Ok(crate::exit::CONFLICT);
+            }
+            lower(&ledger, true)
+        }
         Command::Import(args) => {
             let ledger = open_ledger(&dir, proxy)?;
             let dirs = if args.dirs.is_empty() { crate::import::default_dirs() } else { args.dirs.clone() };
@@ -89,7 +128,29 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-/// The configuration for `dir`: git config, then `--proxy-config` over it.
+/// The configuration for `dir`: git config, then `--proxy-config` over it (its usage file
+/// checked as `tally.file` is); warnings about it are printed here.
+fn load_config(dir: &Path, proxy: Option<&Path>) -> Result<(Config, Option<ProxyConfig>)> {
+    let mut config = Config::load_at(dir)?;
+    let proxy_config = match proxy {
+        Some(p) => {
+            let pc = ProxyConfig::read(p)?;
+            pc.apply(&mut config)?;
+            let top = crate::config::discover(dir).map(|(top, _)| top).unwrap_or_else(|| dir.to_path_buf());
+            crate::config::check_files(&mut config.files, Some(&top), &pc.file_key(p), config.enabled)?;
+            // The git config's usage files were replaced: so are the warnings about them.
+            config.warnings.clear();
+            Some(pc)
+        }
+        None => None,
+    };
+    for w in &config.warnings {
+        eprintln!("git-tally: warning: {w}");
+    }
+    Ok((config, proxy_config))
+}
+
+/// `--proxy-config` over a configuration already read.
 pub(crate) fn apply_proxy(config: &mut Config, proxy: Option<&Path>) -> Result<()> {
     if let Some(p) = proxy {
         ProxyConfig::read(p)?.apply(config)?;
@@ -97,49 +158,83 @@ pub(crate) fn apply_proxy(config: &mut Config, proxy: Option<&Path>) -> Result<(
     Ok(())
 }
 
-/// This device's ledger in the repository around `dir` (no git process, no gix: the write
-/// path opens only what it needs). Local-only mode outside a repository keeps its state
-/// in `<dir>/.git-tally/`.
+/// This device's ledger in the repository around `dir` (no git process when the
+/// configuration is cached, no gix: the write path opens only what it needs).
 pub(crate) fn open_ledger(dir: &Path, proxy: Option<&Path>) -> Result<Ledger> {
-    let mut config = Config::load_at(dir)?;
-    apply_proxy(&mut config, proxy)?;
-    match crate::config::discover(dir) {
+    let (config, _) = load_config(dir, proxy)?;
+    ledger_with(dir, config)
+}
+
+/// This device's ledger with a configuration. Local-only mode outside a repository keeps
+/// its state in `<dir>/.git-tally/`.
+pub(crate) fn ledger_with(dir: &Path, config: Config) -> Result<Ledger> {
+    let mut ledger = match crate::config::discover(dir) {
         Some((top, git_dir)) => {
             let hints = |file: &str| match crate::git::Repo::open(&top) {
                 Ok(repo) => crate::sync::profile_hints(&repo, file),
                 Err(_) => Default::default(),
             };
-            Ledger::open(&top, &git_dir.join("tally"), &git_dir, config, &hints)
+            Ledger::open(&top, &git_dir.join("tally"), &git_dir, config, &hints)?
         }
         None if !config.enabled => {
             let state = dir.join(".git-tally");
-            Ledger::open(dir, &state, &state, config, &|_| Default::default())
+            Ledger::open(dir, &state, &state, config, &|_| Default::default())?
         }
-        None => Err(Error::Usage(format!(
-            "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",
-            dir.display()
-        ))),
+        None => {
+            return Err(Error::Usage(format!(
+                "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",
+                dir.display()
+            )))
+        }
+    };
+    for n in ledger.take_notices() {
+        eprintln!("git-tally: {n}");
     }
+    Ok(ledger)
+}
+
+/// The repository around `dir`, to sync.
+pub(crate) fn open_sync(dir: &Path, proxy: Option<&Path>) -> Result<Sync> {
+    let (config, _) = load_config(dir, proxy)?;
+    let repo = crate::git::Repo::open(dir).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut s = Sync::open_with(repo, config)?;
+    for n in s.ledger.take_notices() {
+        eprintln!("git-tally: {n}");
+    }
+    Ok(s)
+}
+
+/// Other devices' files as HEAD holds them (none in local-only mode).
+fn with_source<T>(ledger: &Ledger, f: impl FnOnce(&dyn crate::ledger::Source) -> Result<T>) -> Result<T> {
+    let repo = if ledger.config().enabled { crate::git::Repo::open(ledger.top()).ok() } else { None };
+    match &repo {
+        Some(r) => {
+            let tree = r.head().ok().and_then(|h| h.commit).and_then(|c| r.tree_of(c).ok());
+            f(&crate::sync::TreeSource { repo: r, tree })
+        }
+        None => f(&crate::ledger::NoSource),
+    }
+}
+
+/// In local-only mode, the usage files follow the ledger at once.
+fn write_local_views(ledger: &Ledger) -> Result<()> {
+    if ledger.config().enabled {
+        return Ok(());
+    }
+    for s in ledger.streams() {
+        let view = ledger.view(s, &crate::ledger::NoSource, false)?;
+        ledger.write_view(s, &view, false)?;
+    }
+    Ok(())
 }
 
 /// `reset` (`true`) and `clear-history`: floors or watermarks at what every device holds
 /// now, committed by the next sync (SPEC §4b.3).
-fn lower(dir: &Path, proxy: Option<&Path>, reset: bool) -> Result<i32> {
-    let ledger = open_ledger(dir, proxy)?;
+fn lower(ledger: &Ledger, reset: bool) -> Result<i32> {
     let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, "reset")?;
     ledger.fold()?;
-    let repo = if ledger.config().enabled { crate::git::Repo::open(ledger.top()).ok() } else { None };
-    let tree = repo.as_ref().and_then(|r| r.head().ok()?.commit.and_then(|c| r.tree_of(c).ok()));
-    let n = match &repo {
-        Some(r) => ledger.lower(&crate::sync::TreeSource { repo: r, tree }, reset)?,
-        None => ledger.lower(&crate::ledger::NoSource, reset)?,
-    };
-    if !ledger.config().enabled {
-        for s in ledger.streams() {
-            let view = ledger.view(s, &crate::ledger::NoSource, false)?;
-            ledger.write_view(s, &view, false)?;
-        }
-    }
+    let n = with_source(ledger, |source| ledger.lower(source, reset))?;
+    write_local_views(ledger)?;
     if reset {
         println!(
             "reset the usage of {} to zero (sync to share; other machines' new traffic stays)",
@@ -168,39 +263,63 @@ pub(crate) fn current_view(
         }
     };
     let Some(stream) = stream else { return Ok(None) };
-    let repo = if ledger.config().enabled { crate::git::Repo::open(ledger.top()).ok() } else { None };
-    let tree = repo.as_ref().and_then(|r| r.head().ok()?.commit.and_then(|c| r.tree_of(c).ok()));
-    let view = match &repo {
-        Some(r) => ledger.view(stream, &crate::sync::TreeSource { repo: r, tree }, true)?,
-        None => ledger.view(stream, &crate::ledger::NoSource, true)?,
-    };
+    let view = with_source(&ledger, |source| ledger.view(stream, source, true))?;
     Ok(Some((ledger.top().join(&stream.file), Some((view.profile, view.doc)))))
 }
 
-/// The repository around `dir`, to sync.
-pub(crate) fn open_sync(dir: &Path, proxy: Option<&Path>) -> Result<Sync> {
-    let mut s = Sync::open(dir, |c| apply_proxy(c, proxy))?;
-    for n in s.ledger.take_notices() {
-        eprintln!("git-tally: {n}");
-    }
-    Ok(s)
+/// The ledger, and why usage sync is off if it is — in the terms of the setting that
+/// turned it off (the proxy's YAML, or git config).
+fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Ledger, Option<String>)> {
+    let (config, proxy_config) = load_config(dir, proxy)?;
+    let note = match (proxy, &proxy_config) {
+        (Some(p), Some(pc)) => pc.sync_disabled(p),
+        _ if !config.enabled => {
+            Some("usage sync is off (git config tally.enabled = false): usage is kept locally".to_string())
+        }
+        _ => None,
+    };
+    Ok((ledger_with(dir, config)?, note))
 }
 
-/// `pull`, `sync` and `flush` with usage sync disabled: fold and write the usage files,
-/// exit 0 (a cron job that runs anyway is not an error).
-fn local_only(ledger: &Ledger, proxy: Option<&Path>) -> Result<i32> {
-    let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, "fold")?;
+/// A sync command with usage sync off: the journal folded into the usage files, a note,
+/// exit 0 (a cron job must not log an error every run for a setting someone chose).
+fn fold_only(ledger: &Ledger, what: &str, note: &str) -> Result<i32> {
+    let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, what)?;
     let n = ledger.fold()?;
     for s in ledger.streams() {
         let view = ledger.view(s, &crate::ledger::NoSource, false)?;
         ledger.write_view(s, &view, false)?;
     }
-    let why = match proxy {
-        Some(p) => format!("usage sync is disabled in {} (gitstore.usage-sync.enabled is not true)", p.display()),
-        None => "usage sync is disabled (git config tally.enabled = false)".to_string(),
-    };
-    println!("{why}: {} folded into the local usage files, nothing to push", sync::plural(n, "event"));
+    println!("{what}: {} folded; {note}, nothing to sync", sync::plural(n, "event"));
     Ok(crate::exit::OK)
+}
+
+/// The usage files of a ledger, for a question about them.
+fn files_of(ledger: &Ledger) -> String {
+    ledger.streams().iter().map(|s| ledger.top().join(&s.file).display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Asks `question` on a terminal; without one, `--yes` is required (exit 2), so that a
+/// script cannot destroy counters by accident. Whether to go ahead.
+fn confirm(command: &str, question: &str, args: &ConfirmArgs) -> Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if args.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(format!(
+            "{command} changes the usage file on every machine and asks first; not on a terminal, so pass --yes to do it"
+        )));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).map_err(|e| Error::io("stdin", e))?;
+    let yes = matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+    if !yes {
+        eprintln!("{command}: nothing changed");
+    }
+    Ok(yes)
 }
 
 /// A profile named on the command line.

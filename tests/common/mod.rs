@@ -163,11 +163,33 @@ pub fn have(program: &str, test: &str) -> bool {
     if std::env::var(REQUIRE_TOOLS).is_ok_and(|v| v == "1") {
         panic!("{test}: {program} is not installed, and {REQUIRE_TOOLS}=1 requires it (.ci/run installs it)");
     }
-    eprintln!("skipped {test}: {program} is not installed (CI installs it; set {REQUIRE_TOOLS}=1 to fail instead)");
+    say_skipped(&format!("{program} is not installed"), test);
     false
+}
+
+/// Says that `test` was skipped, on the real stderr: libtest captures `eprintln!` of a
+/// test that passes, which would hide the skip from the person running the suite.
+pub fn say_skipped(why: &str, test: &str) {
+    use std::io::Write;
+    let line = format!("skipped {test}: {why} (CI installs it; set {REQUIRE_TOOLS}=1 to fail instead)\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether the file `path` that `test` needs (a script another package installs, such as
+/// git's bash completion) exists; like [`have`], a skip says so by name, and is a failure
+/// under GIT_TALLY_REQUIRE_TOOLS=1.
+pub fn have_file(path: &str, package: &str, test: &str) -> bool {
+    if Path::new(path).exists() {
+        return true;
+    }
+    if std::env::var(REQUIRE_TOOLS).is_ok_and(|v| v == "1") {
+        panic!("{test}: {path} (Debian package {package}) is missing, and {REQUIRE_TOOLS}=1 requires it (.ci/run installs it)");
+    }
+    say_skipped(&format!("{path} (Debian package {package}) is missing"), test);
+    false
 }

@@ -1,0 +1,218 @@
+//! Configuration refused where it is read, in the terms the user wrote it in; the umask
+//! honoured; destructive commands that ask; a demo that cleans up after itself.
+
+use crate::common::{have, read_json, Env};
+use crate::ops::paths::clone_of_bare;
+use crate::sync::event_line;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+fn run(env: &Env, dir: &Path, args: &[&str]) -> Output {
+    env.tally(dir).args(args).output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_tally_file_is_refused_before_anything_is_recorded() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    std::fs::create_dir_all(repo.join("usage")).unwrap();
+    let outside = env.path().join("outside.json");
+    for (value, why) in [
+        ("../outside.json", "`..` leads outside the work tree"),
+        (outside.to_str().unwrap(), "outside the work tree"),
+        ("usage", "is a directory"),
+        (".git/usage.json", "inside .git"),
+    ] {
+        env.git(&repo, &["config", "tally.file", value]);
+        for args in [&["record", "--event", &event_line(0, 0)][..], &["sync"], &["stats"]] {
+            let out = run(&env, &repo, args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{value} {args:?}: {err}");
+            // One line, naming the key and the value.
+            assert!(err.starts_with(&format!("git-tally: git config tally.file = {value:?}: ")), "{err}");
+            assert!(err.contains(why) && err.lines().count() == 1, "{value} {args:?}: {err}");
+        }
+    }
+    assert!(!outside.exists());
+    assert!(
+        std::fs::read_dir(repo.join(".git/tally")).map_or(true, |d| d
+            .filter_map(|e| e.ok())
+            .all(|e| !e.file_name().to_string_lossy().starts_with("journal"))),
+        "nothing journaled"
+    );
+    // An absolute path inside the work tree is the same file as the relative one.
+    env.git(&repo, &["config", "tally.file", repo.join("usage/usage.json").to_str().unwrap()]);
+    let out = run(&env, &repo, &["record", "--event", &event_line(0, 0)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&env, &repo, &["sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.git(&repo, &["ls-files", "usage"]).trim(), "usage/usage.json");
+}
+
+#[test]
+fn a_usage_file_no_attribute_applies_to_is_warned_about_once() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    env.tally(&repo).arg("install").assert().success();
+    env.git(&repo, &["config", "tally.file", "usage.jsn"]);
+    let out = run(&env, &repo, &["record", "--event", &event_line(0, 0)]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: tally.file usage.jsn: no merge=tally attribute applies to it"), "{err}");
+    // Read from the cache afterwards: a proxy's log does not repeat it for every write.
+    let out = run(&env, &repo, &["record", "--event", &event_line(0, 1)]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr(&out));
+    // The default file, covered by `install`'s patterns: no warning.
+    env.git(&repo, &["config", "--unset", "tally.file"]);
+    let out = run(&env, &repo, &["record", "--event", &event_line(0, 2)]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr(&out));
+}
+
+#[test]
+fn proxy_config_errors_and_a_disabled_sync_speak_the_proxys_terms() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    let yaml = env.path().join("proxy.yaml");
+    let y = yaml.to_str().unwrap();
+    // Missing: bad configuration, not a transient failure.
+    let out = run(&env, &repo, &["--proxy-config", y, "sync"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("--proxy-config {y}: ")), "{}", stderr(&out));
+    // Sync disabled: a cron job's sync exits 0 with a note, and says nothing on stderr.
+    std::fs::write(&yaml, "gitstore:\n  usage-sync:\n    enabled: false\nstatistics-file: ./local.json\n").unwrap();
+    let out = run(&env, &repo, &["--proxy-config", y, "record", "--event", &event_line(0, 0)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for cmd in ["sync", "pull", "flush", "daemon"] {
+        let out = run(&env, &repo, &["--proxy-config", y, cmd]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && out.stderr.is_empty(), "{cmd}: {}", stderr(&out));
+        assert!(
+            stdout.contains(&format!("usage sync is disabled in {y} (gitstore.usage-sync.enabled: false)")),
+            "{cmd}: {stdout}"
+        );
+        assert!(!stdout.contains("tally.enabled"), "{stdout}");
+    }
+    assert_eq!(read_json(&repo.join("local.json"))["totals"]["requests"], 1);
+    // No gitstore section at all.
+    std::fs::write(&yaml, "statistics-file: ./local.json\n").unwrap();
+    let out = run(&env, &repo, &["--proxy-config", y, "sync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no gitstore.usage-sync section"));
+    // A usage path outside the repository names the YAML key.
+    std::fs::write(&yaml, "gitstore:\n  usage-sync:\n    enabled: true\n    path: ../usage.json\n").unwrap();
+    let out = run(&env, &repo, &["--proxy-config", y, "record", "--event", &event_line(0, 1)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("{y}: gitstore.usage-sync.path = \"../usage.json\"")), "{}", stderr(&out));
+    // Sync off in git config: the same, in git config's terms.
+    env.git(&repo, &["config", "tally.enabled", "false"]);
+    let out = run(&env, &repo, &["sync"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tally.enabled = false"));
+}
+
+/// git-tally started through `sh` with `umask`.
+fn with_umask(env: &Env, dir: &Path, umask: &str, args: &[&str]) {
+    let mut c = env.command_of(Path::new("/bin/sh"), dir);
+    c.args(["-c", &format!("umask {umask}; exec \"$0\" \"$@\""), crate::common::bin().to_str().unwrap()]).args(args);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+}
+
+#[test]
+fn new_files_honour_the_umask_and_existing_ones_keep_their_mode() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    let file = repo.join("usage/usage.json");
+    with_umask(&env, &repo, "022", &["record", "--event", &event_line(0, 0)]);
+    with_umask(&env, &repo, "022", &["sync"]);
+    assert_eq!(mode(&file), 0o644, "the usage file, readable by a dashboard running as another user");
+    with_umask(&env, &repo, "027", &["export", "--format", "csv", "--out", "usage.csv"]);
+    assert_eq!(mode(&repo.join("usage.csv")), 0o640);
+    with_umask(&env, &repo, "002", &["report", "--html", "usage.html"]);
+    assert_eq!(mode(&repo.join("usage.html")), 0o664);
+    let xdg = env.path().join("xdg");
+    let mut c = env.command_of(Path::new("/bin/sh"), &repo);
+    c.env("XDG_CONFIG_HOME", &xdg).args([
+        "-c",
+        "umask 022; exec \"$0\" systemd install --no-start",
+        crate::common::bin().to_str().unwrap(),
+    ]);
+    assert!(c.output().unwrap().status.success());
+    for unit in std::fs::read_dir(xdg.join("systemd/user")).unwrap() {
+        assert_eq!(mode(&unit.unwrap().path()), 0o644);
+    }
+    with_umask(&env, &repo, "077", &["hooks", "install"]);
+    assert_eq!(mode(&repo.join(".git/hooks/pre-commit")), 0o700, "executable, private under umask 077");
+    // A file that exists keeps the mode its owner gave it.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    with_umask(&env, &repo, "022", &["record", "--event", &event_line(0, 1)]);
+    with_umask(&env, &repo, "022", &["sync"]);
+    assert_eq!(read_json(&file)["totals"]["requests"], 2);
+    assert_eq!(mode(&file), 0o600);
+}
+
+#[test]
+fn reset_and_clear_history_ask_or_need_yes() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    let file = repo.join("usage/usage.json");
+    env.tally(&repo).args(["record", "--event", &event_line(0, 0), "--event", &event_line(0, 1)]).assert().success();
+    env.tally(&repo).arg("sync").assert().success();
+    for cmd in ["reset", "clear-history"] {
+        let out = run(&env, &repo, &[cmd]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+        assert_eq!(read_json(&file)["totals"]["requests"], 2, "{cmd} without --yes changed nothing");
+    }
+    let test = "ops::config::reset_and_clear_history_ask_or_need_yes";
+    if have("script", test) {
+        // On a terminal (script(1) gives it one): asked, and "n" changes nothing.
+        let on_tty = |answer: &str| {
+            let mut c = env.command_of(Path::new("script"), &repo);
+            c.args(["-qec", &format!("{} reset", crate::common::bin().display()), "/dev/null"]);
+            c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), answer.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let (code, shown) = on_tty("n\n");
+        assert!(shown.contains("Zero the aggregates") && shown.contains("[y/N]"), "{shown}");
+        assert_eq!(code, Some(1), "{shown}");
+        assert_eq!(read_json(&file)["totals"]["requests"], 2);
+        let (code, shown) = on_tty("y\n");
+        assert_eq!(code, Some(0), "{shown}");
+        assert_eq!(read_json(&file)["totals"]["requests"], 0);
+    }
+    let out = run(&env, &repo, &["clear-history", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn the_demo_shows_the_race_and_removes_its_directory() {
+    let env = Env::new();
+    let tmp = env.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = env.tally(env.path()).env("TMPDIR", &tmp).args(["demo", "--events", "50"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    assert!(stdout.contains("all 100 requests once: yes"), "{stdout}");
+    assert!(stdout.contains("the machines raced: ") && stdout.contains("integrated them"), "{stdout}");
+    assert!(stdout.contains("removed ") && stdout.contains("--keep"), "{stdout}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the temporary directory is gone");
+    let out = env.tally(env.path()).env("TMPDIR", &tmp).args(["demo", "--events", "10", "--keep"]).output().unwrap();
+    assert!(out.status.success());
+    let kept: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].join("laptop/usage/usage.json").exists());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("git -C {}", kept[0].join("laptop").display())));
+}
