@@ -73,8 +73,7 @@ fn the_daemon_syncs_bursts_and_flushes_on_sigterm() {
     assert_eq!(code, Some(0), "{log}");
     assert!(log.matches("sync (").count() >= 2, "debounced syncs while running:\n{log}");
     assert!(log.contains("flush:"), "{log}");
-    let remote: serde_json::Value =
-        serde_json::from_str(&c.env.git(&c.remote, &["show", &format!("main:{FILE}")])).unwrap();
+    let remote = c.remote_view("tally");
     assert_eq!(remote["totals"]["requests"], sent as u64, "the remote holds every event:\n{log}");
     assert_eq!(read_json(&dir.join(FILE))["totals"]["requests"], sent as u64);
 }
@@ -102,10 +101,7 @@ fn the_daemon_keeps_merging_after_its_binary_is_replaced() {
     assert!(c.tally(other).arg("sync").status().unwrap().success());
     c.record(dir, &[event_line(0, 0)]);
     let start = Instant::now();
-    let on_remote = || {
-        let shown = c.env.git_output(&c.remote, &["show", &format!("main:{FILE}")]);
-        serde_json::from_slice::<serde_json::Value>(&shown.stdout).map(|v| v["totals"]["requests"].clone()).ok()
-    };
+    let on_remote = || Some(c.remote_view("tally")["totals"]["requests"].clone());
     while on_remote() != Some(3.into()) && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -217,31 +217,6 @@ proptest! {
         }
     }
 
-    /// The native format's batch apply (the fold) is one-by-one application, retried ids
-    /// and a short recent list included.
-    #[test]
-    fn native_batch_apply_equals_one_by_one(specs in prop::collection::vec(spec(), 0..60), limit in 1usize..8, retries in prop::collection::vec(0usize..60, 0..5)) {
-        let p = p("tally");
-        let mut events: Vec<Event> = specs.iter().enumerate().map(|(i, s)| to_event(i, s)).collect();
-        for r in retries {
-            if let Some(e) = events.get(r).cloned() {
-                events.push(e);
-            }
-        }
-        let mut start = (p.empty)();
-        start["recent_limit"] = json!(limit);
-        let (mut one, mut batch) = (start.clone(), start);
-        // One by one on the events without their retries (the journal drops retried ids
-        // before the fold; one-by-one apply only sees ids still in `recent`).
-        let mut ids = HashSet::new();
-        for e in events.iter().filter(|e| ids.insert(e.id.clone())) {
-            (p.apply.unwrap())(&mut one, e).unwrap();
-        }
-        (p.apply_batch.unwrap())(&mut batch, &events).unwrap();
-        prop_assert_eq!(&batch["totals"]["requests"], &json!(ids.len()), "a retried id counts once");
-        prop_assert_eq!(batch, one);
-    }
-
     /// Valid documents with random damage: a clean merge keeps every record that ours or
     /// theirs holds unless one side deleted it from the base.
     #[test]

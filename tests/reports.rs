@@ -74,12 +74,15 @@ fn stats_reproduce_proxypal_and_native_aggregates() {
     let r = stats_json(&env, &native, "day");
     assert_eq!(r["totals"]["requests"], doc["totals"]["requests"]);
     assert_eq!(r["totals"]["total_tokens"], doc["totals"]["total_tokens"]);
+    // Cells are UTC hours; the report's days here are UTC days.
     let mut want: HashMap<String, u64> = HashMap::new();
-    for (day, devices) in doc["days"].as_object().unwrap() {
+    for (hour, devices) in doc["hours"].as_object().unwrap() {
         for providers in devices.as_object().unwrap().values() {
-            for models in providers.as_object().unwrap().values() {
-                for cell in models.as_object().unwrap().values() {
-                    *want.entry(day.clone()).or_default() += cell["requests"].as_u64().unwrap();
+            for apis in providers.as_object().unwrap().values() {
+                for models in apis.as_object().unwrap().values() {
+                    for cell in models.as_object().unwrap().values() {
+                        *want.entry(hour[..10].to_string()).or_default() += cell["requests"].as_u64().unwrap();
+                    }
                 }
             }
         }
@@ -274,6 +277,8 @@ fn importing_a_generated_tree_matches_an_independent_count_and_is_incremental() 
 fn diff_and_textconv_show_the_semantic_change() {
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
+    // The usage file is a view; committed too, git's own diff of it uses the textconv.
+    c.env.git(dir, &["config", "tally.commitView", "true"]);
     assert!(c.tally(dir).arg("install").output().unwrap().status.success());
     c.record(dir, &[event_line(0, 0)]);
     assert!(c.tally(dir).arg("sync").output().unwrap().status.success());
@@ -282,13 +287,13 @@ fn diff_and_textconv_show_the_semantic_change() {
     let out = c.tally(dir).args(["diff", "HEAD~1", "HEAD"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("+2 requests") && text.contains("-    \"requests\": 1,"), "{text}");
-    // git's own diff goes through the textconv driver: canonical, sorted keys ("days"
+    // git's own diff goes through the textconv driver: canonical, sorted keys ("devices"
     // before "format", where the file itself has "format" first).
     let raw = std::fs::read_to_string(dir.join(FILE)).unwrap();
-    assert!(raw.find("\"format\"").unwrap() < raw.find("\"days\"").unwrap());
+    assert!(raw.find("\"format\"").unwrap() < raw.find("\"devices\"").unwrap());
     let patch = c.env.git(dir, &["log", "-p", "-1", "-U10000", "--", FILE]);
-    let (days, format) = (patch.find("\"days\"").unwrap(), patch.find("\"format\"").unwrap());
-    assert!(days < format, "{patch}");
+    let (devices, format) = (patch.find("\"devices\"").unwrap(), patch.find("\"format\"").unwrap());
+    assert!(devices < format, "{patch}");
 }
 
 /// The HTML report in headless Chromium (Debian `chromium`; .ci/run installs it): one bar

@@ -216,13 +216,10 @@ fn with_source<T>(ledger: &Ledger, f: impl FnOnce(&dyn crate::ledger::Source) ->
     }
 }
 
-/// In local-only mode, the usage files follow the ledger at once.
-fn write_local_views(ledger: &Ledger) -> Result<()> {
-    if ledger.config().enabled {
-        return Ok(());
-    }
+/// The usage files follow the ledger at once (a reset shows before it is synced).
+fn write_views_now(ledger: &Ledger) -> Result<()> {
     for s in ledger.streams() {
-        let view = ledger.view(s, &crate::ledger::NoSource, false)?;
+        let view = with_source(ledger, |source| ledger.view(s, source, false))?;
         ledger.write_view(s, &view, false)?;
     }
     Ok(())
@@ -234,7 +231,7 @@ fn lower(ledger: &Ledger, reset: bool) -> Result<i32> {
     let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, "reset")?;
     ledger.fold()?;
     let n = with_source(ledger, |source| ledger.lower(source, reset))?;
-    write_local_views(ledger)?;
+    write_views_now(ledger)?;
     if reset {
         println!(
             "reset the usage of {} to zero (sync to share; other machines' new traffic stays)",

@@ -22,11 +22,16 @@ fn locate(
 ) -> Result<(PathBuf, Option<(&'static Profile, Value)>)> {
     if let Some(f) = file {
         let path = if f.is_absolute() { f.clone() } else { dir.join(f) };
-        if let Some(found) = current_view(dir, proxy, Some(&path))? {
-            return Ok(found);
+        // A configured usage file is its ledger's view; any other file (or one outside a
+        // repository) is read as it is.
+        if crate::config::discover(dir).is_some() {
+            if let Some(found) = current_view(dir, proxy, Some(&path))? {
+                return Ok(found);
+            }
         }
         return Ok((path, None));
     }
+
     current_view(dir, proxy, None)?.ok_or_else(|| Error::Usage("no usage file is configured".into()))
 }
 

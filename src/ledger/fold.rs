@@ -276,14 +276,21 @@ fn beyond_record(
     Ok(has_counts(&rest).then_some(rest))
 }
 
-/// Whether a counters document holds a number above zero.
+/// Whether a counters document holds anything: a number above zero, or a name (ccu
+/// files' `machine_name`).
 fn has_counts(v: &Value) -> bool {
     match v {
         Value::Number(n) => n.as_f64().is_some_and(|x| x > 0.0),
+        Value::String(s) => !s.is_empty(),
         Value::Object(m) => m.values().any(has_counts),
         Value::Array(a) => a.iter().any(has_counts),
         _ => false,
     }
+}
+
+/// Whether a format takes events (a manifest of machines does not: it follows them).
+fn takes_events(p: &crate::profile::Profile) -> bool {
+    p.apply.is_some() || p.records.as_ref().is_some_and(|r| r.of_event.is_some())
 }
 
 impl Ledger {
@@ -306,8 +313,9 @@ impl Ledger {
             }
             let remembered = self.ids().lookup(events.iter().filter_map(|e| e.id.as_deref()))?;
             let (actions, remember) = decide(&events, &remembered);
-            for stream in &self.streams {
+            for stream in self.streams.iter().filter(|s| takes_events(s.profile)) {
                 let mut touched = Touched::new(self, stream)?;
+
                 for (e, a) in events.iter().zip(&actions) {
                     touched.apply(e, a, Some(n))?;
                 }
@@ -317,7 +325,46 @@ impl Ledger {
             journal.remove(n)?;
             n_events += events.len();
         }
+        if n_events > 0 {
+            self.update_manifests()?;
+        }
         Ok(n_events)
+    }
+
+    /// The per-machine layout's manifest: this machine's entry follows its usage file
+    /// (seed 001): its records, the newest, when it last synced.
+    fn update_manifests(&self) -> Result<()> {
+        let Some(manifest) = self.streams.iter().find(|s| s.profile.name == "ccu-manifest") else { return Ok(()) };
+        let Some(usage) = self.streams.iter().find(|s| s.profile.name == "ccu-usage") else { return Ok(()) };
+        let mut total = 0u64;
+        let mut newest: Option<(crate::profile::Instant, String)> = None;
+        for day in self.own_days(usage)? {
+            for r in self.own_shard(usage, &day)?.records.values() {
+                total += 1;
+                if let Some(ts) = r.body.get("timestamp").and_then(Value::as_str) {
+                    if let Some(t) = crate::profile::instant_of(ts) {
+                        if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                            newest = Some((t, ts.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let file =
+            std::path::Path::new(&usage.file).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut residual = self.own_residual(manifest)?;
+        residual.counters = json!({
+            "version": "1.0",
+            "last_updated": now,
+            "machines": [{
+                "machine_name": self.config.device, "last_sync": now,
+                "last_record_date": newest.map(|n| n.1), "total_records": total,
+                "current_file": file, "backups": []
+            }],
+            "backup_retention_days": 30
+        });
+        self.write_own(manifest, &[("residual.json".into(), LedgerFile::Residual(residual))])
     }
 
     /// This device's shards of a stream with the unfolded journal applied in memory (for
