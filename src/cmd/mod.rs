@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod collect;
 mod daemon;
 mod demo;
 mod doctor;
@@ -47,6 +48,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(crate::exit::OK)
         }
         Command::Record(args) => sync::record(&open_store(&dir, proxy)?, &args),
+        Command::Collect(args) => collect::run(&dir, proxy, &args),
         Command::Pull => sync::pull(&open_store(&dir, proxy)?),
         Command::Sync => sync::sync(&open_store(&dir, proxy)?),
         Command::Flush(args) => sync::flush(&open_store(&dir, proxy)?, &args),

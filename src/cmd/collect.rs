@@ -1,0 +1,154 @@
+//! `collect cliproxyapi`: finds the URL and the key, opens this repository's ledger, runs
+//! [`crate::collect::run`] until the queue is drained (`--once`) or SIGTERM/SIGINT, and
+//! prints one line per batch on stderr.
+
+use crate::cli::CollectArgs;
+use crate::collect::{self, Key, Options, Progress, Source, KEY_ENV};
+use crate::config::{Config, ProxyConfig};
+use crate::error::{Error, Result};
+use crate::exit;
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub fn run(dir: &Path, proxy: Option<&Path>, args: &CollectArgs) -> Result<i32> {
+    let mut config = Config::load_at(dir)?;
+    if let Some(p) = proxy {
+        ProxyConfig::read(p)?.apply(&mut config)?;
+    }
+    // The collector must keep reading the proxy: recording never waits on the network (a
+    // sync is the daemon's job).
+    config.pull_max_age = None;
+    let url = args.url.clone().or_else(|| config.collect.clone()).ok_or_else(|| {
+        Error::Usage(
+            "no queue to collect from: give --url redis://127.0.0.1:8317 (the proxy's address), or set git config \
+             tally.collect"
+                .into(),
+        )
+    })?;
+    let source = Source::parse(&url)?;
+    let mut store = Store::open_with(dir, config.clone())?;
+    let key = load_key(args.key_file.as_deref(), config.collect_key_file.as_deref(), store.top())?;
+    let opts = Options {
+        source,
+        key,
+        once: args.once,
+        batch: args.batch as usize,
+        interval: args.interval,
+        keep: args.keep.clone(),
+        device: config.device.clone(),
+        state_dir: Some(store.state_dir().to_path_buf()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Error::io("signal handler", e))?;
+    }
+    let url = opts.source.url();
+    let outcome = collect::run(&opts, &mut store, &stop, &mut |p| print_progress(&url, p)).map_err(|e| {
+        if let collect::CollectError::Write { unwritten, .. } = &e {
+            eprintln!(
+                "git-tally collect: {} event(s) were taken from the queue but not recorded; once the ledger can be \
+                 written again, record them with `git tally record` from these lines:",
+                unwritten.len()
+            );
+            for line in unwritten {
+                eprintln!("{line}");
+            }
+        }
+        Error::from(e)
+    })?;
+    println!(
+        "collected {} record(s) from {url}: {} new, {} already recorded{}",
+        outcome.received,
+        outcome.recorded,
+        outcome.duplicates,
+        if outcome.invalid > 0 { format!(", {} invalid (skipped)", outcome.invalid) } else { String::new() }
+    );
+    // A record skipped as invalid is lost to the ledger: a one-shot run says so in its code.
+    Ok(if args.once && outcome.invalid > 0 { exit::CONFLICT } else { exit::OK })
+}
+
+fn print_progress(url: &str, p: Progress<'_>) {
+    match p {
+        Progress::Connected { url, what } => eprintln!("git-tally collect: {url}: {what}"),
+        Progress::Batch(b) => {
+            let mut parts = vec![format!("{} new", b.new)];
+            if b.duplicates > 0 {
+                parts.push(format!("{} already recorded", b.duplicates));
+            }
+            if b.invalid > 0 {
+                parts.push(format!("{} invalid", b.invalid));
+            }
+            if b.control > 0 {
+                parts.push(format!("{} control message(s)", b.control));
+            }
+            let newest = b
+                .newest
+                .map(|t| format!(", newest {}", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+                .unwrap_or_default();
+            eprintln!(
+                "git-tally collect: {} {} record(s): {}{newest} ({} ms)",
+                b.received,
+                b.via.map_or("", |v| v.name()),
+                parts.join(", "),
+                b.took.as_millis()
+            );
+        }
+        Progress::Invalid { position, of, via, error } => {
+            eprintln!("git-tally collect: skipped {} record {position} of {of}: {error}", via.name())
+        }
+        Progress::Retrying { error, delay } => {
+            eprintln!("git-tally collect: {url}: {error}; trying again in {}", humantime::format_duration(delay))
+        }
+        Progress::WriteRetrying { error, held, delay } => eprintln!(
+            "git-tally collect: could not record {held} event(s) ({error}); holding them, trying again in {}",
+            humantime::format_duration(delay)
+        ),
+        Progress::Warning(w) => eprintln!("git-tally collect: warning: {w}"),
+    }
+}
+
+/// The management key: `--key-file`, else the environment, else `tally.collectKeyFile`.
+/// A key file inside the repository is refused: it could be committed.
+fn load_key(flag: Option<&Path>, configured: Option<&Path>, top: &Path) -> Result<Key> {
+    let from_file = |path: &Path, how: &str| -> Result<Key> {
+        let full = std::fs::canonicalize(path).map_err(|e| Error::Usage(format!("{how} {}: {e}", path.display())))?;
+        if let Ok(top) = std::fs::canonicalize(top) {
+            if full.starts_with(&top) {
+                return Err(Error::Usage(format!(
+                    "{how} {}: the key file is inside the usage repository ({}), where it could be committed; move \
+                     it out (for example to ~/.config/git-tally/cliproxyapi.key, mode 600)",
+                    path.display(),
+                    top.display()
+                )));
+            }
+        }
+        warn_if_readable_by_others(&full);
+        let text =
+            std::fs::read_to_string(&full).map_err(|e| Error::Usage(format!("{how} {}: {e}", path.display())))?;
+        Key::new(&text).ok_or_else(|| Error::Usage(format!("{how} {}: the file is empty", path.display())))
+    };
+    if let Some(path) = flag {
+        return from_file(path, "--key-file");
+    }
+    if let Some(text) = std::env::var_os(KEY_ENV) {
+        return Key::new(&text.to_string_lossy()).ok_or_else(|| Error::Usage(format!("{KEY_ENV} is set but empty")));
+    }
+    if let Some(path) = configured {
+        return from_file(path, "git config tally.collectKeyFile");
+    }
+    Err(Error::Usage(format!(
+        "no management key: give --key-file FILE (a file holding the proxy's remote-management.secret-key), or set \
+         {KEY_ENV}, or git config tally.collectKeyFile"
+    )))
+}
+
+fn warn_if_readable_by_others(path: &PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            eprintln!("git-tally collect: warning: {} can be read by other users; chmod 600 it", path.display());
+        }
+    }
+}
