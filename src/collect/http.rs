@@ -6,15 +6,14 @@
 //! the IP banned after five failures, 404 when the management API is off); each element is
 //! the record itself, or a JSON string when the record was not valid JSON. No released
 //! version offers a claim/ack lease on this queue, so a pop is final the moment the proxy
-//! answers: the reply is read with a generous timeout, since a reply abandoned half-read
-//! loses what it carried.
+//! answers: the reply is read to its end whatever happens meanwhile, since a reply abandoned
+//! half-read loses what it carried.
 
 use super::{Key, QueueError};
 use serde_json::value::RawValue;
 use std::time::Duration;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Http {
     agent: ureq::Agent,
@@ -33,7 +32,9 @@ impl Http {
     pub fn new(base: &str, key: Key) -> Http {
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(REPLY_TIMEOUT))
+            // No timeout on the reply: a socket read with a timeout is not restarted after a
+            // signal, so SIGTERM would abandon a reply, and the records the proxy popped for
+            // it. The proxy answers a pop at once.
             .http_status_as_error(false)
             // The key is a bearer token: never carried to wherever a redirect points.
             .max_redirects(0)

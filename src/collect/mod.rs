@@ -82,7 +82,8 @@ impl Source {
     /// password is refused: the key belongs in a key file, not in shell history or git
     /// config.
     pub fn parse(url: &str) -> Result<Source, CollectError> {
-        let bad = |why: &str| CollectError::Config(format!("--url {url:?}: {why}"));
+        let shown = redacted(url);
+        let bad = |why: &str| CollectError::Config(format!("--url {shown:?}: {why}"));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| {
             bad("expected redis://host:port (the proxy's RESP listener) or http(s)://host:port (its management API)")
         })?;
@@ -130,6 +131,16 @@ impl Source {
             Source::Resp { host, port } => format!("redis://{host}:{port}"),
             Source::Http { base } => base.clone(),
         }
+    }
+}
+
+/// `url` with any user or password replaced by `***`, for messages.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -581,17 +592,24 @@ fn resp_session(run: &mut Run<'_>, resp: &resp::Resp, backoff: &mut Duration) ->
         let items = resp::Resp::pop(&mut pop_con, run.opts.batch)?;
         let full = items.len() >= run.opts.batch;
         run.take(items, Via::Queued).map_err(Interrupt::Fatal)?;
+        // What is published meanwhile is written as it comes, not after a long drain: it is
+        // off the proxy already, and a subscriber that falls far behind is dropped.
+        if let Some(sub) = subscription.as_mut() {
+            let published = sub.ready(run.opts.batch, POLL)?;
+            run.take(published, Via::Published).map_err(Interrupt::Fatal)?;
+        }
         if !full || run.stopped() {
             break;
         }
     }
     drop(pop_con);
-    let Some(sub) = subscription.as_mut() else { return Ok(()) };
+    let Some(mut sub) = subscription else { return Ok(()) };
     run.connected("subscribed", "subscribed");
     let mut held: Vec<Vec<u8>> = Vec::new();
     let mut since = Instant::now();
     loop {
         if run.stopped() {
+            held.extend(sub.finish());
             return run.take(held, Via::Published).map_err(Interrupt::Fatal);
         }
         match sub.next() {
@@ -721,9 +739,9 @@ mod tests {
             "redis://h:1/db",
             "http://",
         ] {
-            let err = Source::parse(bad).unwrap_err().to_string();
-            assert!(!err.contains("secret@") || err.contains("--url"), "{err}");
-            assert!(matches!(Source::parse(bad), Err(CollectError::Config(_))), "{bad}");
+            let err = Source::parse(bad).unwrap_err();
+            assert!(matches!(err, CollectError::Config(_)), "{bad}");
+            assert!(!err.to_string().contains("secret") && !err.to_string().contains("pw@"), "{err}");
         }
     }
 

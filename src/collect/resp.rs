@@ -88,6 +88,39 @@ impl<'a> Subscription<'a> {
         Ok(Subscription { pubsub })
     }
 
+    /// Leaves the subscription and returns what was published before the proxy saw that:
+    /// records on their way when the collector stops are written, not dropped.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        let mut rest = Vec::new();
+        if self.pubsub.unsubscribe(QUEUE).is_err() {
+            return rest;
+        }
+        // What arrived before the reply to UNSUBSCRIBE is waiting in the client; anything
+        // after it is not for us any more.
+        while let Ok(Some(payload)) = self.next() {
+            rest.push(payload);
+        }
+        rest
+    }
+
+    /// What has been published and is already waiting (at most `max`), without waiting.
+    pub fn ready(&mut self, max: usize, poll: Duration) -> Result<Vec<Vec<u8>>, QueueError> {
+        self.pubsub.set_read_timeout(Some(Duration::from_millis(1))).map_err(lost)?;
+        let mut out = Vec::new();
+        let result = loop {
+            if out.len() >= max {
+                break Ok(out);
+            }
+            match self.next() {
+                Ok(Some(p)) => out.push(p),
+                Ok(None) => break Ok(out),
+                Err(e) => break Err(e),
+            }
+        };
+        self.pubsub.set_read_timeout(Some(poll)).map_err(lost)?;
+        result
+    }
+
     /// The next published payload; `None` when nothing came within the poll interval.
     pub fn next(&mut self) -> Result<Option<Vec<u8>>, QueueError> {
         match self.pubsub.get_message() {
