@@ -170,7 +170,7 @@ pub struct CollectArgs {
     #[arg(long)]
     pub once: bool,
     /// Records per pop and per durable batch.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, value_name = "N", default_value_t = crate::collect::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
     /// How often to poll the management API when its queue is empty (http only).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = humantime::parse_duration)]

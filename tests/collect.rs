@@ -863,3 +863,46 @@ fn the_key_never_comes_from_the_url_or_the_repository() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no management key"));
 }
+
+#[test]
+fn a_second_collector_on_the_same_proxy_is_told_so() {
+    if !have("redis-server", "a_second_collector_on_the_same_proxy_is_told_so") {
+        return;
+    }
+    let m = machines(2);
+    let redis = Redis::start(&m.env.path().join("redis"));
+    let mut first = m.spawn(&m.clones[0], &redis.url(), &[], &m.env.path().join("first.log"));
+    first.wait_for("the subscription", |l| l.contains(": subscribed"));
+    let mut second = m.spawn(&m.clones[1], &redis.url(), &[], &m.env.path().join("second.log"));
+    second.wait_for("the subscription", |l| l.contains(": subscribed"));
+    let (code, log) = second.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("another git-tally collect is already draining") && log.contains("Run one collector per proxy"),
+        "{log}"
+    );
+    assert!(!first.log().contains("another git-tally"), "{}", first.log());
+}
+
+#[test]
+fn check_proves_the_url_and_the_key_without_popping() {
+    if !have("redis-server", "check_proves_the_url_and_the_key_without_popping") {
+        return;
+    }
+    use git_tally::collect::{check, CollectError, Key, Source};
+    let env = Env::new();
+    let redis = Redis::start(&env.path().join("redis"));
+    redis.push(&generate(2, 4, "c-"));
+    let source = Source::parse(&redis.url()).unwrap();
+    assert!(check(&source, &Key::new(KEY).unwrap()).is_ok());
+    let wrong = check(&source, &Key::new("nope").unwrap()).unwrap_err();
+    assert!(matches!(wrong, CollectError::Auth { .. }), "{wrong}");
+    assert_eq!(wrong.exit_code(), 2);
+    let proxy = Proxy::start();
+    let http = Source::parse(&proxy.url()).unwrap();
+    assert_eq!(check(&http, &Key::new(KEY).unwrap()).unwrap().statistics_enabled, Some(true));
+    assert!(matches!(check(&http, &Key::new("nope").unwrap()), Err(CollectError::Auth { .. })));
+    let gone = Source::parse(&format!("redis://127.0.0.1:{}", free_port())).unwrap();
+    assert_eq!(check(&gone, &Key::new(KEY).unwrap()).unwrap_err().exit_code(), 3);
+    assert_eq!(redis.queued(), 2);
+}

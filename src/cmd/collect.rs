@@ -3,12 +3,12 @@
 //! prints one line per batch on stderr.
 
 use crate::cli::CollectArgs;
-use crate::collect::{self, Key, Options, Progress, Source, KEY_ENV};
+use crate::collect::{self, Options, Progress, Source};
 use crate::config::{Config, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::store::Store;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -29,7 +29,10 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &CollectArgs) -> Result<i32> 
     })?;
     let source = Source::parse(&url)?;
     let mut store = Store::open_with(dir, config.clone())?;
-    let key = load_key(args.key_file.as_deref(), config.collect_key_file.as_deref(), store.top())?;
+    let (key, warnings) = collect::load_key(args.key_file.as_deref(), config.collect_key_file.as_deref(), store.top())?;
+    for w in warnings {
+        eprintln!("git-tally collect: warning: {w}");
+    }
     let opts = Options {
         source,
         key,
@@ -106,49 +109,5 @@ fn print_progress(url: &str, p: Progress<'_>) {
             humantime::format_duration(delay)
         ),
         Progress::Warning(w) => eprintln!("git-tally collect: warning: {w}"),
-    }
-}
-
-/// The management key: `--key-file`, else the environment, else `tally.collectKeyFile`.
-/// A key file inside the repository is refused: it could be committed.
-fn load_key(flag: Option<&Path>, configured: Option<&Path>, top: &Path) -> Result<Key> {
-    let from_file = |path: &Path, how: &str| -> Result<Key> {
-        let full = std::fs::canonicalize(path).map_err(|e| Error::Usage(format!("{how} {}: {e}", path.display())))?;
-        if let Ok(top) = std::fs::canonicalize(top) {
-            if full.starts_with(&top) {
-                return Err(Error::Usage(format!(
-                    "{how} {}: the key file is inside the usage repository ({}), where it could be committed; move \
-                     it out (for example to ~/.config/git-tally/cliproxyapi.key, mode 600)",
-                    path.display(),
-                    top.display()
-                )));
-            }
-        }
-        warn_if_readable_by_others(&full);
-        let text =
-            std::fs::read_to_string(&full).map_err(|e| Error::Usage(format!("{how} {}: {e}", path.display())))?;
-        Key::new(&text).ok_or_else(|| Error::Usage(format!("{how} {}: the file is empty", path.display())))
-    };
-    if let Some(path) = flag {
-        return from_file(path, "--key-file");
-    }
-    if let Some(text) = std::env::var_os(KEY_ENV) {
-        return Key::new(&text.to_string_lossy()).ok_or_else(|| Error::Usage(format!("{KEY_ENV} is set but empty")));
-    }
-    if let Some(path) = configured {
-        return from_file(path, "git config tally.collectKeyFile");
-    }
-    Err(Error::Usage(format!(
-        "no management key: give --key-file FILE (a file holding the proxy's remote-management.secret-key), or set \
-         {KEY_ENV}, or git config tally.collectKeyFile"
-    )))
-}
-
-fn warn_if_readable_by_others(path: &PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            eprintln!("git-tally collect: warning: {} can be read by other users; chmod 600 it", path.display());
-        }
     }
 }

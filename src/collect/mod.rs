@@ -31,8 +31,10 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_PORT: u16 = 8317;
 /// The environment variable that may hold the management key.
 pub const KEY_ENV: &str = "CLIPROXYAPI_MANAGEMENT_KEY";
-/// Records asked for per pop, by default.
-pub const DEFAULT_BATCH: usize = 1000;
+/// Records asked for per pop, by default: large enough that the write path's cost per
+/// batch (an fsync, the ids it checks) stays small beside the records, small enough that a
+/// crash has little in flight (about 3 MB of records).
+pub const DEFAULT_BATCH: u32 = 2000;
 
 /// How long a subscription read waits before looking at the stop flag (and writing what
 /// it holds).
@@ -65,6 +67,80 @@ impl Key {
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Key(hidden)")
+    }
+}
+
+/// The management key: `flag` (`--key-file`), else the environment ([`KEY_ENV`]), else
+/// `configured` (`tally.collectKeyFile`). A key file inside the repository `top` is refused:
+/// it could be committed. Also returns warnings (a key file others can read).
+pub fn load_key(
+    flag: Option<&Path>,
+    configured: Option<&Path>,
+    top: &Path,
+) -> Result<(Key, Vec<String>), CollectError> {
+    let from_file = |path: &Path, how: &str| -> Result<(Key, Vec<String>), CollectError> {
+        let bad = |why: String| CollectError::Config(format!("{how} {}: {why}", path.display()));
+        let full = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+        if let Ok(top) = std::fs::canonicalize(top) {
+            if full.starts_with(&top) {
+                return Err(bad(format!(
+                    "the key file is inside the usage repository ({}), where it could be committed; move it out \
+                     (for example to ~/.config/git-tally/cliproxyapi.key, mode 600)",
+                    top.display()
+                )));
+            }
+        }
+        let mut warnings = Vec::new();
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(&full).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            warnings.push(format!("{} can be read by other users; chmod 600 it", path.display()));
+        }
+        let text = std::fs::read_to_string(&full).map_err(|e| bad(e.to_string()))?;
+        let key = Key::new(&text).ok_or_else(|| bad("the file is empty".into()))?;
+        Ok((key, warnings))
+    };
+    if let Some(path) = flag {
+        return from_file(path, "--key-file");
+    }
+    if let Some(text) = std::env::var_os(KEY_ENV) {
+        let key = Key::new(&text.to_string_lossy())
+            .ok_or_else(|| CollectError::Config(format!("{KEY_ENV} is set but empty")))?;
+        return Ok((key, Vec::new()));
+    }
+    if let Some(path) = configured {
+        return from_file(path, "git config tally.collectKeyFile");
+    }
+    Err(CollectError::Config(format!(
+        "no management key: give --key-file FILE (a file holding the proxy's remote-management.secret-key), or set \
+         {KEY_ENV}, or git config tally.collectKeyFile"
+    )))
+}
+
+/// What [`check`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The proxy's `usage-statistics-enabled`, where it says (the management API does).
+    pub statistics_enabled: Option<bool>,
+}
+
+/// For `doctor`: whether the proxy answers at `source` and accepts `key`. Pops nothing.
+pub fn check(source: &Source, key: &Key) -> Result<Checked, CollectError> {
+    let url = source.url();
+    let fail = |e: QueueError| match e {
+        QueueError::Auth(message) => CollectError::Auth { url: url.clone(), message },
+        QueueError::Protocol(message) => CollectError::Protocol { url: url.clone(), message },
+        QueueError::Config(m) => CollectError::Config(m),
+        e => CollectError::Unreachable { url: url.clone(), message: e.to_string() },
+    };
+    match source {
+        Source::Resp { host, port } => {
+            resp::Resp::new(host, *port, key.clone()).connect().map_err(fail)?;
+            Ok(Checked { statistics_enabled: None })
+        }
+        Source::Http { base } => {
+            let enabled = http::Http::new(base, key.clone()).statistics_enabled().map_err(fail)?;
+            Ok(Checked { statistics_enabled: enabled })
+        }
     }
 }
 
