@@ -37,6 +37,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Apply usage events (JSON lines on stdin, or --event) to the usage file.
     Record(RecordArgs),
+    /// Drain CLIProxyAPI's usage queue (v6.10+) into this device's ledger.
+    Collect(CollectArgs),
     /// Commit local usage changes, fetch and integrate (pull-before-write).
     Pull,
     /// Pull, then push; retry rejected pushes; never force.
@@ -142,6 +144,41 @@ pub struct RecordArgs {
     /// One event as JSON (repeatable); without it, events are read from stdin, one per line.
     #[arg(long = "event", value_name = "JSON")]
     pub events: Vec<String>,
+}
+
+/// What `collect` reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CollectFrom {
+    /// CLIProxyAPI v6.10 or later (its usage queue).
+    Cliproxyapi,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// What to collect from.
+    #[arg(value_enum)]
+    pub from: CollectFrom,
+    /// redis://host:port (the proxy's RESP listener, on its API port) or http(s)://host:port
+    /// (its management API). Default: git config tally.collect.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// A file holding the proxy's management key (default: CLIPROXYAPI_MANAGEMENT_KEY, else
+    /// git config tally.collectKeyFile). Never give the key itself on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Drain what is queued now, then exit (no subscription, no polling).
+    #[arg(long)]
+    pub once: bool,
+    /// Records per pop and per durable batch.
+    #[arg(long, value_name = "N", default_value_t = crate::collect::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// How often to poll the management API when its queue is empty (http only).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Keep a field that is dropped by default (repeatable). Kept fields stay on this
+    /// machine, in .git/tally/collect-kept.jsonl; they are never committed.
+    #[arg(long = "keep", value_name = "FIELD", value_enum)]
+    pub keep: Vec<crate::collect::KeepField>,
 }
 
 #[derive(Debug, Args)]

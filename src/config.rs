@@ -42,6 +42,10 @@ pub struct Config {
     /// `per-machine`: each device writes `usage_data_<device>.json` beside a shared
     /// `manifest.json` (seed 001), in the directory of `tally.file`.
     pub per_machine: bool,
+    /// `tally.collect`: the CLIProxyAPI queue the collector drains (a URL without secrets).
+    pub collect: Option<String>,
+    /// `tally.collectKeyFile`: the file holding the proxy's management key (`~/` expanded).
+    pub collect_key_file: Option<PathBuf>,
     /// branch.<name>.remote and branch.<name>.merge, by branch name.
     pub branches: std::collections::HashMap<String, (Option<String>, Option<String>)>,
     /// How long event ids are remembered to recognise retries (SPEC §4b.6).
@@ -79,6 +83,8 @@ impl Default for Config {
             has_identity: false,
             attributes_file: None,
             per_machine: false,
+            collect: None,
+            collect_key_file: None,
             branches: Default::default(),
             id_horizon: Duration::from_secs(30 * 86400),
             keep_records: None,
@@ -97,6 +103,14 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// A path from git config with a leading `~/` expanded, as git's `--type=path` does.
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
 }
 
 fn duration(key: &str, value: &str) -> Result<Duration> {
@@ -185,6 +199,8 @@ impl Config {
                     )
                 }
                 "tally.commitview" => c.commit_view = boolean(k, v)?,
+                "tally.collect" => c.collect = Some(v.trim().to_string()).filter(|u| !u.is_empty()),
+                "tally.collectkeyfile" => c.collect_key_file = Some(expand_home(v.trim())),
                 "tally.layout" => {
                     c.per_machine = match v.trim() {
                         "single" => false,
@@ -247,6 +263,18 @@ mod tests {
         assert!(!c.enabled);
         assert_eq!(c.app_reads, AppReads::AfterPull);
         assert!(Config::from_pairs(&pairs(&[("tally.debounce", "soon")])).is_err());
+    }
+
+    #[test]
+    fn collector_keys() {
+        let c = Config::from_pairs(&pairs(&[
+            ("tally.collect", "redis://127.0.0.1:8317"),
+            ("tally.collectkeyfile", "/etc/git-tally/cpa.key"),
+        ]))
+        .unwrap();
+        assert_eq!(c.collect.as_deref(), Some("redis://127.0.0.1:8317"));
+        assert_eq!(c.collect_key_file, Some(PathBuf::from("/etc/git-tally/cpa.key")));
+        assert_eq!(Config::from_pairs(&pairs(&[("tally.collect", " ")])).unwrap().collect, None);
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod collect;
 pub mod config;
 pub mod debounce;
 pub mod engine;

@@ -2,6 +2,7 @@
 
 mod badinput;
 mod cases;
+mod collect;
 mod common;
 mod failing;
 mod filemode;

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod collect;
 mod completions;
 mod daemon;
 mod demo;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(crate::exit::OK)
         }
         Command::Record(args) => sync::record(&open_ledger(&dir, proxy)?, &dir, proxy, &args),
+        Command::Collect(args) => collect::run(&dir, proxy, &args),
         Command::Pull | Command::Sync | Command::Flush(_) | Command::Daemon => {
             let (ledger, note) = sync_disabled(&dir, proxy)?;
             let what = match &cli.command {

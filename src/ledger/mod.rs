@@ -107,6 +107,9 @@ pub struct Ledger {
     config: Config,
     streams: Vec<Stream>,
     notices: Vec<String>,
+    /// Ids this process recorded and whose total (a long-running collector sees a replay
+    /// before the fold does).
+    recorded: std::cell::RefCell<std::collections::HashMap<String, u64>>,
 }
 
 impl Ledger {
@@ -134,7 +137,7 @@ impl Ledger {
             let profile = choose_profile(&config, &state, top, &file, profile_hints)?;
             streams.push(Stream { file, profile });
         }
-        Ok(Ledger { state, top: top.to_path_buf(), key, config, streams, notices })
+        Ok(Ledger { state, top: top.to_path_buf(), key, config, streams, notices, recorded: Default::default() })
     }
 
     /// Messages for the user that opening produced (a re-keyed copy).
@@ -178,9 +181,24 @@ impl Ledger {
     /// id already folded with at least its tokens) counts once; events without an id get
     /// one.
     pub fn record(&self, mut events: Vec<Event>) -> Result<Recorded> {
-        let known = self.ids().lookup(events.iter().filter_map(|e| e.id.as_deref()))?;
         let before = events.len();
-        events.retain(|e| e.id.as_ref().and_then(|id| known.get(id)).is_none_or(|r| e.total_tokens > r.total));
+        let known = self.ids().lookup(events.iter().filter_map(|e| e.id.as_deref()))?;
+        let mut batch: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        {
+            let seen = self.recorded.borrow();
+            events.retain(|e| {
+                let Some(id) = &e.id else { return true };
+                let total = [known.get(id).map(|r| r.total), seen.get(id).copied(), batch.get(id).copied()]
+                    .into_iter()
+                    .flatten()
+                    .max();
+                if total.is_some_and(|t| e.total_tokens <= t) {
+                    return false; // a retry: counts once
+                }
+                batch.insert(id.clone(), e.total_tokens);
+                true
+            });
+        }
         let duplicates = before - events.len();
         let nonce = device::new_key();
         let mut text = String::new();
@@ -192,6 +210,8 @@ impl Ledger {
             text.push('\n');
         }
         self.journal().append(&text)?;
+        // Remembered once durable: a failed append leaves the retry free to succeed.
+        self.recorded.borrow_mut().extend(batch);
         Ok(Recorded { recorded: events.len(), duplicates })
     }
 
