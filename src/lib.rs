@@ -18,6 +18,8 @@ pub mod json;
 pub mod lock;
 pub mod merge;
 pub mod num;
+pub mod period;
+pub mod prices;
 pub mod profile;
 pub mod report;
 pub mod store;

@@ -1,0 +1,1 @@
+//! Periods and local days for reports.
