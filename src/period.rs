@@ -39,6 +39,8 @@ pub enum PeriodError {
     Bound(String),
     #[error("unknown time zone {0:?}: use an IANA name such as UTC, Europe/Paris or America/Los_Angeles")]
     Zone(String),
+    #[error("the period is empty: --until ({1}) is not after --since ({0})")]
+    Empty(String, String),
 }
 
 impl Spec {
@@ -81,6 +83,51 @@ impl Spec {
             Spec::Instant(t) => t.to_utc(),
             Spec::Ago(d) => now - Duration::from_std(*d).unwrap_or(Duration::MAX),
         }
+    }
+}
+
+/// A report's period: UTC instants (since included, until excluded) and the zone its days
+/// are counted in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Period {
+    pub zone: Tz,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Period {
+    /// The period of `--since`/`--until` in `zone`; an empty one (until before since) is a
+    /// usage error rather than a report of nothing.
+    pub fn new(
+        since: Option<&Spec>,
+        until: Option<&Spec>,
+        zone: Tz,
+        now: DateTime<Utc>,
+    ) -> Result<Period, PeriodError> {
+        let p = Period {
+            zone,
+            since: since.map(|s| s.resolve(Side::Since, now, zone)),
+            until: until.map(|u| u.resolve(Side::Until, now, zone)),
+        };
+        match (p.since, p.until) {
+            (Some(s), Some(u)) if u <= s => Err(PeriodError::Empty(s.to_rfc3339(), u.to_rfc3339())),
+            _ => Ok(p),
+        }
+    }
+
+    /// Whether the instant (an hour cell's start, say) is in the period.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+
+    /// The local day the period starts on.
+    pub fn first_day(&self) -> Option<NaiveDate> {
+        self.since.map(|s| local_day(s, self.zone))
+    }
+
+    /// The last local day the period includes.
+    pub fn last_day(&self) -> Option<NaiveDate> {
+        self.until.map(|u| local_day(u - Duration::nanoseconds(1), self.zone))
     }
 }
 
@@ -254,6 +301,24 @@ mod tests {
         assert_eq!(zone(Some("Asia/Tokyo")).unwrap(), Tz::Asia__Tokyo);
         let err = zone(Some("Mars/Olympus")).unwrap_err();
         assert!(err.to_string().contains("IANA name"), "{err}");
+    }
+
+    #[test]
+    fn a_period_in_a_zone() {
+        let now = utc(NOW);
+        let la: Tz = "America/Los_Angeles".parse().unwrap();
+        let d = |s: &str| Spec::parse(s).unwrap();
+        let p = Period::new(Some(&d("2026-11-03")), Some(&d("2026-11-04")), la, now).unwrap();
+        assert_eq!((p.since, p.until), (Some(utc("2026-11-03T08:00:00Z")), Some(utc("2026-11-05T08:00:00Z"))));
+        assert_eq!(p.first_day(), NaiveDate::from_ymd_opt(2026, 11, 3));
+        assert_eq!(p.last_day(), NaiveDate::from_ymd_opt(2026, 11, 4));
+        assert!(p.contains(utc("2026-11-05T07:00:00Z")) && !p.contains(utc("2026-11-05T08:00:00Z")));
+        assert!(!p.contains(utc("2026-11-03T07:00:00Z")));
+        let err = Period::new(Some(&d("2026-11-04")), Some(&d("2026-11-03")), Tz::UTC, now).unwrap_err();
+        assert!(err.to_string().contains("the period is empty"), "{err}");
+        let open = Period::new(Some(&d("7d")), None, Tz::UTC, now).unwrap();
+        assert_eq!(open.first_day(), NaiveDate::from_ymd_opt(2026, 11, 23));
+        assert_eq!(open.last_day(), None);
     }
 
     #[test]

@@ -6,8 +6,11 @@ mod demo;
 mod doctor;
 mod history;
 mod hooks;
+mod import;
 mod install;
 mod merge;
+mod prices;
+mod render;
 mod stats;
 mod status;
 mod sync;
@@ -72,16 +75,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("reset {n} usage file(s) to zero (sync to share; other machines' new traffic stays)");
             Ok(crate::exit::OK)
         }
-        Command::Import(args) => {
-            let store = open_store(&dir, proxy)?;
-            let dirs = if args.dirs.is_empty() { crate::import::default_dirs() } else { args.dirs.clone() };
-            let r = crate::import::claude_code(&store, &dirs)?;
-            println!(
-                "import claude-code: {} file(s), {} bytes read, {} request(s) found, {} recorded, {} already recorded",
-                r.files, r.bytes_read, r.entries, r.recorded, r.already
-            );
-            Ok(crate::exit::OK)
-        }
+        Command::Import(args) => import::run(&open_store(&dir, proxy)?, &args),
+        Command::Prices(args) => prices::run(&dir, proxy, &args),
         Command::Demo(args) => demo::run(&args),
     }
 }

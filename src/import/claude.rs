@@ -1,27 +1,18 @@
-//! Importing Claude Code transcripts (`projects/**/*.jsonl`) into usage events, strictly
-//! read-only and streaming: lines are read one at a time from where the previous run
-//! stopped, only lines that carry `message.usage` are parsed (no message content is
-//! kept), and a streamed message (same `message.id` + `requestId` on several lines) counts
-//! once, with the largest token total. Events go through the normal write path.
+//! Claude Code transcripts (`projects/**/*.jsonl`): only lines that carry `message.usage`
+//! are parsed (no message content is kept), and a streamed message (same `message.id` +
+//! `requestId` on several lines) counts once, with the largest token total. A zero-token
+//! `<synthetic>` message (Claude Code's own placeholder, never sent to the API) is not a
+//! request.
 
+use super::{line_warning, read_lines, resume, Imported, Position};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::store::Store;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Imported {
-    pub files: usize,
-    pub bytes_read: u64,
-    pub entries: usize,
-    pub recorded: usize,
-    pub already: usize,
-}
+use std::path::PathBuf;
 
 #[derive(Deserialize)]
 struct Line<'a> {
@@ -64,7 +55,7 @@ impl Usage {
 /// Where each transcript was read up to.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Offsets {
-    files: BTreeMap<String, (u64, u64)>,
+    files: BTreeMap<String, Position>,
 }
 
 /// The directories Claude Code keeps its data in: CLAUDE_CONFIG_DIR (comma-separated),
@@ -77,28 +68,15 @@ pub fn default_dirs() -> Vec<PathBuf> {
     vec![home.join(".claude"), home.join(".config/claude")]
 }
 
-fn transcripts(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.path());
-    for e in entries {
-        let p = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_dir() => transcripts(&p, out),
-            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "jsonl") => out.push(p),
-            _ => {}
-        }
-    }
-}
-
 /// A request's usage, model and timestamp.
 type Entry = (Usage, String, String);
 
 /// What reading some transcripts found.
 struct Part {
     entries: HashMap<String, Entry>,
-    offsets: Vec<(String, (u64, u64))>,
+    offsets: Vec<(String, Position)>,
     bytes: u64,
+    warnings: Vec<String>,
 }
 
 /// Whether an entry with this total and timestamp replaces `old` for the same request:
@@ -109,45 +87,53 @@ fn wins(total: u64, timestamp: &str, old: Option<&Entry>) -> bool {
     old.is_none_or(|(u, _, ts)| (total, timestamp) > (u.total(), ts.as_str()))
 }
 
-/// Reads `files` from their recorded (inode, offset), keeping each request's largest entry.
-fn read_all(files: &[PathBuf], starts: &[Option<(u64, u64)>], progress: &indicatif::ProgressBar) -> Result<Part> {
-    let mut part = Part { entries: HashMap::new(), offsets: Vec::new(), bytes: 0 };
-    let mut line = Vec::with_capacity(64 * 1024);
+/// Reads `files` from their recorded positions, keeping each request's largest entry.
+fn read_all(files: &[PathBuf], starts: &[Option<Position>], progress: &indicatif::ProgressBar) -> Result<Part> {
+    let mut part = Part { entries: HashMap::new(), offsets: Vec::new(), bytes: 0, warnings: Vec::new() };
     for (path, start) in files.iter().zip(starts) {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        let (ino, mut offset) = start.unwrap_or((meta.ino(), 0));
-        if ino != meta.ino() || offset > meta.len() {
-            offset = 0; // replaced or truncated: read it again (ids keep it from counting twice)
-        }
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        reader.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                break; // end, or a line still being written: next time
-            }
-            offset += n as u64;
-            part.bytes += n as u64;
-            let Ok(text) = std::str::from_utf8(&line) else { continue };
+        // Replaced or truncated: read it again (ids keep it from counting twice).
+        let from = resume(*start, &meta).unwrap_or(Position { ino: meta.ino(), ..Position::default() });
+        let (entries, warnings) = (&mut part.entries, &mut part.warnings);
+        let (at, bytes) = read_lines(path, file, from, |n, line| {
+            let Ok(text) = std::str::from_utf8(line) else {
+                if memchr_usage(line) {
+                    warnings.push(line_warning(path, n, "not UTF-8"));
+                }
+                return;
+            };
             if !text.contains("\"usage\"") {
-                continue;
+                return;
             }
-            let Ok(parsed) = serde_json::from_str::<Line<'_>>(text) else { continue };
-            let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { continue };
-            let (Some(id), Some(usage)) = (msg.id, msg.usage) else { continue };
+            let parsed = match serde_json::from_str::<Line<'_>>(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    warnings.push(line_warning(path, n, format_args!("not a Claude Code transcript line ({e})")));
+                    return;
+                }
+            };
+            let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { return };
+            let (Some(id), Some(usage)) = (msg.id, msg.usage) else { return };
+            if usage.total() == 0 && msg.model.as_deref() == Some("<synthetic>") {
+                return;
+            }
             let k = format!("claude-code:{id}:{rid}");
-            if wins(usage.total(), parsed.timestamp.as_deref().unwrap_or(""), part.entries.get(&k)) {
+            if wins(usage.total(), parsed.timestamp.as_deref().unwrap_or(""), entries.get(&k)) {
                 let model = msg.model.unwrap_or(Cow::Borrowed("unknown")).into_owned();
                 let ts = parsed.timestamp.unwrap_or_default().into_owned();
-                part.entries.insert(k, (usage, model, ts));
+                entries.insert(k, (usage, model, ts));
             }
-        }
-        part.offsets.push((path.to_string_lossy().into_owned(), (meta.ino(), offset)));
-        progress.inc(meta.len().saturating_sub(start.map_or(0, |s| s.1)));
+        })?;
+        part.bytes += bytes;
+        part.offsets.push((path.to_string_lossy().into_owned(), at));
+        progress.inc(bytes);
     }
     Ok(part)
+}
+
+fn memchr_usage(line: &[u8]) -> bool {
+    line.windows(7).any(|w| w == b"\"usage\"")
 }
 
 pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
@@ -156,13 +142,13 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
         std::fs::read(&state).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let mut files = Vec::new();
     for d in dirs {
-        transcripts(&d.join("projects"), &mut files);
+        super::jsonl_files(&d.join("projects"), &mut files);
     }
     let mut report = Imported { files: files.len(), ..Imported::default() };
     // Transcripts are independent: read them on two threads, then keep, for each
     // request, the entry with the largest total (ties: the later timestamp).
     let (left, right) = files.split_at(files.len() / 2);
-    let starts = |part: &[PathBuf]| -> Vec<Option<(u64, u64)>> {
+    let starts = |part: &[PathBuf]| -> Vec<Option<Position>> {
         part.iter().map(|p| offsets.files.get(&*p.to_string_lossy()).copied()).collect()
     };
     let (ls, rs) = (starts(left), starts(right));
@@ -171,7 +157,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
         let todo: u64 = files
             .iter()
             .zip(ls.iter().chain(&rs))
-            .map(|(p, start)| std::fs::metadata(p).map_or(0, |m| m.len()).saturating_sub(start.map_or(0, |s| s.1)))
+            .map(|(p, start)| std::fs::metadata(p).map_or(0, |m| m.len()).saturating_sub(start.map_or(0, |s| s.offset)))
             .sum();
         let bar = indicatif::ProgressBar::new(todo);
         if let Ok(style) =
@@ -192,6 +178,7 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     let mut entries: HashMap<String, Entry> = HashMap::new();
     for part in [a?, b?] {
         report.bytes_read += part.bytes;
+        report.warnings.extend(part.warnings);
         for (path, at) in part.offsets {
             offsets.files.insert(path, at);
         }

@@ -1,0 +1,116 @@
+//! Importing coding agents' own logs into usage events: Claude Code transcripts
+//! ([`claude`]) and Codex CLI sessions ([`codex`]). Both are read strictly read-only and
+//! incrementally: each file is read from where the previous run stopped (its inode and
+//! byte offset are kept under `.git/tally/`), a line still being written is left for the
+//! next run, and a file replaced by another (a new inode) or truncated is read again from
+//! its start — event ids keep what was already recorded from counting twice. Events go
+//! through the normal write path.
+
+pub mod claude;
+pub mod codex;
+
+pub use claude::{claude_code, default_dirs};
+pub use codex::{codex, default_dir as codex_default_dir};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What an import did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Imported {
+    pub files: usize,
+    pub bytes_read: u64,
+    /// Requests found in what was read.
+    pub entries: usize,
+    pub recorded: usize,
+    pub already: usize,
+    /// Lines that could not be read, each naming its file and line, for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Where a file was read up to: its inode, the byte offset after the last complete line,
+/// and that line's number (for messages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<u64>", into = "Vec<u64>")]
+pub struct Position {
+    pub ino: u64,
+    pub offset: u64,
+    pub line: u64,
+}
+
+/// Earlier state files kept `[inode, offset]`.
+impl From<Vec<u64>> for Position {
+    fn from(v: Vec<u64>) -> Position {
+        Position {
+            ino: v.first().copied().unwrap_or(0),
+            offset: v.get(1).copied().unwrap_or(0),
+            line: v.get(2).copied().unwrap_or(0),
+        }
+    }
+}
+
+impl From<Position> for Vec<u64> {
+    fn from(p: Position) -> Vec<u64> {
+        vec![p.ino, p.offset, p.line]
+    }
+}
+
+/// The `*.jsonl` files under `dir`, recursively, in path order.
+pub(crate) fn jsonl_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => jsonl_files(&p, out),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "jsonl") => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+/// Whether reading `path` continues from `start` or begins again: `None` when the file is
+/// another one now (a new inode) or shorter than where reading stopped.
+pub(crate) fn resume(start: Option<Position>, meta: &std::fs::Metadata) -> Option<Position> {
+    start.filter(|s| s.ino == meta.ino() && s.offset <= meta.len())
+}
+
+/// Reads the complete lines of `file` after `from` (a line without its newline is still
+/// being written: it is left for the next run), calling `each(line_number, text)`.
+/// Returns where reading stopped and how many bytes were read.
+pub(crate) fn read_lines(
+    path: &Path,
+    file: std::fs::File,
+    from: Position,
+    mut each: impl FnMut(u64, &[u8]),
+) -> Result<(Position, u64)> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader.seek(SeekFrom::Start(from.offset)).map_err(|e| Error::io(path, e))?;
+    let mut at = from;
+    let mut bytes = 0;
+    let mut line = Vec::with_capacity(64 * 1024);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        at.offset += n as u64;
+        at.line += 1;
+        bytes += n as u64;
+        each(at.line, &line);
+    }
+    Ok((at, bytes))
+}
+
+/// A warning about one line, as the user reads it: `FILE:LINE: what`.
+pub(crate) fn line_warning(path: &Path, line: u64, what: impl std::fmt::Display) -> String {
+    format!("{}:{line}: {what}; line skipped", path.display())
+}
+
+/// How many line warnings an import reports in full (the rest are counted).
+pub const MAX_WARNINGS: usize = 20;
