@@ -6,6 +6,7 @@ mod common;
 mod failing;
 mod filemode;
 mod git;
+mod imports;
 mod ops;
 mod props;
 mod reports;
