@@ -8,6 +8,7 @@ mod filemode;
 mod git;
 mod imports;
 mod ops;
+mod pricing;
 mod props;
 mod reports;
 mod sync;
