@@ -133,7 +133,11 @@ fn a_codex_session_appended_to_is_read_from_where_it_stopped() {
         .unwrap();
     let second = import(&c, dir, "codex", &home);
     let rest = text.len() - done;
-    assert!(second.stdout.contains(&format!(" {rest} bytes read, 2 request(s) found, 2 recorded")), "{}", second.stdout);
+    assert!(
+        second.stdout.contains(&format!(" {rest} bytes read, 2 request(s) found, 2 recorded")),
+        "{}",
+        second.stdout
+    );
     assert_eq!(stats_by(&c, dir, "model"), documented_by_model());
 }
 
@@ -174,11 +178,7 @@ fn bad_codex_lines_are_named_and_the_rest_is_imported() {
     lines.insert(3, r#"{"timestamp":"2026-11-03T09:00:05Z","type":"event_msg","payload":{"type":"token_count","info":{"total_token_usage":"#.into());
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     let run = import(&c, dir, "codex", &home);
-    assert!(
-        run.stderr.contains(&format!("warning: {}:4: not a Codex session line", file.display())),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(&format!("warning: {}:4: not a Codex session line", file.display())), "{}", run.stderr);
     assert!(run.stdout.contains(", 1 line(s) skipped"), "{}", run.stdout);
     assert_eq!(stats_by(&c, dir, "model"), documented_by_model());
 }

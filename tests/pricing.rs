@@ -36,7 +36,10 @@ fn a_known_model_shows_the_entry_that_applies() {
     let (code, out, err) = run(&env, &dir, &["prices", "anthropic/claude-sonnet-4-5-20250929"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "anthropic/claude-sonnet-4-5-20250929 (matched claude-sonnet-4-5-20250929), provider anthropic");
+    assert_eq!(
+        lines[0],
+        "anthropic/claude-sonnet-4-5-20250929 (matched claude-sonnet-4-5-20250929), provider anthropic"
+    );
     assert_eq!(
         lines[1..8],
         [
@@ -58,7 +61,10 @@ fn an_unknown_model_is_unpriced_not_free() {
     let dir = repo(&env);
     let (code, out, _) = run(&env, &dir, &["prices", "acme-9000"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.starts_with("acme-9000: no price known; its requests are unpriced (reports show \"—\"), not free\n"), "{out}");
+    assert!(
+        out.starts_with("acme-9000: no price known; its requests are unpriced (reports show \"—\"), not free\n"),
+        "{out}"
+    );
     assert!(!out.contains("$0.00"), "{out}");
 }
 
@@ -75,7 +81,10 @@ fn update_from_a_file_replaces_the_table_of_this_repository() {
     let (code, out, _) = run(&env, &dir, &["prices", "acme-9000"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("  input                     $2.00   above 200k: $4.00\n"), "{out}");
-    assert!(out.contains("  output                    $8.00\n") && out.contains("  cache read                $0.50\n"), "{out}");
+    assert!(
+        out.contains("  output                    $8.00\n") && out.contains("  cache read                $0.50\n"),
+        "{out}"
+    );
     assert!(out.contains(&format!("price table: {}", table.display())), "{out}");
     // A bare name finds the entry the table keeps under a provider prefix.
     let (code, out, _) = run(&env, &dir, &["prices", "acme-mini"]);
@@ -92,7 +101,8 @@ fn update_from_a_file_replaces_the_table_of_this_repository() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("litellm.json: not LiteLLM price data") && err.contains("nothing changed"), "{err}");
     assert_eq!(std::fs::read_to_string(&table).unwrap(), kept);
-    let (code, _, err) = run(&env, &dir, &["prices", "update", "--from", env.path().join("missing.json").to_str().unwrap()]);
+    let (code, _, err) =
+        run(&env, &dir, &["prices", "update", "--from", env.path().join("missing.json").to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing.json: No such file"), "{err}");
 }

@@ -226,9 +226,16 @@ pub fn chart(
             if i + 1 != days.len() && days.len() - i < every / 2 {
                 continue; // too close to the last label
             }
+            // The first and last labels stay inside the chart.
+            let (x, anchor) = if i == 0 {
+                (left, "start")
+            } else if i + 1 == days.len() {
+                (w - right, "end")
+            } else {
+                (left + (i as f64 + 0.5) * bw, "middle")
+            };
             svg.push_str(&format!(
-                "<text class=\"x-label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{day}</text>",
-                left + (i as f64 + 0.5) * bw,
+                "<text class=\"x-label\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{day}</text>",
                 h - bottom + 18.0
             ));
         }
