@@ -129,7 +129,7 @@ fn a_codex_session_appended_to_is_read_from_where_it_stopped() {
     std::fs::OpenOptions::new()
         .append(true)
         .open(&file)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text[cut..].as_bytes()))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &text.as_bytes()[cut..]))
         .unwrap();
     let second = import(&c, dir, "codex", &home);
     let rest = text.len() - done;
