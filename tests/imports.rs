@@ -282,8 +282,8 @@ fn expected_days(lines: &[String], tz: chrono_tz::Tz) -> BTreeMap<String, ([u64;
         let cost =
             tokens[1] as f64 * p[0] + tokens[2] as f64 * p[1] + tokens[3] as f64 * p[2] + tokens[4] as f64 * p[3];
         let e = days.entry(day).or_default();
-        for i in 0..5 {
-            e.0[i] += tokens[i];
+        for (sum, n) in e.0.iter_mut().zip(tokens) {
+            *sum += n;
         }
         e.1 += cost;
     }
