@@ -4,7 +4,7 @@
 //! `<synthetic>` message (Claude Code's own placeholder, never sent to the API) is not a
 //! request.
 
-use super::{line_warning, read_lines, resume, Imported, Position};
+use super::{line_warning, read_lines, resume, scan, Imported, Position};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::store::Store;
@@ -34,7 +34,7 @@ struct Message<'a> {
     usage: Option<Usage>,
 }
 
-#[derive(Deserialize, Clone, Copy, Default)]
+#[derive(Deserialize, Clone, Copy, Default, Debug, PartialEq)]
 struct Usage {
     #[serde(default)]
     input_tokens: u64,
@@ -73,7 +73,7 @@ type Entry = (Usage, String, String);
 
 /// What reading some transcripts found.
 struct Part {
-    entries: HashMap<String, Entry>,
+    entries: Ids<Entry>,
     offsets: Vec<(String, Position)>,
     bytes: u64,
     warnings: Vec<String>,
@@ -89,39 +89,27 @@ fn wins(total: u64, timestamp: &str, old: Option<&Entry>) -> bool {
 
 /// Reads `files` from their recorded positions, keeping each request's largest entry.
 fn read_all(files: &[PathBuf], starts: &[Option<Position>], progress: &indicatif::ProgressBar) -> Result<Part> {
-    let mut part = Part { entries: HashMap::new(), offsets: Vec::new(), bytes: 0, warnings: Vec::new() };
+    let mut part = Part { entries: Ids::default(), offsets: Vec::new(), bytes: 0, warnings: Vec::new() };
+    let mut buf = Vec::new();
     for (path, start) in files.iter().zip(starts) {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         // Replaced or truncated: read it again (ids keep it from counting twice).
         let from = resume(*start, &meta).unwrap_or(Position { ino: meta.ino(), ..Position::default() });
         let (entries, warnings) = (&mut part.entries, &mut part.warnings);
-        let (at, bytes) = read_lines(path, file, from, |n, line| {
-            let Ok(text) = std::str::from_utf8(line) else {
-                if memchr_usage(line) {
-                    warnings.push(line_warning(path, n, "not UTF-8"));
-                }
-                return;
-            };
-            if !text.contains("\"usage\"") {
+        let (at, bytes) = read_lines(path, file, from, &mut buf, |n, line| {
+            if usage_finder().find(line).is_none() {
                 return;
             }
-            let parsed = match serde_json::from_str::<Line<'_>>(text) {
-                Ok(p) => p,
+            let (k, usage, model, ts) = match parse(line) {
+                Ok(Some(found)) => found,
+                Ok(None) => return,
                 Err(e) => {
-                    warnings.push(line_warning(path, n, format_args!("not a Claude Code transcript line ({e})")));
+                    warnings.push(line_warning(path, n, e));
                     return;
                 }
             };
-            let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { return };
-            let (Some(id), Some(usage)) = (msg.id, msg.usage) else { return };
-            if usage.total() == 0 && msg.model.as_deref() == Some("<synthetic>") {
-                return;
-            }
-            let k = format!("claude-code:{id}:{rid}");
-            if wins(usage.total(), parsed.timestamp.as_deref().unwrap_or(""), entries.get(&k)) {
-                let model = msg.model.unwrap_or(Cow::Borrowed("unknown")).into_owned();
-                let ts = parsed.timestamp.unwrap_or_default().into_owned();
+            if wins(usage.total(), &ts, entries.get(&k)) {
                 entries.insert(k, (usage, model, ts));
             }
         })?;
@@ -132,8 +120,82 @@ fn read_all(files: &[PathBuf], starts: &[Option<Position>], progress: &indicatif
     Ok(part)
 }
 
-fn memchr_usage(line: &[u8]) -> bool {
-    line.windows(7).any(|w| w == b"\"usage\"")
+/// The search for `"usage"`, built once: most lines of a transcript are searched.
+fn usage_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""))
+}
+
+/// A multiply-rotate hasher for the request ids of local transcripts (the standard SipHash,
+/// built against hostile keys, was a tenth of the import's time; these keys are not hostile).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Ids<V> = HashMap<String, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A request found on a line: its id, usage, model and timestamp.
+type Found = (String, Usage, String, String);
+
+/// The request a transcript line carries, if any; an error says why the line is unreadable.
+/// The structural scan ([`scan::claude_fields`]) finds the fields without parsing the
+/// message content; whatever it does not follow is parsed in full, with the same result.
+fn parse(line: &[u8]) -> std::result::Result<Option<Found>, String> {
+    if let Some(found) = scan::claude_fields(line).and_then(|f| fast(&f)) {
+        return Ok(found);
+    }
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8".to_string())?;
+    let parsed =
+        serde_json::from_str::<Line<'_>>(text).map_err(|e| format!("not a Claude Code transcript line ({e})"))?;
+    let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { return Ok(None) };
+    let (Some(id), Some(usage)) = (msg.id, msg.usage) else { return Ok(None) };
+    Ok(request(&id, &rid, usage, msg.model.as_deref(), parsed.timestamp.as_deref()))
+}
+
+/// [`parse`] from the scanned spans; `None` to parse the line in full instead.
+fn fast(f: &scan::ClaudeFields<'_>) -> Option<Option<Found>> {
+    if f.message_not_object {
+        return None;
+    }
+    let Some(usage) = f.usage else { return Some(None) };
+    let usage: Option<Usage> = serde_json::from_slice(usage).ok()?;
+    let (Some(rid), Some(id), Some(usage)) = (f.request_id, f.message_id, usage) else { return Some(None) };
+    let (rid, id) = (scan::text(rid)?, scan::text(id)?);
+    let model = match f.model {
+        Some(m) => Some(scan::text(m)?),
+        None => None,
+    };
+    let ts = match f.timestamp {
+        Some(t) => Some(scan::text(t)?),
+        None => None,
+    };
+    Some(request(&id, &rid, usage, model.as_deref(), ts.as_deref()))
+}
+
+/// One request, unless it is a zero-token `<synthetic>` message.
+fn request(id: &str, rid: &str, usage: Usage, model: Option<&str>, ts: Option<&str>) -> Option<Found> {
+    if usage.total() == 0 && model == Some("<synthetic>") {
+        return None;
+    }
+    Some((
+        format!("claude-code:{id}:{rid}"),
+        usage,
+        model.unwrap_or("unknown").to_string(),
+        ts.unwrap_or("").to_string(),
+    ))
 }
 
 pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
@@ -175,16 +237,28 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
         (a.join().expect("import thread"), b.join().expect("import thread"))
     });
     progress.finish_and_clear();
-    let mut entries: HashMap<String, Entry> = HashMap::new();
-    for part in [a?, b?] {
+    // The larger part's map is kept and the other's entries moved into it.
+    let (mut a, mut b) = (a?, b?);
+    if a.entries.len() < b.entries.len() {
+        std::mem::swap(&mut a, &mut b);
+    }
+    let mut entries = std::mem::take(&mut a.entries);
+    for part in [a, b] {
         report.bytes_read += part.bytes;
         report.warnings.extend(part.warnings);
         for (path, at) in part.offsets {
             offsets.files.insert(path, at);
         }
         for (k, e) in part.entries {
-            if wins(e.0.total(), &e.2, entries.get(&k)) {
-                entries.insert(k, e);
+            match entries.entry(k) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(e);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if wins(e.0.total(), &e.2, Some(o.get())) {
+                        o.insert(e);
+                    }
+                }
             }
         }
     }
@@ -192,11 +266,14 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     let now = chrono::Utc::now().fixed_offset();
     let device = store.config().device.clone();
     let mut events = Vec::with_capacity(entries.len());
-    let mut sorted: Vec<_> = entries.into_iter().collect();
-    sorted.sort_by(|a, b| a.1 .2.cmp(&b.1 .2).then_with(|| a.0.cmp(&b.0)));
-    for (key, (u, model, ts)) in sorted {
-        // A transcript line without a readable timestamp is dated now.
-        let timestamp = chrono::DateTime::parse_from_rfc3339(&ts).unwrap_or(now);
+    // In time order (then by id, so that the order does not depend on the hash map): a
+    // transcript line without a readable timestamp is dated now.
+    let mut sorted: Vec<_> = entries
+        .into_iter()
+        .map(|(key, (u, model, ts))| (chrono::DateTime::parse_from_rfc3339(&ts).unwrap_or(now), key, u, model))
+        .collect();
+    sorted.sort_unstable_by(|a, b| (a.0.timestamp_nanos_opt(), &a.1).cmp(&(b.0.timestamp_nanos_opt(), &b.1)));
+    for (timestamp, key, u, model) in sorted {
         events.push(Event {
             id: Some(key),
             timestamp,
@@ -230,4 +307,53 @@ pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     std::fs::create_dir_all(store.state_dir()).map_err(|e| Error::io(store.state_dir(), e))?;
     crate::fsutil::write_atomic(&state, &serde_json::to_vec(&offsets).expect("serialises"))?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full parse alone, as the import read lines before the scan.
+    fn slow(line: &[u8]) -> std::result::Result<Option<Found>, ()> {
+        let text = std::str::from_utf8(line).map_err(|_| ())?;
+        let parsed = serde_json::from_str::<Line<'_>>(text).map_err(|_| ())?;
+        let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { return Ok(None) };
+        let (Some(id), Some(usage)) = (msg.id, msg.usage) else { return Ok(None) };
+        Ok(request(&id, &rid, usage, msg.model.as_deref(), parsed.timestamp.as_deref()))
+    }
+
+    #[test]
+    fn the_scan_finds_what_the_full_parse_finds() {
+        let sample = include_str!("../../tests/fixtures/claude-code-sample.jsonl");
+        let mut lines: Vec<String> = sample.lines().map(str::to_string).collect();
+        lines.extend(
+            [
+                // Key order, whitespace, escapes, nested look-alikes, odd types.
+                r#"{"requestId":"r\u0032","timestamp":"t","message":{"usage":{"output_tokens":5,"cache_creation":{"ephemeral_1h_input_tokens":2}},"id":"m\"2","model":"claude-\u00e9"}}"#,
+                r#"{"message":{"id":"m3","content":[{"input":{"usage":{"input_tokens":7},"id":"x"}}],"model":"m"},"requestId":"r3"}"#,
+                r#"{"message":{"id":"m4","usage":null},"requestId":"r4"}"#,
+                r#"{"message":null,"requestId":"r5","usage":{"input_tokens":1}}"#,
+                r#"{"message":"text","requestId":"r6","note":"usage"}"#,
+                r#"{"message":{"id":"m7","usage":{"input_tokens":1.5}},"requestId":"r7"}"#,
+                r#"{"message":{"id":"m8","usage":{"input_tokens":-1}},"requestId":"r8"}"#,
+                r#"{"message":{"id":8,"usage":{"input_tokens":1}},"requestId":"r9"}"#,
+                r#"{"message":{"id":"m10","usage":{"input_tokens":1}},"requestId":"r10"} trailing"#,
+                r#"{"message":{"id":"m11","model":"<synthetic>","usage":{"input_tokens":0,"output_tokens":0}},"requestId":"r11"}"#,
+                r#"  {"message":{"id":"m12","usage":{}},"requestId":"r12"}  "#,
+            ]
+            .map(str::to_string),
+        );
+        for line in &lines {
+            let got = parse(line.as_bytes()).map_err(|_| ());
+            assert_eq!(got, slow(line.as_bytes()), "{line}");
+        }
+        // The sample's first line, found by the scan itself (not by falling back).
+        let f = scan::claude_fields(lines[0].as_bytes()).unwrap();
+        let found = fast(&f).unwrap().unwrap();
+        assert_eq!(found.0, "claude-code:msg_01XkP7qR2vT9sLmN4bW8cY3d:req_011CVa8kQmT3nLp5rXy2ZbW1");
+        assert_eq!(
+            (found.1.input_tokens, found.1.cache_read_input_tokens, found.2.as_str()),
+            (3, 22137, "claude-opus-4-6")
+        );
+    }
 }

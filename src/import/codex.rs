@@ -138,7 +138,8 @@ fn read_file(path: &Path, state: &mut FileState, turns: &mut Vec<Turn>, warnings
         *state = FileState { at: Position { ino: meta.ino(), ..Position::default() }, ..FileState::default() };
     }
     let fallback_session = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let (at, bytes) = read_lines(path, file, state.at, |n, line| {
+    let mut buf = Vec::new();
+    let (at, bytes) = read_lines(path, file, state.at, &mut buf, |n, line| {
         let Ok(text) = std::str::from_utf8(line) else {
             warnings.push(line_warning(path, n, "not UTF-8"));
             return;

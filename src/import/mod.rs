@@ -8,13 +8,14 @@
 
 pub mod claude;
 pub mod codex;
+mod scan;
 
 pub use claude::{claude_code, default_dirs};
 pub use codex::{codex, default_dir as codex_default_dir};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -81,30 +82,49 @@ pub(crate) fn resume(start: Option<Position>, meta: &std::fs::Metadata) -> Optio
 
 /// Reads the complete lines of `file` after `from` (a line without its newline is still
 /// being written: it is left for the next run), calling `each(line_number, text)`.
-/// Returns where reading stopped and how many bytes were read.
+/// Returns where reading stopped and how many bytes were read. The file is read in large
+/// chunks into `buf` and lines are cut from it in place, never copied again; a chunk's
+/// unfinished last line moves to the front for the next.
 pub(crate) fn read_lines(
     path: &Path,
     file: std::fs::File,
     from: Position,
+    buf: &mut Vec<u8>,
+    each: impl FnMut(u64, &[u8]),
+) -> Result<(Position, u64)> {
+    read_lines_in(path, file, from, buf, 16 << 20, each)
+}
+
+fn read_lines_in(
+    path: &Path,
+    mut file: std::fs::File,
+    from: Position,
+    buf: &mut Vec<u8>,
+    chunk: usize,
     mut each: impl FnMut(u64, &[u8]),
 ) -> Result<(Position, u64)> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    reader.seek(SeekFrom::Start(from.offset)).map_err(|e| Error::io(path, e))?;
+    use std::io::Read;
+    file.seek(SeekFrom::Start(from.offset)).map_err(|e| Error::io(path, e))?;
+    buf.clear();
     let mut at = from;
-    let mut bytes = 0;
-    let mut line = Vec::with_capacity(64 * 1024);
+    let mut read = 0u64;
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|e| Error::io(path, e))?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
+        // Appends to what was kept, without zeroing the space first.
+        let n = (&mut file).take(chunk as u64).read_to_end(buf).map_err(|e| Error::io(path, e))?;
+        let mut start = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
+            let end = start + nl + 1;
+            at.line += 1;
+            each(at.line, &buf[start..end]);
+            start = end;
         }
-        at.offset += n as u64;
-        at.line += 1;
-        bytes += n as u64;
-        each(at.line, &line);
+        at.offset += start as u64;
+        read += start as u64;
+        buf.drain(..start);
+        if n == 0 {
+            return Ok((at, read));
+        }
     }
-    Ok((at, bytes))
 }
 
 /// A warning about one line, as the user reads it: `FILE:LINE: what`.
@@ -114,3 +134,39 @@ pub(crate) fn line_warning(path: &Path, line: u64, what: impl std::fmt::Display)
 
 /// How many line warnings an import reports in full (the rest are counted).
 pub const MAX_WARNINGS: usize = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_across_chunks_and_a_line_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        std::fs::write(&p, "one\ntwo two\n\nthree three three\nfour (being writ").unwrap();
+        for chunk in [1, 2, 3, 5, 8, 64] {
+            let mut seen = Vec::new();
+            let (at, read) = read_lines_in(
+                &p,
+                std::fs::File::open(&p).unwrap(),
+                Position::default(),
+                &mut Vec::new(),
+                chunk,
+                |n, l| seen.push((n, String::from_utf8(l.to_vec()).unwrap())),
+            )
+            .unwrap();
+            let want = [(1, "one\n"), (2, "two two\n"), (3, "\n"), (4, "three three three\n")];
+            assert_eq!(seen, want.map(|(n, l)| (n, l.to_string())), "chunk {chunk}");
+            assert_eq!((at.offset, at.line, read), (31, 4, 31), "chunk {chunk}");
+            // From where it stopped: the rest, once finished.
+            std::fs::write(&p, "one\ntwo two\n\nthree three three\nfour (being written)\n").unwrap();
+            let mut rest = Vec::new();
+            let (at2, _) = read_lines_in(&p, std::fs::File::open(&p).unwrap(), at, &mut Vec::new(), chunk, |n, l| {
+                rest.push((n, l.len()))
+            })
+            .unwrap();
+            assert_eq!((rest, at2.line), (vec![(5, 21)], 5));
+            std::fs::write(&p, "one\ntwo two\n\nthree three three\nfour (being writ").unwrap();
+        }
+    }
+}
