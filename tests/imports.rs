@@ -107,6 +107,14 @@ fn codex_with_the_default_directory_from_codex_home() {
     std::fs::copy(fixture("codex-session-sample.jsonl"), dot.join("rollout-a.jsonl")).unwrap();
     let out = c2.tally(&c2.clones[0]).args(["import", "codex"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(" 3 recorded"), "{}", String::from_utf8_lossy(&out.stdout));
+    // A directory without sessions is a mistake to say, not "0 files".
+    let out = c2.tally(&c2.clones[0]).args(["import", "codex", c2.env.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no Codex sessions in"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

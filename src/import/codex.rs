@@ -224,6 +224,13 @@ pub fn codex(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
     let state_path = store.state_dir().join("import-codex.json");
     let mut offsets: Offsets =
         std::fs::read(&state_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    if !dirs.iter().any(|d| d.join("sessions").is_dir()) {
+        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(Error::Usage(format!(
+            "no Codex sessions in {} (expected <dir>/sessions/YYYY/MM/DD/rollout-*.jsonl); name Codex's directory, or set CODEX_HOME",
+            names.join(", ")
+        )));
+    }
     let mut files = Vec::new();
     for d in dirs {
         super::jsonl_files(&d.join("sessions"), &mut files);
