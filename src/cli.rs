@@ -73,8 +73,10 @@ pub enum Command {
     ClearHistory(ConfirmArgs),
     /// Zero the aggregates and clear the records (merges as a reset).
     Reset(ConfirmArgs),
-    /// Import Claude Code transcripts into usage records.
+    /// Import Claude Code transcripts or Codex CLI sessions into usage records.
     Import(ImportArgs),
+    /// The price that applies to a model, or `prices update` to refresh the table.
+    Prices(PricesArgs),
     /// Two simulated machines and a remote, converging exactly.
     Demo(DemoArgs),
     /// List the known usage-file profiles.
@@ -279,12 +281,8 @@ pub struct StatsArgs {
     /// Rows by day, week, month, model, provider, api or device.
     #[arg(long, default_value = "day", value_parser = ["day", "week", "month", "model", "provider", "api", "device"])]
     pub by: String,
-    /// First day to include (YYYY-MM-DD).
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Last day to include (YYYY-MM-DD).
-    #[arg(long)]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub period: PeriodArgs,
     /// Machine-readable output (stable keys, see README).
     #[arg(long)]
     pub json: bool,
@@ -297,6 +295,8 @@ pub struct ReportArgs {
     /// Write the page here.
     #[arg(long, value_name = "FILE")]
     pub html: PathBuf,
+    #[command(flatten)]
+    pub period: PeriodArgs,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +309,23 @@ pub struct ExportArgs {
     /// Write here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub period: PeriodArgs,
+}
+
+/// The period a report covers and the zone its days are counted in.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PeriodArgs {
+    /// From this day (YYYY-MM-DD, a whole local day), time (RFC 3339) or duration ago (7d, 12h).
+    #[arg(long, value_name = "WHEN", value_parser = crate::period::Spec::parse)]
+    pub since: Option<crate::period::Spec>,
+    /// Up to this day (included), time or duration ago; same forms as --since.
+    #[arg(long, value_name = "WHEN", value_parser = crate::period::Spec::parse)]
+    pub until: Option<crate::period::Spec>,
+    /// Count days in this time zone (IANA name, e.g. Europe/Paris); default: TZ, else the
+    /// system's zone.
+    #[arg(long, value_name = "NAME", value_parser = crate::period::zone_named)]
+    pub timezone: Option<chrono_tz::Tz>,
 }
 
 #[derive(Debug, Args)]
@@ -350,10 +367,39 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// What to import (claude-code).
-    #[arg(value_parser = ["claude-code"])]
-    pub source: String,
-    /// Claude Code's data directories (default: CLAUDE_CONFIG_DIR, else ~/.claude and
-    /// ~/.config/claude).
+    /// What to import.
+    pub source: ImportSource,
+    /// The agent's data directories. claude-code: CLAUDE_CONFIG_DIR, else ~/.claude and
+    /// ~/.config/claude (reads projects/**/*.jsonl); codex: CODEX_HOME, else ~/.codex (reads
+    /// sessions/**/*.jsonl).
     pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportSource {
+    /// Claude Code transcripts.
+    ClaudeCode,
+    /// Codex CLI sessions.
+    Codex,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct PricesArgs {
+    #[command(subcommand)]
+    pub action: Option<PricesAction>,
+    /// The model to show the prices of (as events name it: claude-sonnet-4-5-20250929,
+    /// openai/gpt-5, …); without it, what the table is.
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricesAction {
+    /// Replace the price table with LiteLLM's current data (kept in .git/tally/prices.json).
+    Update {
+        /// A file or an http(s) URL of LiteLLM's model_prices_and_context_window.json
+        /// (default: LiteLLM's published copy).
+        #[arg(long, value_name = "FILE|URL")]
+        from: Option<String>,
+    },
 }

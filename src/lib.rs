@@ -20,6 +20,8 @@ pub mod ledger;
 pub mod lock;
 pub mod merge;
 pub mod num;
+pub mod period;
+pub mod prices;
 pub mod profile;
 pub mod report;
 pub mod sync;

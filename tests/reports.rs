@@ -440,3 +440,227 @@ fn export_csv_writes_one_quoted_row_per_record() {
     assert!(csv.contains("q1,") && csv.contains("\"gpt \"\"5\"\", large\""), "{csv}");
     assert!(csv.contains("\r\n"), "RFC 4180 line breaks");
 }
+
+/// A native usage file with these days: (day, requests, tokens, cost).
+fn native_file(days: &[(String, u64, u64, f64)]) -> Value {
+    let mut by_day = serde_json::Map::new();
+    let (mut requests, mut tokens, mut cost) = (0, 0, 0.0);
+    for (day, r, t, c) in days {
+        let cell = serde_json::json!({"requests": r, "failed": 0, "input_tokens": t / 2, "output_tokens": t - t / 2,
+            "reasoning_tokens": 0, "cached_tokens": 0, "total_tokens": t, "cost_usd": c});
+        by_day.insert(day.clone(), serde_json::json!({"laptop": {"anthropic": {"claude-sonnet-4-5": cell}}}));
+        requests += r;
+        tokens += t;
+        cost += c;
+    }
+    serde_json::json!({"format": "git-tally/1", "recent_limit": 500,
+        "totals": {"requests": requests, "failed": 0, "input_tokens": tokens / 2, "output_tokens": tokens - tokens / 2,
+                   "reasoning_tokens": 0, "cached_tokens": 0, "total_tokens": tokens, "cost_usd": cost},
+        "days": by_day, "devices": {}, "recent": []})
+}
+
+fn write_native(env: &Env, name: &str, days: &[(String, u64, u64, f64)]) -> std::path::PathBuf {
+    let path = env.path().join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&native_file(days)).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn since_and_until_refuse_what_they_do_not_understand() {
+    let env = Env::new();
+    let file = write_native(&env, "usage.json", &[("2026-11-03".into(), 3, 30, 0.5)]);
+    let f = file.to_str().unwrap();
+    let page = env.path().join("r.html");
+    let commands: [Vec<&str>; 3] =
+        [vec!["stats", f], vec!["export", "--format", "json", f], vec!["report", "--html", page.to_str().unwrap(), f]];
+    for cmd in &commands {
+        for bad in ["yesterday", "2026-13-45", "2026-11-5", "2026-02-30", "7", "last week", "2026-11-03T09:00"] {
+            for flag in ["--since", "--until"] {
+                let out = env.tally(env.path()).args(cmd).args([flag, bad]).output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{cmd:?} {flag} {bad}: {err}");
+                assert!(err.contains("use YYYY-MM-DD (2026-11-03), an RFC 3339 time"), "{cmd:?} {flag} {bad}: {err}");
+            }
+        }
+        for good in ["2026-11-03", "7d", "12h", "2026-11-03T09:00:00Z", "2026-11-03T01:00:00-08:00"] {
+            let out = env.tally(env.path()).args(cmd).args(["--since", good]).output().unwrap();
+            assert!(out.status.success(), "{cmd:?} --since {good}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out =
+            env.tally(env.path()).args(cmd).args(["--since", "2026-11-04", "--until", "2026-11-03"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "an empty period");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the period is empty"));
+        let out = env.tally(env.path()).args(cmd).args(["--timezone", "Mars/Olympus"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown time zone \"Mars/Olympus\""));
+        let out = env.tally(env.path()).args(cmd).env("TZ", "Mars/Olympus").output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("TZ: unknown time zone"));
+    }
+    // The bound is a day: 2026-11-03 to 2026-11-03 keeps that day.
+    let r: Value = serde_json::from_slice(
+        &env.tally(env.path())
+            .args(["stats", "--json", "--since", "2026-11-03", "--until", "2026-11-03", f])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(r["totals"]["requests"], 3);
+}
+
+#[test]
+fn json_costs_are_rounded_to_a_millionth() {
+    let env = Env::new();
+    let file = write_native(
+        &env,
+        "usage.json",
+        &[("2026-11-03".into(), 1, 10, 0.1), ("2026-11-04".into(), 1, 10, 0.2), ("2026-11-05".into(), 1, 10, 0.0)],
+    );
+    let raw = std::fs::read_to_string(&file).unwrap();
+    assert!(raw.contains("0.30000000000000004"), "the file itself has the noise: {raw}");
+    for args in [vec!["stats", "--json"], vec!["export", "--format", "json"]] {
+        let out = env.tally(env.path()).args(&args).arg(&file).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(!text.contains("0.30000000000000004"), "{args:?}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["totals"]["cost_usd"], 0.3, "{args:?}");
+    }
+}
+
+#[test]
+fn the_terminal_table_has_separators_known_costs_and_thirty_calendar_days() {
+    let env = Env::new();
+    let today = chrono::Utc::now().date_naive();
+    let day = |ago: i64| (today - chrono::Duration::days(ago)).to_string();
+    // Four days with traffic spread over forty: only two are in the last thirty.
+    let file = write_native(
+        &env,
+        "usage.json",
+        &[(day(40), 5, 50, 0.0), (day(35), 1234, 1_234_567, 0.0), (day(20), 3, 30, 1.25), (day(1), 8, 80, 2.5)],
+    );
+    let out = env.tally(env.path()).args(["stats", "--timezone", "UTC"]).arg(&file).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let spark = text.lines().find(|l| l.starts_with("last 30 days")).unwrap_or_else(|| panic!("{text}"));
+    assert!(spark.starts_with(&format!("last 30 days ({} to {today})", day(29))), "{spark}");
+    let glyphs: Vec<char> = spark.rsplit("  ").next().unwrap().chars().collect();
+    assert_eq!(glyphs.len(), 30, "{spark}");
+    let lit: Vec<usize> = glyphs.iter().enumerate().filter(|(_, &c)| c != '·').map(|(i, _)| i).collect();
+    assert_eq!(lit, [9, 28], "{spark}");
+    assert!(text.contains("1,250 requests"), "{text}");
+    let row = |d: String| text.lines().find(|l| l.starts_with(&d)).unwrap_or_else(|| panic!("{d}: {text}")).to_string();
+    let big = row(day(35));
+    assert!(big.contains("1,234") && big.contains("1,234,567"), "{big}");
+    assert!(big.contains("—") && !big.contains("$0.00"), "a cost nobody gave is not free: {big}");
+    assert!(row(day(1)).contains("$2.50"), "{text}");
+}
+
+/// Pixel columns of one colour in `png`: for the row where the colour forms the most runs,
+/// the centre of each run.
+fn runs_of_colour(png: &Path, rgb: [u8; 3]) -> Vec<f64> {
+    let decoder = png::Decoder::new(std::fs::File::open(png).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let mut best: Vec<f64> = Vec::new();
+    for y in 0..info.height as usize {
+        let row = &buf[y * info.line_size..(y + 1) * info.line_size];
+        let is = |x: usize| {
+            let p = &row[x * channels..x * channels + 3];
+            p.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= 6)
+        };
+        let mut runs = Vec::new();
+        let mut start = None;
+        for x in 0..=info.width as usize {
+            match (x < info.width as usize && is(x), start) {
+                (true, None) => start = Some(x),
+                (false, Some(s)) => {
+                    runs.push((s + x - 1) as f64 / 2.0);
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if runs.len() > best.len() {
+            best = runs;
+        }
+    }
+    best
+}
+
+/// The report of traffic with gaps, in headless Chromium: the DOM has one bar for every
+/// calendar day in range (zero on days without traffic), and the screenshot shows the gaps
+/// at their width: bars where there was traffic, nothing between.
+#[test]
+fn the_html_report_shows_gaps_in_the_traffic() {
+    if !crate::common::have("chromium", "the_html_report_shows_gaps_in_the_traffic") {
+        return;
+    }
+    let env = Env::new();
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+    let traffic: Vec<(i64, u64)> = vec![(0, 5), (1, 3), (10, 8), (40, 6)];
+    let days: Vec<(String, u64, u64, f64)> = traffic
+        .iter()
+        .map(|&(off, n)| ((start + chrono::Duration::days(off)).to_string(), n, n * 1000, n as f64 * 0.25))
+        .collect();
+    let file = write_native(&env, "usage.json", &days);
+    let page = env.path().join("report.html");
+    let out = env
+        .tally(env.path())
+        .args(["report", "--timezone", "UTC", "--html", page.to_str().unwrap(), file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let chromium = |extra: &[&str]| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .arg("--force-prefers-reduced-motion")
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    let bars: Vec<(String, u64)> = dom
+        .split("<rect class=\"bar requests\"")
+        .skip(1)
+        .map(|r| {
+            let attr =
+                |name: &str| r.split(&format!("{name}=\"")).nth(1).unwrap().split('"').next().unwrap().to_string();
+            (attr("data-day"), attr("data-value").parse().unwrap())
+        })
+        .collect();
+    let want: Vec<(String, u64)> = (0..=40)
+        .map(|off| {
+            let n = traffic.iter().find(|t| t.0 == off).map_or(0, |t| t.1);
+            ((start + chrono::Duration::days(off)).to_string(), n)
+        })
+        .collect();
+    assert_eq!(bars, want, "one bar per calendar day, zero where there was no traffic");
+    assert!(dom.contains("2026-10-01 to 2026-11-10 (41 days)"), "the range is stated");
+    assert!(dom.contains("class=\"y-label\""), "the axis has a scale");
+    assert!(dom.contains("id=\"total-tokens\">22,000<"), "thousands separators");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-gaps.png");
+    chromium(&["--window-size=1000,1400", "--hide-scrollbars", &format!("--screenshot={}", shot.display())]);
+    // The requests bars' colour (#2f81f7, light scheme): four bars, placed by their day.
+    let centres = runs_of_colour(&shot, [0x2f, 0x81, 0xf7]);
+    assert_eq!(centres.len(), 4, "four bars with traffic, gaps between them: {centres:?} ({})", shot.display());
+    // One day's slot, from the first bar to the last (forty days apart).
+    let slot = (centres[3] - centres[0]) / 40.0;
+    for (i, &(off, _)) in traffic.iter().enumerate() {
+        let expected = centres[0] + slot * off as f64;
+        assert!(
+            (centres[i] - expected).abs() <= slot * 0.5 + 1.0,
+            "bar {i} at {} not {expected}: {centres:?}",
+            centres[i]
+        );
+    }
+}

@@ -8,9 +8,12 @@ mod demo;
 mod doctor;
 mod history;
 mod hooks;
+mod import;
 mod install;
 mod man;
 mod merge;
+mod prices;
+mod render;
 mod stats;
 mod status;
 mod sync;
@@ -116,16 +119,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             lower(&ledger, true)
         }
-        Command::Import(args) => {
-            let ledger = open_ledger(&dir, proxy)?;
-            let dirs = if args.dirs.is_empty() { crate::import::default_dirs() } else { args.dirs.clone() };
-            let r = crate::import::claude_code(&ledger, &dirs)?;
-            println!(
-                "import claude-code: {} file(s), {} bytes read, {} request(s) found, {} recorded, {} already recorded",
-                r.files, r.bytes_read, r.entries, r.recorded, r.already
-            );
-            Ok(crate::exit::OK)
-        }
+        Command::Import(args) => import::run(&open_ledger(&dir, proxy)?, &args),
+        Command::Prices(args) => prices::run(&dir, proxy, &args),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -3,10 +3,12 @@
 //! — or a file named on the command line, and never modify anything.
 
 use super::current_view;
-use crate::cli::{ExportArgs, ReportArgs, StatsArgs};
+use super::render::{self, Totals};
+use crate::cli::{ExportArgs, PeriodArgs, ReportArgs, StatsArgs};
 use crate::error::{Error, Result};
 use crate::exit;
 use crate::json;
+use crate::period::{self, Period, Spec};
 use crate::profile::{self, Profile};
 use crate::report::{self, By, Counters, Report};
 use serde_json::Value;
@@ -99,19 +101,39 @@ fn load_machines(dir: PathBuf, pending: usize) -> Result<(PathBuf, &'static Prof
     Ok((dir, usage, all, pending))
 }
 
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 10_000_000_000 => format!("{:.1}G", n as f64 / 1e9),
-        n if n >= 10_000_000 => format!("{:.1}M", n as f64 / 1e6),
-        n if n >= 100_000 => format!("{:.1}k", n as f64 / 1e3),
-        n => n.to_string(),
-    }
+/// The period of `--since`/`--until` in the zone of `--timezone` (else TZ, else the
+/// system's): a bad TZ or an empty period is a usage error.
+fn period_of(p: &PeriodArgs) -> Result<Period> {
+    let zone = match p.timezone {
+        Some(z) => z,
+        None => period::zone(None).map_err(|e| Error::Usage(format!("TZ: {e}; or pass --timezone NAME")))?,
+    };
+    Period::new(p.since.as_ref(), p.until.as_ref(), zone, chrono::Utc::now()).map_err(|e| Error::Usage(e.to_string()))
 }
 
-fn sparkline(values: &[u64]) -> String {
-    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let max = values.iter().copied().max().unwrap_or(0).max(1);
-    values.iter().map(|&v| if v == 0 { ' ' } else { BARS[((v * 7) / max) as usize] }).collect()
+/// The first and last day (`YYYY-MM-DD`) of the period, for reports whose cells are days. A
+/// date given is that day; a time or a duration, the local day it falls on.
+fn day_bounds(p: &PeriodArgs, period: &Period) -> (Option<String>, Option<String>) {
+    let day = |spec: &Option<Spec>, resolved: Option<chrono::NaiveDate>| match spec {
+        Some(Spec::Date(d)) => Some(d.to_string()),
+        Some(_) => resolved.map(|d| d.to_string()),
+        None => None,
+    };
+    (day(&p.since, period.first_day()), day(&p.until, period.last_day()))
+}
+
+/// A report's day rows as dates and renderer totals.
+fn day_totals(rows: &[report::Row]) -> Vec<(chrono::NaiveDate, Totals)> {
+    rows.iter()
+        .filter_map(|r| {
+            let d = chrono::NaiveDate::parse_from_str(&r.key, "%Y-%m-%d").ok()?;
+            Some((d, Totals::from_counters(&r.counters)))
+        })
+        .collect()
+}
+
+fn today(zone: chrono_tz::Tz) -> chrono::NaiveDate {
+    chrono::Utc::now().with_timezone(&zone).date_naive()
 }
 
 /// `stats`: the file is read once; a native one straight into day cells.
@@ -146,39 +168,51 @@ fn print_stats(
     pending: usize,
 ) -> Result<i32> {
     let by = By::parse(&args.by).expect("clap checked the value");
-    let r = report::report_of(profile, totals.clone(), &cells, by, args.since.as_deref(), args.until.as_deref());
+    let period = period_of(&args.period)?;
+    let (since, until) = day_bounds(&args.period, &period);
+    let r = report::report_of(profile, totals.clone(), &cells, by, since.as_deref(), until.as_deref());
     if args.json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
+        render::round_costs(&mut v);
         v["file"] = Value::from(path.display().to_string());
         v["pending_events"] = Value::from(pending);
+        v["timezone"] = Value::from(period.zone.name());
         println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
         std::mem::forget(cells);
         return Ok(exit::OK);
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let days = report::report_of(profile, totals, &cells, By::Day, None, None);
-    print_table(&r, &days, path, color, pending);
+    print_table(&r, &day_totals(&days.rows), today(period.zone), path, color, pending);
     // The process ends here: freeing years of parsed cells one by one is wasted time.
     std::mem::forget(cells);
     Ok(exit::OK)
 }
 
-fn print_table(r: &Report, days: &Report, path: &Path, color: bool, pending: usize) {
+fn print_table(
+    r: &Report,
+    days: &[(chrono::NaiveDate, Totals)],
+    today: chrono::NaiveDate,
+    path: &Path,
+    color: bool,
+    pending: usize,
+) {
     let (bold, dim, bar_c, reset) =
         if color { ("\x1b[1m", "\x1b[2m", "\x1b[36m", "\x1b[0m") } else { ("", "", "", "") };
-    let t = &r.totals;
+    let t = Totals::from_counters(&r.totals);
+    let n = render::thousands;
     println!("{bold}{}{reset} {dim}({} profile){reset}", path.display(), r.profile);
     println!(
-        "{} requests, {} failed{}; tokens {} in, {} out, {} reasoning, {} cached ({} total); ${:.2}",
-        t.requests,
-        t.failed,
+        "{} requests, {} failed{}; tokens {} in, {} out, {} reasoning, {} cached ({} total); cost {}",
+        n(t.requests),
+        n(t.failed),
         r.success_rate.map(|s| format!(" ({:.1}% success)", s * 100.0)).unwrap_or_default(),
-        human(t.input_tokens),
-        human(t.output_tokens),
-        human(t.reasoning_tokens),
-        human(t.cache_read_tokens),
-        human(t.total_tokens),
-        t.cost_usd
+        n(t.input_tokens),
+        n(t.output_tokens),
+        n(t.reasoning_tokens),
+        n(t.cache_read_tokens),
+        n(t.total_tokens),
+        render::money(&t)
     );
     if let Some(since) = &r.tracked_since {
         println!("tracked since {since}");
@@ -186,41 +220,47 @@ fn print_table(r: &Report, days: &Report, path: &Path, color: bool, pending: usi
     if pending > 0 {
         println!("{dim}{pending} recorded event(s) not yet folded into the file (git tally sync){reset}");
     }
-    let last: Vec<u64> = days.rows.iter().rev().take(30).rev().map(|row| row.counters.requests).collect();
-    if !last.is_empty() {
-        println!("last {} days  {bar_c}{}{reset}", last.len(), sparkline(&last));
-    }
+    let (first, last) = render::last_30_days(days, today);
+    println!("last 30 days ({first} to {today})  {bar_c}{}{reset}", render::sparkline(&last));
     println!();
-    let width = r.rows.iter().map(|row| row.key.chars().count()).max().unwrap_or(4).max(r.by.len());
-    let max = r.rows.iter().map(|row| row.counters.requests).max().unwrap_or(1).max(1);
-    println!("{bold}{:<width$}  {:>9}  {:>10}  {:>9}{reset}", r.by, "requests", "tokens", "cost");
+    let rows: Vec<(&str, Totals)> =
+        r.rows.iter().map(|row| (row.key.as_str(), Totals::from_counters(&row.counters))).collect();
+    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(4).max(r.by.len());
+    let max = rows.iter().map(|(_, c)| c.requests).max().unwrap_or(1).max(1);
+    let tw = rows.iter().map(|(_, c)| n(c.total_tokens).len()).max().unwrap_or(6).max(6);
+    println!("{bold}{:<width$}  {:>11}  {:>tw$}  {:>12}{reset}", r.by, "requests", "tokens", "cost");
     let out = std::io::stdout();
     let mut out = out.lock();
-    for row in &r.rows {
-        let c: &Counters = &row.counters;
+    for (key, c) in &rows {
         let bar = "█".repeat(((c.requests * 30) / max) as usize);
         let _ = writeln!(
             out,
-            "{:<width$}  {:>9}  {:>10}  {:>9}  {bar_c}{bar}{reset}",
-            row.key,
-            c.requests,
-            human(c.total_tokens),
-            format!("${:.2}", c.cost_usd)
+            "{key:<width$}  {:>11}  {:>tw$}  {:>12}  {bar_c}{bar}{reset}",
+            n(c.requests),
+            n(c.total_tokens),
+            render::money(c)
         );
+    }
+    if rows.iter().any(|(_, c)| c.unpriced > 0 || c.cost_estimated_usd > 0.0) {
+        let _ = writeln!(out, "{dim}cost: {}{reset}", render::COST_LEGEND);
     }
 }
 
 pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32> {
+    let period = period_of(&args.period)?;
+    let (since, until) = day_bounds(&args.period, &period);
+    let (since, until) = (since.as_deref(), until.as_deref());
     let (_, profile, doc, _) = load(dir, proxy, args.file.as_ref())?;
     let mut buf = Vec::new();
     if args.format == "json" {
-        let by = |b: By| report::report(profile, &doc, b, None, None).rows;
-        let v = serde_json::json!({
+        let by = |b: By| report::report(profile, &doc, b, since, until).rows;
+        let mut v = serde_json::json!({
             "profile": profile.name,
-            "totals": report::report(profile, &doc, By::Day, None, None).totals,
+            "totals": report::report(profile, &doc, By::Day, since, until).totals,
             "by_day": by(By::Day), "by_model": by(By::Model), "by_provider": by(By::Provider),
             "by_api": by(By::Api), "by_device": by(By::Device),
         });
+        render::round_costs(&mut v);
         buf = serde_json::to_vec_pretty(&v).expect("serialises");
         buf.push(b'\n');
     } else {
@@ -228,8 +268,15 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
         if profile.records.is_some() {
             // One row per record.
             w(&report::RECORD_COLUMNS.map(String::from));
+            // The timestamp's own date, as the day cells count it.
+            let in_period = |ts: &str| {
+                let day = ts.get(..10).unwrap_or("");
+                since.is_none_or(|s| day >= s) && until.is_none_or(|u| day <= u)
+            };
             for row in report::record_rows(profile, &doc) {
-                w(&row);
+                if in_period(&row[1]) {
+                    w(&row);
+                }
             }
         } else {
             // Aggregate-only formats: one row per day, device, provider, api and model.
@@ -238,6 +285,10 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
             header.extend(profile::COUNTERS.map(String::from));
             w(&header);
             for c in cells {
+                let day = c.day.as_deref().unwrap_or("");
+                if since.is_some_and(|s| day < s) || until.is_some_and(|u| day > u) {
+                    continue;
+                }
                 let mut row = vec![
                     c.day.unwrap_or_default(),
                     c.device.unwrap_or_default(),
@@ -276,117 +327,47 @@ fn csv_writer(buf: &mut Vec<u8>) -> impl FnMut(&[String]) + '_ {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// A bar chart of one counter by day, as inline SVG; each bar carries its day and value.
-fn chart(rows: &[report::Row], class: &str, title: &str, value: fn(&Counters) -> u64) -> String {
-    let (w, h, pad) = (900.0, 220.0, 30.0);
-    let max = rows.iter().map(|r| value(&r.counters)).max().unwrap_or(0).max(1) as f64;
-    let n = rows.len().max(1) as f64;
-    let bw = (w - 2.0 * pad) / n;
-    let mut svg = format!(
-        "<figure><figcaption>{title}</figcaption><svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{title}\">"
-    );
-    for (i, r) in rows.iter().enumerate() {
-        let v = value(&r.counters);
-        let bh = (h - 2.0 * pad) * v as f64 / max;
-        svg.push_str(&format!(
-            "<rect class=\"bar {class}\" data-day=\"{}\" data-value=\"{v}\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{:.2}\"><title>{}: {v}</title></rect>",
-            esc(&r.key),
-            pad + i as f64 * bw + bw * 0.1,
-            h - pad - bh,
-            bw * 0.8,
-            bh,
-            esc(&r.key)
-        ));
-    }
-    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        svg.push_str(&format!(
-            "<text x=\"{pad}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            h - 8.0,
-            esc(&first.key),
-            w - pad,
-            h - 8.0,
-            esc(&last.key)
-        ));
-    }
-    svg.push_str("</svg></figure>");
-    svg
-}
-
-fn table(title: &str, rows: &[report::Row]) -> String {
-    if rows.is_empty() {
-        return String::new();
-    }
-    let mut t = format!(
-        "<section><h2>{title}</h2><table><tr><th>{title}</th><th>requests</th><th>tokens</th><th>cost</th></tr>"
-    );
-    for r in rows {
-        t.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>${:.2}</td></tr>",
-            esc(&r.key),
-            r.counters.requests,
-            r.counters.total_tokens,
-            r.counters.cost_usd
-        ));
-    }
-    t.push_str("</table></section>");
-    t
-}
-
 pub fn html(dir: &Path, proxy: Option<&Path>, args: &ReportArgs) -> Result<i32> {
+    let period = period_of(&args.period)?;
+    let (since, until) = day_bounds(&args.period, &period);
     let (path, profile, doc, _) = load(dir, proxy, args.file.as_ref())?;
     let (totals, cells) = report::cells(profile, &doc);
-    let by = |b: By| report::report_of(profile, totals.clone(), &cells, b, None, None).rows;
-    let days = by(By::Day);
-    let t = &totals;
-    let page = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Usage: {name}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-:root {{ color-scheme: light dark; --fg: #1b1f24; --bg: #ffffff; --muted: #59636e; --bar: #2f81f7; --bar2: #8250df; --line: #d0d7de; }}
-@media (prefers-color-scheme: dark) {{ :root {{ --fg: #e6edf3; --bg: #0d1117; --muted: #9198a1; --bar: #4493f8; --bar2: #ab7df8; --line: #30363d; }} }}
-body {{ font: 15px/1.5 system-ui, sans-serif; color: var(--fg); background: var(--bg); margin: 2rem auto; max-width: 960px; padding: 0 1rem; }}
-h1 {{ font-size: 1.4rem; }} .muted {{ color: var(--muted); }}
-.cards {{ display: flex; flex-wrap: wrap; gap: 1rem; }} .card {{ border: 1px solid var(--line); border-radius: 8px; padding: .6rem 1rem; }}
-.card b {{ display: block; font-size: 1.3rem; }}
-figure {{ margin: 1.5rem 0; }} figcaption {{ font-weight: 600; }} svg {{ width: 100%; height: auto; }}
-svg text {{ fill: var(--muted); font-size: 12px; }} .bar.requests {{ fill: var(--bar); }} .bar.tokens {{ fill: var(--bar2); }}
-table {{ border-collapse: collapse; width: 100%; }} td, th {{ border-bottom: 1px solid var(--line); padding: .3rem .5rem; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-</style></head><body>
-<h1>Usage: {name}</h1><p class="muted">{profile} file; tracked since {since}</p>
-<div class="cards">
-<div class="card"><b id="total-requests">{req}</b>requests</div>
-<div class="card"><b>{failed}</b>failed</div>
-<div class="card"><b id="total-tokens">{tok}</b>tokens</div>
-<div class="card"><b>{inp} / {out}</b>tokens in / out</div>
-<div class="card"><b>${cost:.2}</b>cost</div>
-</div>
-{requests_chart}
-{tokens_chart}
-{models}{providers}{devices}{apis}
-</body></html>
-"#,
-        name = esc(&path.display().to_string()),
-        profile = profile.name,
-        since = esc(days.first().map_or("-", |r| r.key.as_str())),
-        req = t.requests,
-        failed = t.failed,
-        tok = t.total_tokens,
-        inp = t.input_tokens,
-        out = t.output_tokens,
-        cost = t.cost_usd,
-        requests_chart = chart(&days, "requests", "Requests per day", |c| c.requests),
-        tokens_chart = chart(&days, "tokens", "Tokens per day", |c| c.total_tokens),
-        models = table("model", &by(By::Model)),
-        providers = table("provider", &by(By::Provider)),
-        devices = table("device", &by(By::Device)),
-        apis = table("api", &by(By::Api)),
-    );
+    let by = |b: By| report::report_of(profile, totals.clone(), &cells, b, since.as_deref(), until.as_deref());
+    let day_report = by(By::Day);
+    let days = day_totals(&day_report.rows);
+    // Every calendar day from the period's first (or the first with traffic) to its last (or
+    // the last with traffic).
+    let parse = |d: &Option<String>| d.as_deref().and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    let first = parse(&since).or(days.first().map(|d| d.0));
+    let last = parse(&until).or(days.last().map(|d| d.0));
+    let all_days = match (first, last) {
+        (Some(a), Some(b)) => render::every_day(&days, a, b),
+        _ => Vec::new(),
+    };
+    let rows = |b: By| -> Vec<(String, Totals)> {
+        by(b).rows.iter().map(|r| (r.key.clone(), Totals::from_counters(&r.counters))).collect()
+    };
+    let mut notes = Vec::new();
+    if let (Some((a, _)), Some((b, _))) = (all_days.first(), all_days.last()) {
+        let from = period::day_start(*a, period.zone);
+        let to = period::day_start(*b, period.zone) + chrono::Duration::days(1);
+        notes.extend(period::offset_note(period.zone, from, to));
+    }
+    let name = path.display().to_string();
+    let subtitle = format!("{} file", profile.name);
+    let page = render::html(&render::Page {
+        title: &name,
+        subtitle: &subtitle,
+        totals: &Totals::from_counters(&day_report.totals),
+        days: &all_days,
+        tables: vec![
+            ("model", rows(By::Model)),
+            ("provider", rows(By::Provider)),
+            ("device", rows(By::Device)),
+            ("api", rows(By::Api)),
+        ],
+        notes,
+    });
     crate::fsutil::write_atomic(&args.html, page.as_bytes())?;
     println!("wrote {}", args.html.display());
     Ok(exit::OK)

@@ -188,11 +188,6 @@ impl Source {
                     return Err(bad("no query or fragment, please: the URL is the proxy's base address"));
                 }
                 split_port(authority).map_err(|w| bad(&w))?;
-                if scheme.eq_ignore_ascii_case("https") && !cfg!(feature = "https") {
-                    return Err(bad(
-                        "this git-tally was built without TLS; rebuild with `--features https`, or use http:// on the proxy's machine",
-                    ));
-                }
                 Ok(Source::Http { base: format!("{}://{authority}{path}", scheme.to_ascii_lowercase()) })
             }
             "rediss" => Err(bad("CLIProxyAPI's RESP listener has no TLS; use redis:// on the proxy's machine, or https:// for its management API")),
