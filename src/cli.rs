@@ -389,7 +389,7 @@ pub struct PricesArgs {
     #[command(subcommand)]
     pub action: Option<PricesAction>,
     /// The model to show the prices of (as events name it: claude-sonnet-4-5-20250929,
-    /// openai/gpt-5, …); without it, what the table is.
+    /// openai/gpt-5, ...); without it, what the table is.
     pub model: Option<String>,
 }
 

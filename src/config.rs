@@ -528,7 +528,8 @@ impl Config {
         };
         let in_git = config.enabled;
         check_files(&mut config.files, top.as_deref(), "git config tally.file", in_git)?;
-        if fresh && in_git {
+        // Only a committed usage file is merged by git (a view is not committed: SPEC §4b.5).
+        if fresh && in_git && config.commit_view {
             if let Some(top) = &top {
                 config.warnings = unattributed_files(&Git::new(top), &config.files);
             }

@@ -268,7 +268,11 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                 for (device, providers) in devices.as_object().into_iter().flatten() {
                     for (provider, models) in providers.as_object().into_iter().flatten() {
                         for (model, c) in models.as_object().into_iter().flatten() {
-                            let counters = native_counters(c);
+                            let mut counters = native_counters(c);
+                            // 0.1 kept no mark of a cost nobody gave: zero with tokens is that.
+                            if counters.cost_usd == 0.0 && counters.total_tokens > 0 {
+                                counters.unpriced = counters.requests;
+                            }
                             totals.add(&counters);
                             cells.push(Cell {
                                 day: Some(day.clone()),
@@ -453,35 +457,58 @@ fn key_of(cell: &Cell, by: By) -> Option<String> {
     }
 }
 
-/// Totals and rows of `doc` by `by`, keeping days within [since, until] (`YYYY-MM-DD`).
+/// Totals and rows of `doc` by `by`, keeping days within [since, until] (`YYYY-MM-DD`;
+/// UTC days for hour cells).
 pub fn report(profile: &Profile, doc: &Value, by: By, since: Option<&str>, until: Option<&str>) -> Report {
     let (totals, cells) = cells(profile, doc);
-    report_of(profile, totals, &cells, by, since, until)
+    let keep = |c: &Cell| day_in(c, since, until);
+    report_of(profile, totals, &cells, by, &keep, since.is_some() || until.is_some())
 }
 
-/// `report` from cells already read (several breakdowns of one file).
+/// Whether a cell's day is within [since, until] (`YYYY-MM-DD`); cells without a day only
+/// when there are no bounds.
+pub fn day_in(c: &Cell, since: Option<&str>, until: Option<&str>) -> bool {
+    match &c.day {
+        Some(d) => since.is_none_or(|s| d.as_str() >= s) && until.is_none_or(|u| d.as_str() <= u),
+        None => since.is_none() && until.is_none(),
+    }
+}
+
+/// The UTC hour a cell starts at, if it has one.
+pub fn hour_start(c: &Cell) -> Option<chrono::DateTime<chrono::Utc>> {
+    let h = c.hour.as_deref()?;
+    chrono::NaiveDateTime::parse_from_str(&format!("{h}:00:00"), "%Y-%m-%dT%H:%M:%S").ok().map(|t| t.and_utc())
+}
+
+/// Puts hour cells in the local day of `zone` (reports' days are the user's days).
+pub fn localize(cells: &mut [Cell], zone: chrono_tz::Tz) {
+    for c in cells.iter_mut() {
+        if let Some(t) = hour_start(c) {
+            c.day = Some(crate::period::local_day(t, zone).to_string());
+        }
+    }
+}
+
+/// `report` from cells already read (several breakdowns of one file): the cells `keep`
+/// accepts; with `filtered`, the totals are those cells' too.
 pub fn report_of(
     profile: &Profile,
     mut totals: Counters,
     cells: &[Cell],
     by: By,
-    since: Option<&str>,
-    until: Option<&str>,
+    keep: &dyn Fn(&Cell) -> bool,
+    filtered: bool,
 ) -> Report {
-    let in_range = |c: &Cell| match &c.day {
-        Some(d) => since.is_none_or(|s| d.as_str() >= s) && until.is_none_or(|u| d.as_str() <= u),
-        None => since.is_none() && until.is_none(),
-    };
     let mut rows: BTreeMap<String, Counters> = BTreeMap::new();
     // Day-keyed breakdowns use day cells; others use the cells that know the key.
-    for c in cells.iter().filter(|c| in_range(c)) {
+    for c in cells.iter().filter(|c| keep(c)) {
         if let Some(k) = key_of(c, by) {
             rows.entry(k).or_default().add(&c.counters);
         }
     }
-    if since.is_some() || until.is_some() {
+    if filtered {
         totals = Counters::default();
-        for c in cells.iter().filter(|c| c.day.is_some() && in_range(c)) {
+        for c in cells.iter().filter(|c| c.day.is_some() && keep(c)) {
             totals.add(&c.counters);
         }
     }
@@ -496,6 +523,48 @@ pub fn report_of(
         by: by_name,
         rows: rows.into_iter().map(|(key, counters)| Row { key, counters }).collect(),
     }
+}
+
+/// What the cells count beyond the records listed (the native format lists the newest
+/// records only): per local day, device, provider, api and model, the counters no listed
+/// record explains (`requests` among them), where there are any.
+pub fn unlisted(cells: &[Cell], rows: &[[String; 14]], zone: chrono_tz::Tz) -> Vec<(Cell, Counters)> {
+    type Key = (String, String, String, String, String);
+    let key_of = |c: &Cell| -> Key {
+        (
+            c.day.clone().unwrap_or_default(),
+            c.device.clone().unwrap_or_default(),
+            c.provider.clone().unwrap_or_default(),
+            c.api.clone().unwrap_or_default(),
+            c.model.clone().unwrap_or_default(),
+        )
+    };
+    let mut sums: BTreeMap<Key, (Cell, Counters)> = BTreeMap::new();
+    for c in cells {
+        let e = sums
+            .entry(key_of(c))
+            .or_insert_with(|| (Cell { hour: None, counters: Counters::default(), ..c.clone() }, Counters::default()));
+        e.1.add(&c.counters);
+    }
+    for r in rows {
+        let day = chrono::DateTime::parse_from_rfc3339(&r[1])
+            .map(|t| t.with_timezone(&zone).date_naive().to_string())
+            .unwrap_or_default();
+        let n = |i: usize| r[i].parse::<u64>().unwrap_or(0);
+        let key = (day, r[2].clone(), r[3].clone(), r[4].clone(), r[5].clone());
+        if let Some((_, c)) = sums.get_mut(&key) {
+            c.requests = c.requests.saturating_sub(1);
+            c.failed = c.failed.saturating_sub(u64::from(r[6] == "true"));
+            c.input_tokens = c.input_tokens.saturating_sub(n(7));
+            c.output_tokens = c.output_tokens.saturating_sub(n(8));
+            c.reasoning_tokens = c.reasoning_tokens.saturating_sub(n(9));
+            c.cache_creation_tokens = c.cache_creation_tokens.saturating_sub(n(10));
+            c.cache_read_tokens = c.cache_read_tokens.saturating_sub(n(11));
+            c.total_tokens = c.total_tokens.saturating_sub(n(12));
+            c.cost_usd = (c.cost_usd - r[13].parse::<f64>().unwrap_or(0.0)).max(0.0);
+        }
+    }
+    sums.into_values().filter(|(_, c)| c.requests > 0).collect()
 }
 
 /// Columns of a record row in exports.

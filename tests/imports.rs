@@ -338,11 +338,9 @@ fn claude_code_per_utc_day_tokens_match_the_raw_lines() {
     per_day_matches_the_raw_lines("UTC", false);
 }
 
-/// The acceptance of issue 11 in full: local days, cache creation and estimated cost per
-/// day. Needs the ledger's UTC-hour cells with a cache-creation counter and `prices::estimate`
-/// in the write path (the lead's part): run with `--ignored` once they are in.
+/// The acceptance of issue 11 in full: local days (the ledger's UTC-hour cells), cache
+/// creation and the cost estimated when recorded, per day, against the raw lines.
 #[test]
-#[ignore = "needs hour cells, cache_creation_tokens in stats rows and the cost estimate in the write path"]
 fn claude_code_per_local_day_tokens_and_cost_match_the_raw_lines() {
     per_day_matches_the_raw_lines("America/Los_Angeles", true);
     per_day_matches_the_raw_lines("UTC", true);

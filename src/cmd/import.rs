@@ -18,6 +18,11 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<i32> {
             ("codex", import::codex(store, &dirs)?)
         }
     };
+    // Folded now, so that a second import knows these requests (a copied session, a file
+    // read again) before the next sync — unless a sync holds the lock, which folds them.
+    if let Some(_lock) = crate::lock::Lock::try_acquire(store.state().lock_dir(), "import")? {
+        store.fold()?;
+    }
     for w in r.warnings.iter().take(import::MAX_WARNINGS) {
         eprintln!("warning: {w}");
     }

@@ -27,8 +27,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Today's report counters. They carry no estimate marks, and a cost of zero with tokens
-    /// means the source gave none: shown as unknown, not as free.
+    /// A report's counters: the estimated part of the cost and the requests nobody knows
+    /// the cost of come from the ledger.
     pub fn from_counters(c: &crate::report::Counters) -> Totals {
         Totals {
             requests: c.requests,
@@ -36,12 +36,12 @@ impl Totals {
             input_tokens: c.input_tokens,
             output_tokens: c.output_tokens,
             reasoning_tokens: c.reasoning_tokens,
-            cache_creation_tokens: 0,
+            cache_creation_tokens: c.cache_creation_tokens,
             cache_read_tokens: c.cache_read_tokens,
             total_tokens: c.total_tokens,
             cost_usd: c.cost_usd,
-            cost_estimated_usd: 0.0,
-            unpriced: if c.cost_usd == 0.0 && c.total_tokens > 0 { c.requests } else { 0 },
+            cost_estimated_usd: c.cost_estimated_usd,
+            unpriced: c.unpriced,
         }
     }
 

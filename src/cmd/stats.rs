@@ -122,6 +122,18 @@ fn day_bounds(p: &PeriodArgs, period: &Period) -> (Option<String>, Option<String
     (day(&p.since, period.first_day()), day(&p.until, period.last_day()))
 }
 
+/// Which cells a report keeps: hour cells by the instant they start (exact in any
+/// whole-hour zone), day cells by their day; and whether anything is filtered.
+fn keep_cells<'a>(p: &'a PeriodArgs, period: &'a Period) -> (impl Fn(&report::Cell) -> bool + 'a, bool) {
+    let (since, until) = day_bounds(p, period);
+    let filtered = p.since.is_some() || p.until.is_some();
+    let keep = move |c: &report::Cell| match report::hour_start(c) {
+        Some(t) => period.contains(t),
+        None => report::day_in(c, since.as_deref(), until.as_deref()),
+    };
+    (keep, filtered)
+}
+
 /// A report's day rows as dates and renderer totals.
 fn day_totals(rows: &[report::Row]) -> Vec<(chrono::NaiveDate, Totals)> {
     rows.iter()
@@ -164,13 +176,21 @@ fn print_stats(
     args: &StatsArgs,
     path: &Path,
     profile: &'static Profile,
-    (totals, cells): (Counters, Vec<report::Cell>),
+    (totals, mut cells): (Counters, Vec<report::Cell>),
     pending: usize,
 ) -> Result<i32> {
     let by = By::parse(&args.by).expect("clap checked the value");
     let period = period_of(&args.period)?;
-    let (since, until) = day_bounds(&args.period, &period);
-    let r = report::report_of(profile, totals.clone(), &cells, by, since.as_deref(), until.as_deref());
+    report::localize(&mut cells, period.zone);
+    let (keep, filtered) = keep_cells(&args.period, &period);
+    let r = report::report_of(profile, totals.clone(), &cells, by, &keep, filtered);
+    if by == By::Api && !cells.iter().any(|c| c.api.is_some()) {
+        eprintln!(
+            "git-tally: {}: the {} format keeps no api, so there are no rows by api",
+            path.display(),
+            profile.name
+        );
+    }
     if args.json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
         render::round_costs(&mut v);
@@ -182,7 +202,7 @@ fn print_stats(
         return Ok(exit::OK);
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let days = report::report_of(profile, totals, &cells, By::Day, None, None);
+    let days = report::report_of(profile, totals, &cells, By::Day, &|_| true, false);
     print_table(&r, &day_totals(&days.rows), today(period.zone), path, color, pending);
     // The process ends here: freeing years of parsed cells one by one is wasted time.
     std::mem::forget(cells);
@@ -253,10 +273,15 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
     let (_, profile, doc, _) = load(dir, proxy, args.file.as_ref())?;
     let mut buf = Vec::new();
     if args.format == "json" {
-        let by = |b: By| report::report(profile, &doc, b, since, until).rows;
+        let (totals, mut cells) = report::cells(profile, &doc);
+        report::localize(&mut cells, period.zone);
+        let (keep, filtered) = keep_cells(&args.period, &period);
+        let report = |b: By| report::report_of(profile, totals.clone(), &cells, b, &keep, filtered);
+        let by = |b: By| report(b).rows;
         let mut v = serde_json::json!({
             "profile": profile.name,
-            "totals": report::report(profile, &doc, By::Day, since, until).totals,
+            "timezone": period.zone.name(),
+            "totals": report(By::Day).totals,
             "by_day": by(By::Day), "by_model": by(By::Model), "by_provider": by(By::Provider),
             "by_api": by(By::Api), "by_device": by(By::Device),
         });
@@ -266,16 +291,49 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
     } else {
         let mut w = csv_writer(&mut buf);
         if profile.records.is_some() {
-            // One row per record.
-            w(&report::RECORD_COLUMNS.map(String::from));
-            // The timestamp's own date, as the day cells count it.
-            let in_period = |ts: &str| {
-                let day = ts.get(..10).unwrap_or("");
-                since.is_none_or(|s| day >= s) && until.is_none_or(|u| day <= u)
+            // One row per record; what the records do not list (the native format keeps the
+            // newest ones only) as rows of cells, so that the rows add up to the totals.
+            let mut header = vec!["row".to_string()];
+            header.extend(report::RECORD_COLUMNS.map(String::from));
+            w(&header);
+            let (_, mut cells) = report::cells(profile, &doc);
+            report::localize(&mut cells, period.zone);
+            let (keep, _) = keep_cells(&args.period, &period);
+            let in_period = |ts: &str| match chrono::DateTime::parse_from_rfc3339(ts) {
+                Ok(t) => period.contains(t.with_timezone(&chrono::Utc)),
+                Err(_) => since.is_none() && until.is_none(),
             };
-            for row in report::record_rows(profile, &doc) {
+            let rows = report::record_rows(profile, &doc);
+            for row in &rows {
                 if in_period(&row[1]) {
-                    w(&row);
+                    let mut line = vec!["record".to_string()];
+                    line.extend(row.iter().cloned());
+                    w(&line);
+                }
+            }
+            if profile.name == "tally" {
+                for (key, rest) in report::unlisted(&cells, &rows, period.zone) {
+                    if !keep(&key) {
+                        continue;
+                    }
+                    let c = &rest;
+                    w(&[
+                        "cells".to_string(),
+                        String::new(),
+                        key.day.clone().unwrap_or_default(),
+                        key.device.clone().unwrap_or_default(),
+                        key.provider.clone().unwrap_or_default(),
+                        key.api.clone().unwrap_or_default(),
+                        key.model.clone().unwrap_or_default(),
+                        c.failed.to_string(),
+                        c.input_tokens.to_string(),
+                        c.output_tokens.to_string(),
+                        c.reasoning_tokens.to_string(),
+                        c.cache_creation_tokens.to_string(),
+                        c.cache_read_tokens.to_string(),
+                        c.total_tokens.to_string(),
+                        c.cost_usd.to_string(),
+                    ]);
                 }
             }
         } else {
@@ -331,8 +389,10 @@ pub fn html(dir: &Path, proxy: Option<&Path>, args: &ReportArgs) -> Result<i32> 
     let period = period_of(&args.period)?;
     let (since, until) = day_bounds(&args.period, &period);
     let (path, profile, doc, _) = load(dir, proxy, args.file.as_ref())?;
-    let (totals, cells) = report::cells(profile, &doc);
-    let by = |b: By| report::report_of(profile, totals.clone(), &cells, b, since.as_deref(), until.as_deref());
+    let (totals, mut cells) = report::cells(profile, &doc);
+    report::localize(&mut cells, period.zone);
+    let (keep, filtered) = keep_cells(&args.period, &period);
+    let by = |b: By| report::report_of(profile, totals.clone(), &cells, b, &keep, filtered);
     let day_report = by(By::Day);
     let days = day_totals(&day_report.rows);
     // Every calendar day from the period's first (or the first with traffic) to its last (or

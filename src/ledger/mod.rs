@@ -200,12 +200,27 @@ impl Ledger {
             });
         }
         let duplicates = before - events.len();
+        // A cost is decided when an event is recorded, so that history does not change
+        // when prices do: the one given, else an estimate from the price table.
+        let prices = match events.iter().any(|e| e.cost_usd.is_none()) {
+            true => Some(crate::prices::Prices::load(self.state.root()).unwrap_or_else(|e| {
+                eprintln!("git-tally: warning: {e}; using the bundled price table");
+                crate::prices::Prices::bundled()
+            })),
+            false => None,
+        };
         let nonce = device::new_key();
         let mut text = String::new();
         for (i, e) in events.iter_mut().enumerate() {
             if e.id.is_none() {
                 e.id = Some(format!("{}-{nonce}-{i}", self.key));
             }
+            if let Some(p) = &prices {
+                if crate::prices::estimate(p, e) == crate::prices::Priced::Estimated {
+                    e.cost_estimated = true;
+                }
+            }
+
             text.push_str(&e.to_line());
             text.push('\n');
         }

@@ -63,7 +63,10 @@ fn a_usage_file_no_attribute_applies_to_is_warned_about_once() {
     let env = Env::new();
     let repo = clone_of_bare(&env, "repo");
     env.tally(&repo).arg("install").assert().success();
+    // A committed usage file (a view is not committed, and no merge applies to it).
+    env.git(&repo, &["config", "tally.commitView", "true"]);
     env.git(&repo, &["config", "tally.file", "usage.jsn"]);
+
     let out = run(&env, &repo, &["record", "--event", &event_line(0, 0)]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
