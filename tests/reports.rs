@@ -309,7 +309,7 @@ fn the_html_report_renders_one_bar_per_day() {
     let page = env.path().join("report.html");
     let out = env
         .tally(env.path())
-        .args(["report", "--html", page.to_str().unwrap(), usage.to_str().unwrap()])
+        .args(["report", "--timezone", "UTC", "--html", page.to_str().unwrap(), usage.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -339,21 +339,26 @@ fn the_html_report_renders_one_bar_per_day() {
         })
         .collect();
     let doc = read_json(&usage);
-    let mut want: Vec<(String, u64)> = doc["days"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(day, devices)| {
-            let n = devices
-                .as_object()
-                .unwrap()
-                .values()
-                .flat_map(|p| p.as_object().unwrap().values())
-                .flat_map(|m| m.as_object().unwrap().values())
-                .map(|c| c["requests"].as_u64().unwrap())
-                .sum();
-            (day.clone(), n)
-        })
+    // Cells are UTC hours; the page's days are UTC days here (--timezone UTC).
+    let mut by_day: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (hour, devices) in doc["hours"].as_object().unwrap() {
+        let n: u64 = devices
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.as_object().unwrap().values())
+            .flat_map(|a| a.as_object().unwrap().values())
+            .flat_map(|m| m.as_object().unwrap().values())
+            .map(|c| c["requests"].as_u64().unwrap())
+            .sum();
+        *by_day.entry(hour[..10].to_string()).or_default() += n;
+    }
+    let first = chrono::NaiveDate::parse_from_str(by_day.keys().next().unwrap(), "%Y-%m-%d").unwrap();
+    let last = chrono::NaiveDate::parse_from_str(by_day.keys().last().unwrap(), "%Y-%m-%d").unwrap();
+    let mut want: Vec<(String, u64)> = first
+        .iter_days()
+        .take_while(|d| *d <= last)
+        .map(|d| (d.to_string(), by_day.get(&d.to_string()).copied().unwrap_or(0)))
         .collect();
     want.sort();
     assert_eq!(bars, want, "one bar per day, in order, with the day's requests");
@@ -422,14 +427,51 @@ fn a_corrupt_proxypal_aggregate_is_rebuilt_from_history_with_a_warning() {
     env.tally(&dir).args(["check", "aggregate.json"]).assert().success();
 }
 
+/// The native format lists the newest 500 records: an export of 620 requests writes those
+/// as records and the rest as rows of cells, so that the rows add up to every request.
+#[test]
+fn an_export_never_drops_rows_silently() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let lines: Vec<String> = (0..620).map(|i| event_line(0, i)).collect();
+    c.record(dir, &lines);
+    c.sync_until_ok(dir);
+    let out = c.tally(dir).args(["export", "--format", "csv", "--timezone", "UTC"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (mut records, mut in_cells, mut input) = (0u64, 0u64, 0u64);
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        match f[0] {
+            "record" => records += 1,
+            "cells" => in_cells += cell_requests(&f, &header),
+            other => panic!("a row of an unknown kind {other:?}: {line}"),
+        }
+        input += f[col("input_tokens")].parse::<u64>().unwrap();
+    }
+    assert_eq!(records, 500, "the newest records");
+    assert_eq!(records + in_cells, 620, "every request in a row");
+    let want: u64 = (0..620u64).map(|i| 100 + i).sum();
+    assert_eq!(input, want, "and every token");
+}
+
+/// A cells row says how many requests it stands for in its `requests` column.
+fn cell_requests(f: &[&str], header: &[&str]) -> u64 {
+    let i = header.iter().position(|h| *h == "requests").expect("a requests column");
+    f[i].parse().unwrap()
+}
+
 #[test]
 fn export_csv_writes_one_quoted_row_per_record() {
     let env = Env::new();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cliproxyapi-export.json");
     let out = env.tally(env.path()).args(["export", "--format", "csv", fixture.to_str().unwrap()]).output().unwrap();
     let csv = String::from_utf8(out.stdout).unwrap();
-    assert!(csv.starts_with("id,timestamp,device,provider,api,model,failed,"), "{csv}");
+    assert!(csv.starts_with("row,requests,id,timestamp,device,provider,api,model,failed,"), "{csv}");
     assert_eq!(csv.lines().count(), 1 + 13, "a header and one row per detail");
+    assert!(csv.lines().skip(1).all(|l| l.starts_with("record,")), "{csv}");
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
     let weird = serde_json::json!({"id": "q1", "model": "gpt \"5\", large", "input_tokens": 3}).to_string();

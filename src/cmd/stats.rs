@@ -293,7 +293,7 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
         if profile.records.is_some() {
             // One row per record; what the records do not list (the native format keeps the
             // newest ones only) as rows of cells, so that the rows add up to the totals.
-            let mut header = vec!["row".to_string()];
+            let mut header = vec!["row".to_string(), "requests".to_string()];
             header.extend(report::RECORD_COLUMNS.map(String::from));
             w(&header);
             let (_, mut cells) = report::cells(profile, &doc);
@@ -306,7 +306,7 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
             let rows = report::record_rows(profile, &doc);
             for row in &rows {
                 if in_period(&row[1]) {
-                    let mut line = vec!["record".to_string()];
+                    let mut line = vec!["record".to_string(), "1".to_string()];
                     line.extend(row.iter().cloned());
                     w(&line);
                 }
@@ -319,6 +319,7 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
                     let c = &rest;
                     w(&[
                         "cells".to_string(),
+                        c.requests.to_string(),
                         String::new(),
                         key.day.clone().unwrap_or_default(),
                         key.device.clone().unwrap_or_default(),
