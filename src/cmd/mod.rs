@@ -240,6 +240,9 @@ fn lower(ledger: &Ledger, reset: bool) -> Result<i32> {
     Ok(crate::exit::OK)
 }
 
+/// A usage file, and its document as the ledger makes it (`None`: read the file).
+pub(crate) type Located = (PathBuf, Option<(&'static profile::Profile, serde_json::Value)>);
+
 /// The view of a configured usage file (`file`: one of them, by path; `None`: the first)
 /// as the ledger makes it, with what is recorded and not synced yet; `None` when `file`
 /// is not a configured usage file.
@@ -247,7 +250,7 @@ pub(crate) fn current_view(
     dir: &Path,
     proxy: Option<&Path>,
     file: Option<&Path>,
-) -> Result<Option<(PathBuf, Option<(&'static profile::Profile, serde_json::Value)>)>> {
+) -> Result<Option<Located>> {
     let ledger = open_ledger(dir, proxy)?;
     let stream = match file {
         None => ledger.streams().first(),

@@ -38,8 +38,10 @@ pub enum Ingested {
     Skipped(String),
 }
 
-/// The records of a document: `(caps, identity, time, body)`.
-type Found = Vec<(Vec<String>, String, Option<crate::profile::Instant>, Value)>;
+/// A record of a document: `(caps, identity, time, body)`.
+type FoundRecord = (Vec<String>, String, Option<crate::profile::Instant>, Value);
+/// The records of a document.
+type Found = Vec<FoundRecord>;
 
 fn records_in(profile: &Profile, doc_text: &[u8]) -> std::result::Result<(Value, Found), String> {
     let mut input = Input::parse(doc_text, Some(profile)).map_err(|p| p.to_string())?;
@@ -205,8 +207,7 @@ impl Ledger {
         if found.is_empty() {
             return Ok(0);
         }
-        let mut wanted: BTreeMap<String, (usize, &(Vec<String>, String, Option<crate::profile::Instant>, Value))> =
-            BTreeMap::new();
+        let mut wanted: BTreeMap<String, (usize, &FoundRecord)> = BTreeMap::new();
         for f in found {
             wanted.entry(f.1.clone()).or_insert((0, f)).0 += 1;
         }

@@ -29,7 +29,6 @@ pub enum Written {
 }
 
 /// A view as a document, with what its counters hold beyond its records' contributions
-
 /// (the base an application that re-reads the file starts from).
 #[derive(Clone, Debug)]
 pub struct ViewDoc {
@@ -262,6 +261,9 @@ pub fn render(view: &ViewDoc, existing: Option<&[u8]>) -> Vec<u8> {
     layout.write(&doc)
 }
 
+/// A record to place in a view: its time, identity and body.
+type Placed = (Option<profile::Instant>, String, Value);
+
 /// What a device's counters show after its floor: `counters − floor`.
 fn above(profile: &'static Profile, counters: &Value, floor: Option<&Value>) -> std::result::Result<Value, String> {
     match floor {
@@ -330,7 +332,7 @@ pub(crate) fn build(
             }
         }
         // Records go where the format keeps them, oldest first.
-        let mut groups: BTreeMap<Vec<String>, Vec<(Option<profile::Instant>, String, Value)>> = BTreeMap::new();
+        let mut groups: BTreeMap<Vec<String>, Vec<Placed>> = BTreeMap::new();
         for (caps, body) in placed {
             let text = body.to_string();
             let (id, time) = (spec.identity)(&caps, &text).map_err(|e| e.to_string())?;

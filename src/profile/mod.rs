@@ -123,8 +123,11 @@ pub struct RecordSpec {
     pub keep_newest: fn(root: &Value) -> Option<usize>,
     /// The record an event becomes, and where (the captures): what `record` keeps in the
     /// ledger. `None` for formats whose records come only from applications.
-    pub of_event: Option<fn(&Event, &str) -> (Vec<String>, Value)>,
+    pub of_event: Option<OfEvent>,
 }
+
+/// The record an event becomes (given its id), and its captures.
+pub type OfEvent = fn(&Event, &str) -> (Vec<String>, Value);
 
 /// A record's identity and time, from its captures and JSON text.
 pub type Identity = fn(&[String], &str) -> Result<(String, Option<Instant>), FieldError>;
