@@ -246,11 +246,7 @@ pub(crate) type Located = (PathBuf, Option<(&'static profile::Profile, serde_jso
 /// The view of a configured usage file (`file`: one of them, by path; `None`: the first)
 /// as the ledger makes it, with what is recorded and not synced yet; `None` when `file`
 /// is not a configured usage file.
-pub(crate) fn current_view(
-    dir: &Path,
-    proxy: Option<&Path>,
-    file: Option<&Path>,
-) -> Result<Option<Located>> {
+pub(crate) fn current_view(dir: &Path, proxy: Option<&Path>, file: Option<&Path>) -> Result<Option<Located>> {
     let ledger = open_ledger(dir, proxy)?;
     let stream = match file {
         None => ledger.streams().first(),
