@@ -9,6 +9,8 @@ mod filemode;
 mod git;
 mod imports;
 mod ledger;
+mod migrate;
+
 mod ops;
 mod pricing;
 mod props;

@@ -111,14 +111,16 @@ impl Cluster {
 
     /// Syncs until it succeeds (a sync may lose every retry to busier machines).
     pub(crate) fn sync_until_ok(&self, dir: &Path) {
+        let mut last = String::new();
         for _ in 0..20 {
             let (code, out) = self.run(dir, &["sync"]);
             if code == 0 {
                 return;
             }
             assert_eq!(code, 3, "only transient failures are expected: {out}");
+            last = out;
         }
-        panic!("sync never succeeded in {}", dir.display());
+        panic!("sync never succeeded in {}; the last attempt said: {last}", dir.display());
     }
 }
 

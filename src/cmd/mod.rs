@@ -213,6 +213,15 @@ fn with_source<T>(ledger: &Ledger, f: impl FnOnce(&dyn crate::ledger::Source) ->
     }
 }
 
+/// What git-tally 0.1 left, migrated (call with the repository lock held).
+fn migrate(ledger: &Ledger) -> Result<()> {
+    let repo = if ledger.config().enabled { crate::git::Repo::open(ledger.top()).ok() } else { None };
+    for n in crate::sync::migrate(ledger, repo.as_ref())? {
+        eprintln!("git-tally: {n}");
+    }
+    Ok(())
+}
+
 /// The usage files follow the ledger at once (a reset shows before it is synced).
 fn write_views_now(ledger: &Ledger) -> Result<()> {
     for s in ledger.streams() {
@@ -226,6 +235,7 @@ fn write_views_now(ledger: &Ledger) -> Result<()> {
 /// now, committed by the next sync (SPEC §4b.3).
 fn lower(ledger: &Ledger, reset: bool) -> Result<i32> {
     let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, "reset")?;
+    migrate(ledger)?;
     ledger.fold()?;
     let n = with_source(ledger, |source| ledger.lower(source, reset))?;
     write_views_now(ledger)?;
@@ -256,6 +266,11 @@ pub(crate) fn current_view(dir: &Path, proxy: Option<&Path>, file: Option<&Path>
         }
     };
     let Some(stream) = stream else { return Ok(None) };
+    // A repository from git-tally 0.1 is migrated before its first report (unless a sync
+    // holds the lock: it migrates).
+    if let Some(_lock) = crate::lock::Lock::try_acquire(ledger.state().lock_dir(), "migrate")? {
+        migrate(&ledger)?;
+    }
     let view = with_source(&ledger, |source| ledger.view(stream, source, true))?;
     Ok(Some((ledger.top().join(&stream.file), Some((view.profile, view.doc)))))
 }
@@ -278,7 +293,9 @@ fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Ledger, Option<Str
 /// exit 0 (a cron job must not log an error every run for a setting someone chose).
 fn fold_only(ledger: &Ledger, what: &str, note: &str) -> Result<i32> {
     let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, what)?;
+    migrate(ledger)?;
     let n = ledger.fold()?;
+
     for s in ledger.streams() {
         let view = ledger.view(s, &crate::ledger::NoSource, false)?;
         ledger.write_view(s, &view, false)?;

@@ -43,7 +43,7 @@ type FoundRecord = (Vec<String>, String, Option<crate::profile::Instant>, Value)
 /// The records of a document.
 type Found = Vec<FoundRecord>;
 
-fn records_in(profile: &Profile, doc_text: &[u8]) -> std::result::Result<(Value, Found), String> {
+pub(crate) fn records_in(profile: &Profile, doc_text: &[u8]) -> std::result::Result<(Value, Found), String> {
     let mut input = Input::parse(doc_text, Some(profile)).map_err(|p| p.to_string())?;
     input.settle(profile);
     let env = profile.envelope.filter(|(_, is_env)| is_env(&input.skeleton)).map(|(k, _)| k);
@@ -105,7 +105,7 @@ pub(crate) fn contribution<'r>(
     Ok(doc)
 }
 
-fn utc_day_of(time: Option<crate::profile::Instant>) -> String {
+pub(crate) fn utc_day_of(time: Option<crate::profile::Instant>) -> String {
     let secs = time.map_or(0, |t| t.0);
     chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default().format("%Y-%m-%d").to_string()
 }
@@ -224,6 +224,7 @@ impl Ledger {
             Ok(())
         };
         let mut others: HashMap<String, usize> = HashMap::new();
+        let source = super::legacy::WithCarried { source, ledger: self };
         for (dev, files) in by_device(source.files(&stream.ledger_dir())?) {
             if dev == self.key {
                 continue;

@@ -17,6 +17,7 @@ mod fold;
 mod ids;
 mod ingest;
 mod journal;
+mod legacy;
 mod reset;
 pub mod shard;
 mod state;
@@ -25,6 +26,8 @@ mod view;
 pub use device::Opened;
 pub use ingest::Ingested;
 pub use journal::Journal;
+pub use legacy::{Head as LegacyHead, LEGACY_DEVICE};
+
 pub use shard::{LedgerFile, Record, Shard, FORMAT};
 pub use state::StateDir;
 pub use view::{render as render_view, replace as replace_file, ViewDoc, Written};

@@ -9,6 +9,9 @@
 //! own/<stream>/…        this device's ledger files (the truth; the work tree has copies)
 //! own/<stream>/dirty    days (and files) changed since the last commit
 //! ids/<xx>.jsonl        event ids remembered for tally.idHorizon, in 256 buckets
+//! carried/<stream>/…    legacy devices a 0.1 migration made, until a commit holds them
+//! 0.1/                  git-tally 0.1's files, kept after their migration
+
 //! views/<stream>.json   file mode: what git-tally last wrote, what the app wrote and read
 //! move.json             a branch move in progress (finished at the next start)
 //! state.json            last pull and sync, for `status`
@@ -77,6 +80,12 @@ impl StateDir {
     /// The next `seq` this device gives a record of `stream`.
     pub fn seq(&self, stream: &str) -> PathBuf {
         self.own_dir(stream).join("seq")
+    }
+
+    /// Other devices' ledger files this clone holds and no commit does yet (a migration's
+    /// legacy devices), below their paths in the stream's ledger directory.
+    pub fn carried_dir(&self, stream: &str) -> PathBuf {
+        self.root.join("carried").join(slug(stream))
     }
 
     pub fn ids_dir(&self) -> PathBuf {

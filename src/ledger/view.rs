@@ -56,7 +56,9 @@ impl Ledger {
         source: &dyn Source,
         with_journal: bool,
     ) -> Result<BTreeMap<String, DeviceData>> {
-        let mut out = from_source(stream, source, Some(&self.key))?;
+        let source = super::legacy::WithCarried { source, ledger: self };
+        let mut out = from_source(stream, &source, Some(&self.key))?;
+
         let own = out.entry(self.key.clone()).or_default();
         own.name = Some(self.config.device.clone());
         own.shards = if with_journal {

@@ -177,6 +177,7 @@ impl Sync {
         self.ledger.state().clean_tmp();
         self.exclude_views()?;
         moves::recover(self)?;
+        self.migrate(r)?;
         let n = self.ledger.fold()?;
         r.folded += n;
         if n > 0 {
@@ -195,6 +196,13 @@ impl Sync {
             }
         }
         r.committed |= self.commit()?;
+        Ok(())
+    }
+
+    /// Turns what git-tally 0.1 left (its committed usage file, its state) into ledger
+    /// state, before anything else reads the ledger.
+    fn migrate(&self, r: &mut Synced) -> Result<()> {
+        r.warnings.extend(migrate(&self.ledger, Some(&self.repo))?);
         Ok(())
     }
 
@@ -243,7 +251,34 @@ impl Sync {
             }
         }
         let base = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
+        // Legacy devices a migration made, joined with what HEAD holds of them.
+        for (path, bytes) in self.ledger.carried_files()? {
+            let now = match base.map(|t| self.repo.entry(t, &path)).transpose().map_err(repo_err)?.flatten() {
+                Some((id, crate::git::EntryMode::Blob)) => Some(self.repo.blob(id).map_err(repo_err)?),
+                _ => None,
+            };
+
+            let joined = match now.as_deref().map(crate::ledger::LedgerFile::parse) {
+                Some(Ok(old)) => match crate::ledger::LedgerFile::parse(&bytes) {
+                    Ok(new) => old.join(&new).map(|f| f.render()).unwrap_or(bytes),
+                    Err(_) => bytes,
+                },
+                _ => bytes,
+            };
+            files.push((path, joined));
+        }
         let mut edits = Vec::new();
+        if !self.config.commit_view {
+            // A view committed before (by git-tally 0.1, or with tally.commitView): the
+            // ledger holds its counts now; the work tree keeps the file.
+            for s in self.ledger.streams() {
+                if let Some(t) = base {
+                    if self.repo.entry(t, &s.file).map_err(repo_err)?.is_some() {
+                        edits.push((s.file.clone(), None));
+                    }
+                }
+            }
+        }
         for (path, bytes) in &files {
             let blob = self.repo.write_blob(bytes).map_err(repo_err)?;
             let now = match base {
@@ -256,6 +291,7 @@ impl Sync {
         }
         if edits.is_empty() {
             self.ledger.committed()?;
+            self.ledger.carried_committed()?;
             self.remember_own_trees()?;
             return Ok(false);
         }
@@ -268,6 +304,8 @@ impl Sync {
         let commit = self.repo.commit(tree, &parents, &message, None, self.ledger.name()).map_err(repo_err)?;
         moves::move_to(self, &head, commit, "git-tally: commit usage")?;
         self.ledger.committed()?;
+        self.ledger.carried_committed()?;
+
         self.remember_own_trees()?;
 
         self.save_state(&State { uncommitted_events: 0, ..self.state() })?;
@@ -470,7 +508,34 @@ impl Sync {
     }
 }
 
+/// Turns what git-tally 0.1 left into ledger state (see `Ledger::migrate`), from HEAD's
+/// files (`repo`; `None` in local-only mode). Call with the repository lock held.
+/// Returns notices for the user.
+pub fn migrate(ledger: &Ledger, repo: Option<&Repo>) -> Result<Vec<String>> {
+    let tree = match repo {
+        Some(repo) => repo.head().map_err(repo_err)?.commit.map(|c| repo.tree_of(c)).transpose().map_err(repo_err)?,
+        None => None,
+    };
+    let mut notices = Vec::new();
+    for stream in ledger.streams() {
+        let (file, has_ledger) = match (repo, tree) {
+            (Some(repo), Some(t)) => {
+                let file = match repo.entry(t, &stream.file).map_err(repo_err)? {
+                    Some((id, crate::git::EntryMode::Blob)) => Some(repo.blob(id).map_err(repo_err)?),
+                    _ => None,
+                };
+                (file, repo.entry(t, &stream.ledger_dir()).map_err(repo_err)?.is_some())
+            }
+            _ => (None, false),
+        };
+        let legacy = crate::ledger::LegacyHead { file: file.as_deref(), has_ledger };
+        notices.extend(ledger.migrate(stream, legacy)?);
+    }
+    Ok(notices)
+}
+
 /// What git knows of a usage file's profile: its `tally-profile` attribute, and the
+
 /// profile of what HEAD holds — ledger files of any device, else a file committed by an
 /// application or by git-tally 0.1.
 pub fn profile_hints(repo: &Repo, file: &str) -> crate::ledger::ProfileHints {
