@@ -134,6 +134,8 @@ pub struct Units {
     pub flush: Unit,
     /// The alternative to the timer: `git tally daemon`, not enabled by `install`.
     pub daemon: Unit,
+    /// The collector (`git tally collect cliproxyapi`), when `tally.collect` is set.
+    pub collect: Option<Unit>,
 }
 
 impl Units {
@@ -142,26 +144,30 @@ impl Units {
         let mut v: Vec<&Unit> = self.sync.iter().flat_map(|(s, t)| [s, t]).collect();
         v.push(&self.flush);
         v.push(&self.daemon);
+        v.extend(&self.collect);
         v
     }
 
-    /// What `install` enables and starts: the timer (if any) and the flush unit.
+    /// What `install` enables and starts: the timer (if any), the flush unit and the
+    /// collector (if any).
     pub fn to_start(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.sync.iter().map(|(_, t)| t.name.as_str()).collect();
         v.push(&self.flush.name);
+        v.extend(self.collect.iter().map(|c| c.name.as_str()));
         v
     }
 }
 
 /// The names every unit of `repo` may have, whatever the schedule: what `uninstall`
 /// removes, and what an `install` with another schedule replaces.
-pub fn unit_names(repo: &Path) -> [String; 4] {
+pub fn unit_names(repo: &Path) -> [String; 5] {
     let name = escape_path(repo);
     [
         format!("git-tally-sync-{name}.service"),
         format!("git-tally-sync-{name}.timer"),
         format!("git-tally-flush-{name}.service"),
         format!("git-tally-daemon-{name}.service"),
+        format!("git-tally-collect-{name}.service"),
     ]
 }
 
@@ -179,11 +185,13 @@ pub struct Options<'a> {
     /// `User=` of system units: the owner of the repository, so git runs as the user whose
     /// credentials and safe.directory apply, not as root.
     pub run_as: Option<String>,
+    /// Whether a collector runs (`tally.collect` is set).
+    pub collect: bool,
 }
 
 /// The units for `o.repo`.
 pub fn units(o: &Options<'_>) -> Units {
-    let [sync_name, timer_name, flush_name, daemon_name] = unit_names(o.repo);
+    let [sync_name, timer_name, flush_name, daemon_name, collect_name] = unit_names(o.repo);
     let (exe, dir) = (exec_arg(&o.exe.to_string_lossy()), exec_arg(&o.repo.to_string_lossy()));
     let shown = o.repo.display().to_string().replace('%', "%%");
     let network = match o.mode {
@@ -248,6 +256,14 @@ pub fn units(o: &Options<'_>) -> Units {
                 flush + 10
             ),
         },
+        // The key comes from tally.collectKeyFile (a unit has no CLIPROXYAPI_MANAGEMENT_KEY).
+        // It stops on SIGTERM after writing what it holds; the timer and flush push it.
+        collect: o.collect.then(|| Unit {
+            name: collect_name,
+            text: format!(
+                "[Unit]\nDescription=git-tally: collect CLIProxyAPI usage into {shown}\n{network}\n[Service]\nType=simple\n{user}ExecStart={exe} -C {dir} collect cliproxyapi\nTimeoutStopSec=30s\nRestart=always\nRestartSec=5s\n\n[Install]\nWantedBy={wanted_by}\n"
+            ),
+        }),
     }
 }
 
@@ -332,7 +348,9 @@ mod tests {
                 interval: Duration::from_secs(15 * MIN),
                 flush_timeout: Duration::from_secs(20),
                 run_as: None,
+                collect: true,
             };
+
             let u = units(&o);
             for unit in u.all().into_iter().filter(|u| !u.name.ends_with(".timer")) {
                 assert_eq!(exec_program(&unit.text).as_deref(), Some(exe), "{}", unit.text);

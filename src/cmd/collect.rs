@@ -7,6 +7,7 @@ use crate::collect::{self, Options, Progress, Source};
 use crate::config::{Config, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::exit;
+use crate::ledger::Ledger;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -16,9 +17,6 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &CollectArgs) -> Result<i32> 
     if let Some(p) = proxy {
         ProxyConfig::read(p)?.apply(&mut config)?;
     }
-    // The collector must keep reading the proxy: recording never waits on the network (a
-    // sync is the daemon's job).
-    config.pull_max_age = None;
     let url = args.url.clone().or_else(|| config.collect.clone()).ok_or_else(|| {
         Error::Usage(
             "no queue to collect from: give --url redis://127.0.0.1:8317 (the proxy's address), or set git config \
@@ -26,8 +24,32 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &CollectArgs) -> Result<i32> 
                 .into(),
         )
     })?;
-    let source = Source::parse(&url)?;
-    let mut store = super::ledger_with(dir, config.clone())?;
+    let (mut store, opts) = prepare(dir, config, &url, args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Error::io("signal handler", e))?;
+    }
+    let url = opts.source.url();
+    let outcome = collect_into(&opts, &mut store, &stop)?;
+    println!(
+        "collected {} record(s) from {url}: {} new, {} already recorded{}",
+        outcome.received,
+        outcome.recorded,
+        outcome.duplicates,
+        if outcome.invalid > 0 { format!(", {} invalid (skipped)", outcome.invalid) } else { String::new() }
+    );
+    // A record skipped as invalid is lost to the ledger: a one-shot run says so in its code.
+    Ok(if args.once && outcome.invalid > 0 { exit::CONFLICT } else { exit::OK })
+}
+
+/// The ledger and the collector's options for `url`: the key found, the write path made
+/// never to wait on the network.
+pub(crate) fn prepare(dir: &Path, mut config: Config, url: &str, args: &CollectArgs) -> Result<(Ledger, Options)> {
+    // The collector must keep reading the proxy: recording never waits on the network (a
+    // sync is the daemon's job).
+    config.pull_max_age = None;
+    let source = Source::parse(url)?;
+    let store = super::ledger_with(dir, config.clone())?;
     let (key, warnings) = collect::load_key(args.key_file.as_deref(), config.collect_key_file.as_deref(), store.top())?;
     for w in warnings {
         eprintln!("git-tally collect: warning: {w}");
@@ -42,12 +64,15 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &CollectArgs) -> Result<i32> 
         device: config.device.clone(),
         state_dir: Some(store.state().root().to_path_buf()),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Error::io("signal handler", e))?;
-    }
+    Ok((store, opts))
+}
+
+/// Runs the collector into the ledger until `stop` (or the queue is drained, `--once`),
+/// one line per batch on stderr. Events taken from the queue that could not be recorded
+/// are printed, to be recorded by hand.
+pub(crate) fn collect_into(opts: &Options, store: &mut Ledger, stop: &AtomicBool) -> Result<collect::Outcome> {
     let url = opts.source.url();
-    let outcome = collect::run(&opts, &mut store, &stop, &mut |p| print_progress(&url, p)).map_err(|e| {
+    collect::run(opts, store, stop, &mut |p| print_progress(&url, p)).map_err(|e| {
         if let collect::CollectError::Write { unwritten, .. } = &e {
             eprintln!(
                 "git-tally collect: {} event(s) were taken from the queue but not recorded; once the ledger can be \
@@ -59,16 +84,7 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &CollectArgs) -> Result<i32> 
             }
         }
         Error::from(e)
-    })?;
-    println!(
-        "collected {} record(s) from {url}: {} new, {} already recorded{}",
-        outcome.received,
-        outcome.recorded,
-        outcome.duplicates,
-        if outcome.invalid > 0 { format!(", {} invalid (skipped)", outcome.invalid) } else { String::new() }
-    );
-    // A record skipped as invalid is lost to the ledger: a one-shot run says so in its code.
-    Ok(if args.once && outcome.invalid > 0 { exit::CONFLICT } else { exit::OK })
+    })
 }
 
 fn print_progress(url: &str, p: Progress<'_>) {

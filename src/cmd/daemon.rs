@@ -49,6 +49,29 @@ pub fn run(dir: &Path, proxy: Option<&Path>) -> Result<i32> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| Error::io("signal handler", e))?;
     }
+    // The collector (tally.collect): its own thread and ledger, stopped with the daemon
+    // and joined before the last flush, so that what it wrote is pushed.
+    let collector = match &config.collect {
+        Some(url) => {
+            let args = crate::cli::CollectArgs {
+                from: crate::cli::CollectFrom::Cliproxyapi,
+                url: Some(url.clone()),
+                key_file: None,
+                once: false,
+                batch: crate::collect::DEFAULT_BATCH,
+                interval: Duration::from_secs(1),
+                keep: Vec::new(),
+            };
+            let (mut ledger, opts) = super::collect::prepare(dir, config.clone(), url, &args)?;
+            let stop = Arc::clone(&stop);
+            eprintln!("git-tally daemon: collecting from {}", opts.source.url());
+            Some(std::thread::spawn(move || match super::collect::collect_into(&opts, &mut ledger, &stop) {
+                Ok(o) => eprintln!("git-tally daemon: the collector stopped: {} record(s) received", o.received),
+                Err(e) => eprintln!("git-tally daemon: the collector stopped: {e} (syncing goes on)"),
+            }))
+        }
+        None => None,
+    };
     let journal = store.ledger.state().journal_dir();
     let mut watches: Vec<Watch> = store
         .ledger
@@ -129,7 +152,11 @@ pub fn run(dir: &Path, proxy: Option<&Path>) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    if let Some(c) = collector {
+        let _ = c.join(); // it writes what it holds, then returns
+    }
     let queued = debounce.shutdown();
+
     eprintln!("git-tally daemon: stopping; flushing ({} queued change(s))", queued.len());
     let t = Instant::now();
     match store.flush(config.flush_timeout) {

@@ -238,13 +238,55 @@ pub fn run(dir: &Path) -> Result<i32> {
         }
     }
 
+    collector(&mut r, top.as_deref())?;
+
     if r.problems == 0 {
         println!("git-tally is ready: usage files in this repository merge exactly and sync");
+
         Ok(exit::OK)
     } else {
         println!("{} problem(s) found", r.problems);
         Ok(exit::CONFLICT)
     }
+}
+
+/// The collector (`tally.collect`): the proxy answers and accepts the key; pops nothing.
+fn collector(r: &mut Report, top: Option<&Path>) -> Result<()> {
+    let Some(top) = top else { return Ok(()) };
+    // A configuration that does not load is reported above (tally.file and the like).
+    let Ok(config) = crate::config::Config::load_at(top) else { return Ok(()) };
+
+    let Some(url) = &config.collect else { return Ok(()) };
+    let fix = "check the URL (git config tally.collect), that CLIProxyAPI runs with usage-statistics-enabled: true, and the key (tally.collectKeyFile or CLIPROXYAPI_MANAGEMENT_KEY)";
+    let source = match crate::collect::Source::parse(url) {
+        Ok(s) => s,
+        Err(e) => {
+            r.problem(format!("tally.collect: {e}"), fix);
+            return Ok(());
+        }
+    };
+    let key = match crate::collect::load_key(None, config.collect_key_file.as_deref(), top) {
+        Ok((key, _)) => key,
+        Err(e) => {
+            r.problem(format!("the collector's key: {e}"), fix);
+            return Ok(());
+        }
+    };
+    match crate::collect::check(&source, &key) {
+        Ok(c) if c.statistics_enabled == Some(false) => r.problem(
+            format!("the proxy at {} answers, but its usage statistics are off: it queues nothing", source.url()),
+            "set usage-statistics-enabled: true in CLIProxyAPI's config",
+        ),
+        Ok(_) => r.ok(format!("the collector's proxy {} answers and accepts the key", source.url())),
+        Err(e) => r.problem(format!("the collector cannot read the proxy: {e}"), fix),
+    }
+    let git_dir = crate::config::discover(top).map_or_else(|| top.join(".git"), |(_, g)| g);
+    if let Some(state) = crate::collect::state::CollectState::read(&git_dir.join("tally")) {
+        if let Some(e) = state.last_error {
+            r.note(format!("the collector's last error, at {}: {}", e.at, e.message));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

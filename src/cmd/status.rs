@@ -38,6 +38,7 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
         }
     }
     let holder = Lock::holder(ledger.state().lock_dir());
+    let collector = crate::collect::state::CollectState::read(ledger.state().root());
     let report = json!({
         "repository": ledger.top(),
         "enabled": ledger.config().enabled,
@@ -55,6 +56,7 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
         "last_result": state.last_result,
         "lock_holder": holder,
         "driver_registered": driver,
+        "collector": collector,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
@@ -86,5 +88,28 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
     if let Some(d) = driver {
         println!("driver       {}", if d { "registered" } else { "not registered: run `git tally install`" });
     }
+    if let Some(c) = &collector {
+        // `running` is what the collector last wrote; a killed one could not say otherwise.
+        let alive = c.running && Path::new(&format!("/proc/{}", c.pid)).exists();
+        println!(
+            "collector    {} {} ({}): {} received, {} new, {} already recorded{}; newest record {}",
+            match (c.running, alive) {
+                (true, true) => "running,",
+                (true, false) => "gone (its process ended without stopping);",
+                _ => "stopped;",
+            },
+            c.url,
+            c.mode,
+            c.received,
+            c.recorded,
+            c.duplicates,
+            if c.invalid > 0 { format!(", {} invalid", c.invalid) } else { String::new() },
+            c.last_record.as_deref().unwrap_or("-")
+        );
+        if let Some(e) = &c.last_error {
+            println!("             last error at {}: {}", e.at, e.message);
+        }
+    }
+
     Ok(exit::OK)
 }

@@ -136,7 +136,9 @@ pub fn run(store: &Store, args: &SystemdArgs, source: IntervalSource<'_>) -> Res
         interval,
         flush_timeout: store.config().flush_timeout,
         run_as,
+        collect: store.config().collect.is_some(),
     });
+
     match args.action {
         SystemdAction::Print => {
             if units.sync.is_none() {
