@@ -906,3 +906,57 @@ fn check_proves_the_url_and_the_key_without_popping() {
     assert_eq!(check(&gone, &Key::new(KEY).unwrap()).unwrap_err().exit_code(), 3);
     assert_eq!(redis.queued(), 2);
 }
+
+#[test]
+fn the_daemon_collects_when_tally_collect_is_set_and_pushes_it_at_shutdown() {
+    if !have("redis-server", "the_daemon_collects_when_tally_collect_is_set_and_pushes_it_at_shutdown") {
+        return;
+    }
+    let m = machines(1);
+    let dir = &m.clones[0];
+    let redis = Redis::start(&m.env.path().join("redis"));
+    for (k, v) in [
+        ("tally.collect", redis.url()),
+        ("tally.collectKeyFile", m.key_file.display().to_string()),
+        ("tally.syncInterval", "0".into()),
+        ("tally.debounce", "1s".into()),
+    ] {
+        m.env.git(dir, &["config", k, &v]);
+    }
+    // doctor: the proxy answers and takes the key.
+    let out = m.env.tally(dir).arg("doctor").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("answers and accepts the key"), "doctor:\n{said}");
+
+    let queued = generate(300, 21, "q-");
+    redis.push(&queued);
+    let log = m.env.path().join("daemon.log");
+    let mut c = m.env.command(dir);
+    c.arg("daemon").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    let mut daemon = Collector { child: c.spawn().unwrap(), log };
+    daemon.wait_for("the queue drained and the subscription", |l| l.contains(": subscribed"));
+    wait_until("the queued records in status", || {
+        let out = m.env.tally(dir).args(["status", "--json"]).output().unwrap();
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        s["collector"]["received"] == 300 && s["collector"]["running"] == true
+    });
+    let published = generate(100, 22, "p-");
+    let mut pub_con = redis.client();
+    for r in &published {
+        assert_eq!(Redis::publish(&mut pub_con, r), 1, "the daemon's collector is subscribed");
+    }
+    let (code, log) = daemon.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("the collector stopped") && log.contains("flush"), "{log}");
+    let all: Vec<String> = queued.into_iter().chain(published).collect();
+    assert_eq!(totals_of(&m.stats_in_fresh_clone("day")), expected(&all), "every record once, pushed at shutdown");
+    let out = m.env.tally(dir).arg("status").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("collector    stopped;") && said.contains("400 received"), "status:\n{said}");
+
+    // A wrong key: doctor says the collector cannot read the proxy.
+    std::fs::write(&m.key_file, "not-the-key\n").unwrap();
+    let out = m.env.tally(dir).arg("doctor").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && said.contains("the collector cannot read the proxy"), "doctor:\n{said}");
+}

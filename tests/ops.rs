@@ -177,8 +177,19 @@ fn systemd_units_verify_for_user_and_system() {
         let (name, body) = unit.split_once('\n').unwrap();
         std::fs::write(sys.join(format!("git-tally-{name}")), body.trim_end().to_string() + "\n").unwrap();
     }
-    assert_eq!(std::fs::read_dir(&sys).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(&sys).unwrap().count(), 4, "no collector unit without tally.collect");
     verify(&sys, false);
+    // With tally.collect, a collector unit too (its key from tally.collectKeyFile).
+    c.env.git(dir, &["config", "tally.collect", "redis://127.0.0.1:8317"]);
+    let out = c.tally(dir).args(["systemd", "print", "--system"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let collect = text.split("# git-tally-").find(|u| u.starts_with("collect-")).expect("a collector unit");
+    let (name, body) = collect.split_once('\n').unwrap();
+    assert!(body.contains(" collect cliproxyapi\n") && body.contains("Restart=always"), "{body}");
+    std::fs::write(sys.join(format!("git-tally-{name}")), body.trim_end().to_string() + "\n").unwrap();
+    verify(&sys, false);
+    c.env.git(dir, &["config", "--unset", "tally.collect"]);
+
     let flush = std::fs::read_dir(&sys)
         .unwrap()
         .map(|e| e.unwrap().path())

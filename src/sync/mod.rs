@@ -535,7 +535,6 @@ pub fn migrate(ledger: &Ledger, repo: Option<&Repo>) -> Result<Vec<String>> {
 }
 
 /// What git knows of a usage file's profile: its `tally-profile` attribute, and the
-
 /// profile of what HEAD holds — ledger files of any device, else a file committed by an
 /// application or by git-tally 0.1.
 pub fn profile_hints(repo: &Repo, file: &str) -> crate::ledger::ProfileHints {
