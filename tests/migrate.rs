@@ -45,6 +45,13 @@ fn stats(env: &Env, dir: &Path, by: Option<&str>) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `stats --json FILE`: a file's totals, read by the same code.
+fn stats_of_file(env: &Env, file: &Path) -> Value {
+    let out = env.tally(env.path()).args(["stats", "--json"]).arg(file).output().unwrap();
+    assert!(out.status.success(), "stats {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn requests(env: &Env, dir: &Path) -> u64 {
     stats(env, dir, None)["totals"]["requests"].as_u64().expect("totals.requests")
 }
@@ -157,5 +164,32 @@ fn a_clone_of_a_0_1_remote_migrates_without_any_0_1_state() {
     sync(&old.env, &fresh);
     for dir in [&old.a, &old.b, &fresh] {
         assert_eq!(requests(&old.env, dir), 8, "in {}", dir.display());
+    }
+}
+
+#[test]
+fn a_file_mode_repository_from_0_1_migrates_and_keeps_the_applications_unsynced_write() {
+    // a's application (never re-reading) wrote a1..a4 after a's last 0.1 sync; b's wrote
+    // b1..b2 and synced. Every request once: 6.
+    let old = unpack("cliproxyapi-filemode");
+    let env = &old.env;
+    sync(env, &old.a);
+    sync(env, &old.b);
+    sync(env, &old.a);
+    for dir in [&old.a, &old.b] {
+        assert_eq!(requests(env, dir), 6, "every request once in {}", dir.display());
+    }
+    let fresh = fresh_clone(&old, "cliproxyapi");
+    assert_eq!(requests(env, &fresh), 6);
+    // The application keeps writing its own requests only (a1..a5, as 0.1's fixture script
+    // had it write them): one more.
+    std::fs::copy(env.path().join("app-a-next.json"), old.a.join(FILE)).unwrap();
+    sync(env, &old.a);
+    sync(env, &old.b);
+    // Every count, as one machine holding each request once has it (truth.json).
+    let want = stats_of_file(env, &env.path().join("truth.json"))["totals"].clone();
+    assert_eq!(want["requests"], 7);
+    for dir in [&old.a, &old.b] {
+        assert_eq!(stats(env, dir, None)["totals"], want, "in {}", dir.display());
     }
 }
