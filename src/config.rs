@@ -534,7 +534,14 @@ impl Config {
                 config.warnings = unattributed_files(&Git::new(top), &config.files);
             }
         }
+        if fresh && config.keep_records.is_some() {
+            config.warnings.push(
+                "git config tally.keepRecords is not implemented in this version: every record is kept (no count depends on it)"
+                    .into(),
+            );
+        }
         Ok(config)
+
     }
 
     /// `load`, from the cache in `git_dir` when the config files have not changed.
