@@ -1,8 +1,11 @@
 //! git-tally keeps LLM/API usage files exact across machines, with git as the store.
 //!
-//! The library holds all the logic: the merge [`engine`] driven by [`profile`]s, the
-//! file-level [`merge`] the driver runs, the [`git`] module through which every git
-//! process is started, and one module per command under [`cmd`].
+//! The library holds all the logic: the [`ledger`] (this device's grow-only contribution,
+//! its journal, and the application files as views of every device's ledger; no git),
+//! [`sync`] (the ledger committed, the upstream integrated in-process, pushed), the [`git`]
+//! vocabulary (gix in-process; the git CLI only for fetch and push), the merge [`engine`]
+//! driven by [`profile`]s with the file-level [`merge`] the driver runs, the sources of
+//! events ([`collect`], [`import`]), and one module per command under [`cmd`].
 
 pub mod cli;
 pub mod cmd;
