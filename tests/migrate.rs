@@ -193,3 +193,23 @@ fn a_file_mode_repository_from_0_1_migrates_and_keeps_the_applications_unsynced_
         assert_eq!(stats(env, dir, None)["totals"], want, "in {}", dir.display());
     }
 }
+
+#[test]
+fn a_0_1_journal_of_a_file_no_longer_configured_counts_in_the_configured_one() {
+    // a's 0.1 journal holds 2 events for usage/usage.json; the user moved to another file.
+    let old = unpack("cliproxyapi");
+    let env = &old.env;
+    env.git(&old.a, &["config", "tally.file", "usage/other.json"]);
+    let said = sync(env, &old.a);
+    assert!(said.contains("no longer in tally.file: 2 events of its journal recorded now"), "{said}");
+    let out = env.tally(&old.a).args(["stats", "--json", "usage/other.json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["totals"]["requests"], 2, "{report}");
+    assert!(old.a.join(".git/tally/0.1").read_dir().unwrap().count() >= 2, "0.1's files kept aside");
+    // Nothing migrates twice.
+    let said = sync(env, &old.a);
+    assert!(!said.contains("0.1"), "{said}");
+    let out = env.tally(&old.a).args(["stats", "--json", "usage/other.json"]).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["totals"]["requests"], 2);
+}

@@ -148,8 +148,18 @@ pub fn run(dir: &Path) -> Result<i32> {
                 "tally.file: {}",
                 c.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
             ));
+            // Usage this device recorded for a file tally.file no longer names.
+            if let Ok(ledger) = super::ledger_with(dir, c.clone()) {
+                for o in ledger.orphans() {
+                    r.problem(
+                        format!("this device has usage of {}, which tally.file no longer names (kept, and committed by sync, but in no report)", o.file),
+                        format!("if it was renamed or mistyped, count it again: git config --add tally.file {}", shell_quote(&o.file)),
+                    );
+                }
+            }
             c.files
         }
+
         Err(e) => {
             r.problem(e.to_string(), "git config tally.file usage/usage.json (a file inside the repository)");
             Vec::new()

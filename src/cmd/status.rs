@@ -39,6 +39,11 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
     }
     let holder = Lock::holder(ledger.state().lock_dir());
     let collector = crate::collect::state::CollectState::read(ledger.state().root());
+    let orphans: Vec<serde_json::Value> = ledger
+        .orphans()
+        .iter()
+        .map(|s| json!({"file": s.file, "uncommitted_files": crate::ledger::dirty_count(ledger.state(), &s.file)}))
+        .collect();
     let report = json!({
         "repository": ledger.top(),
         "enabled": ledger.config().enabled,
@@ -57,6 +62,7 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
         "lock_holder": holder,
         "driver_registered": driver,
         "collector": collector,
+        "unconfigured_files": orphans,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
@@ -69,6 +75,13 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
     println!("repository   {}", ledger.top().display());
     println!("device       {} ({})", ledger.name(), ledger.key());
     println!("files        {}", files.join(", "));
+    for o in ledger.orphans() {
+        println!(
+            "not in tally.file: {} — this device's usage of it is kept (sync commits it); `git config --add tally.file {}` counts it again",
+            o.file, o.file
+        );
+    }
+
     println!(
         "pending      {} in the journal, {} changed since the last commit",
         super::sync::plural(pending, "event"),

@@ -365,6 +365,54 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// 0.1's files for usage files no longer configured (after `migrate` took those of the
+    /// configured ones): events it journaled are recorded again (they count in the usage
+    /// files configured now), the rest is kept aside in `.git/tally/0.1/`. Call with the
+    /// repository lock held.
+    pub fn migrate_leftovers(&self) -> Result<Option<String>> {
+        let Ok(entries) = std::fs::read_dir(self.state.root()) else { return Ok(None) };
+        let mut left: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                ["journal-", "ledger-", "seen-", "app-", "pulled-", "written-", "fold-"].iter().any(|pre| {
+                    name.strip_prefix(pre).is_some_and(|rest| {
+                        rest.len() >= 16 && rest.as_bytes()[..16].iter().all(u8::is_ascii_hexdigit) && p.is_file()
+                    })
+                })
+            })
+            .collect();
+        if left.is_empty() {
+            return Ok(None);
+        }
+        left.sort();
+        let now = chrono::Utc::now().fixed_offset();
+        let mut events = Vec::new();
+        for p in left.iter().filter(|p| p.to_string_lossy().ends_with(".jsonl")) {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                events.push(crate::event::Event::parse(line, now, &self.config.device).map_err(|e| {
+                    Error::Failed(format!("{}:{}: {e}; fix or remove the line, then sync again", p.display(), i + 1))
+                })?);
+            }
+        }
+        let recorded = if events.is_empty() { 0 } else { self.record(events)?.recorded };
+        let aside = self.state.root().join("0.1");
+        self.state.ensure(&aside)?;
+        for p in &left {
+            std::fs::rename(p, aside.join(p.file_name().expect("a file"))).map_err(|e| Error::io(p, e))?;
+        }
+        Ok(Some(format!(
+            "git-tally 0.1 left files for a usage file no longer in tally.file: {} of its journal recorded now (counted in {}); the files are kept in {}",
+            plural(recorded, "event"),
+            self.streams.iter().map(|s| s.file.as_str()).collect::<Vec<_>>().join(", "),
+            aside.display()
+        )))
+    }
+}
+
 /// What a document counts beyond its records (the residual form the file-mode
 /// bookkeeping compares).
 fn beyond_records(profile: &'static Profile, bytes: &[u8]) -> std::result::Result<Value, String> {

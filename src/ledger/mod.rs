@@ -109,6 +109,8 @@ pub struct Ledger {
     key: String,
     config: Config,
     streams: Vec<Stream>,
+    /// See [`Ledger::orphans`].
+    orphans: Vec<Stream>,
     notices: Vec<String>,
     /// Ids this process recorded and whose total (a long-running collector sees a replay
     /// before the fold does).
@@ -140,7 +142,24 @@ impl Ledger {
             let profile = choose_profile(&config, &state, top, &file, profile_hints)?;
             streams.push(Stream { file, profile });
         }
-        Ok(Ledger { state, top: top.to_path_buf(), key, config, streams, notices, recorded: Default::default() })
+        let orphans = orphans(&state, &streams);
+        Ok(Ledger {
+            state,
+            top: top.to_path_buf(),
+            key,
+            config,
+            streams,
+            orphans,
+            notices,
+            recorded: Default::default(),
+        })
+    }
+
+    /// Usage files this device has a ledger for that `tally.file` no longer names (a typo
+    /// fixed, a file renamed): their ledger is kept and committed, never dropped, and
+    /// `status` and `doctor` name them.
+    pub fn orphans(&self) -> &[Stream] {
+        &self.orphans
     }
 
     /// Messages for the user that opening produced (a re-keyed copy).
@@ -331,7 +350,7 @@ impl Ledger {
     /// along when the name changed.
     pub fn changed_files(&self, all: bool) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
-        for stream in &self.streams {
+        for stream in self.streams.iter().chain(&self.orphans) {
             let mut names: BTreeSet<String> =
                 journal::read_lines(&self.state.dirty(&stream.file))?.into_iter().collect();
             if all {
@@ -375,7 +394,7 @@ impl Ledger {
 
     /// Forgets the dirty marks once what they named is committed.
     pub fn committed(&self) -> Result<()> {
-        for stream in &self.streams {
+        for stream in self.streams.iter().chain(&self.orphans) {
             let p = self.state.dirty(&stream.file);
             if !p.exists() && !self.state.own_file(&stream.file, "device.name").exists() {
                 continue; // nothing of this device committed yet
@@ -522,7 +541,43 @@ fn choose_by_evidence(
     None
 }
 
+/// This device's streams with ledger files that no configured usage file names.
+fn orphans(state: &StateDir, streams: &[Stream]) -> Vec<Stream> {
+    let mut out = Vec::new();
+    for file in state.own_streams() {
+        if streams.iter().any(|s| s.file == file) {
+            continue;
+        }
+        let dir = state.own_dir(&file);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut profile =
+            std::fs::read_to_string(state.own_file(&file, "profile")).ok().and_then(|n| profile::by_name(n.trim()));
+        let mut has_data = false;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if day_of_name(&name).is_some() || ["residual.json", "floors.json"].contains(&name.as_str()) {
+                has_data = true;
+                if profile.is_none() {
+                    if let Ok(Ok(f)) = std::fs::read(e.path()).map(|b| LedgerFile::parse(&b)) {
+                        profile = Some(match f {
+                            LedgerFile::Shard(s) => s.profile,
+                            LedgerFile::Residual(r) => r.profile,
+                            LedgerFile::Floors(f) => f.profile,
+                            LedgerFile::Device(_) => continue,
+                        });
+                    }
+                }
+            }
+        }
+        if let (true, Some(profile)) = (has_data, profile) {
+            out.push(Stream { file, profile });
+        }
+    }
+    out
+}
+
 /// Days since the epoch of today (UTC), for the id horizon.
+
 pub(crate) fn today() -> i64 {
     chrono::Utc::now().timestamp().div_euclid(86400)
 }

@@ -531,6 +531,7 @@ pub fn migrate(ledger: &Ledger, repo: Option<&Repo>) -> Result<Vec<String>> {
         let legacy = crate::ledger::LegacyHead { file: file.as_deref(), has_ledger };
         notices.extend(ledger.migrate(stream, legacy)?);
     }
+    notices.extend(ledger.migrate_leftovers()?);
     Ok(notices)
 }
 

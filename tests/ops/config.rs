@@ -223,3 +223,39 @@ fn the_demo_shows_the_race_and_removes_its_directory() {
     assert!(kept[0].join("laptop/usage/usage.json").exists());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("git -C {}", kept[0].join("laptop").display())));
 }
+
+#[test]
+fn usage_of_a_file_no_longer_configured_is_kept_committed_and_named() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    // A typo in tally.file: events recorded, folded (clear-history folds) and not synced.
+    env.git(&repo, &["config", "tally.file", "usage/usgae.json"]);
+    for i in 0..3 {
+        assert!(run(&env, &repo, &["record", "--event", &event_line(0, i)]).status.success());
+    }
+    assert!(run(&env, &repo, &["clear-history", "--yes"]).status.success());
+    // Fixed; more events for the right file.
+    env.git(&repo, &["config", "tally.file", "usage/usage.json"]);
+    assert!(run(&env, &repo, &["record", "--event", &event_line(0, 3)]).status.success());
+    let out = run(&env, &repo, &["status"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("not in tally.file: usage/usgae.json"), "status:\n{said}");
+    let out = run(&env, &repo, &["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["unconfigured_files"][0]["file"], "usage/usgae.json", "{s}");
+    let out = run(&env, &repo, &["doctor"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("git config --add tally.file usage/usgae.json"), "doctor:\n{said}");
+    // Sync commits it with the rest (nothing of it is dropped)...
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    let tree = env.git(&repo, &["ls-tree", "-r", "--name-only", "origin/main"]);
+    assert!(tree.lines().any(|l| l.starts_with("usage/usgae.ledger/")), "pushed:\n{tree}");
+    assert_eq!(read_json(&repo.join("usage/usage.json"))["totals"]["requests"], 1);
+    // ...and naming the file again counts it again.
+    env.git(&repo, &["config", "--add", "tally.file", "usage/usgae.json"]);
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    assert_eq!(read_json(&repo.join("usage/usgae.json"))["totals"]["requests"], 3);
+    let out = run(&env, &repo, &["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["unconfigured_files"], serde_json::json!([]), "{s}");
+}
