@@ -14,3 +14,4 @@ mod pricing;
 mod props;
 mod reports;
 mod sync;
+mod syncsteps;
