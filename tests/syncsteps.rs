@@ -309,9 +309,9 @@ fn crash_at_every_step(mode: Mode, test: &str) {
         c.sync_until_ok(&machines[m].dir);
     }
     let mut kills = Vec::new();
-    // Renames (files, the index, refs: `main.lock` → `main`), fsyncs, and the removals
-    // that end a step (`move.json`, journal segments).
-    for syscall in ["rename", "renameat", "fsync", "fdatasync", "unlink", "link"] {
+    // Renames (files, the index, refs: `main.lock` → `main`), fsyncs, the removals that
+    // end a step (`move.json`, journal segments) and the link that takes `index.lock`.
+    for syscall in ["rename", "renameat", "fsync", "fdatasync", "unlink", "linkat"] {
         kills.push(format!("{syscall}: {}", kill_at_each(&c, mode, profile, syscall, &mut machines, &mut acked)));
     }
     c.sync_until_ok(&machines[1].dir);
