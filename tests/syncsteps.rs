@@ -304,9 +304,9 @@ fn crash_at_every_step(mode: Mode, test: &str) {
     let mut machines = [0, 1].map(|m| Machine { dir: c.clones[m].clone(), m, sent: 0, memory: (p.empty)() });
     let mut acked = Vec::new();
     // A first sync each, so that what follows is the steady state.
-    for m in 0..2 {
-        acked.push(machines[m].serve(&c, mode, profile));
-        c.sync_until_ok(&machines[m].dir);
+    for machine in machines.iter_mut() {
+        acked.push(machine.serve(&c, mode, profile));
+        c.sync_until_ok(&machine.dir);
     }
     let mut kills = Vec::new();
     // Renames (files, the index, refs: `main.lock` → `main`), fsyncs, the removals that
