@@ -284,6 +284,14 @@ impl Repo {
         Some(Oid(commit.id))
     }
 
+    /// Every file in the tree of revision `rev` (what `git ls-tree -r --name-only` lists).
+    pub fn paths_at(&self, rev: &str) -> Result<Vec<String>, RepoError> {
+        let commit = self
+            .rev_parse(rev)
+            .ok_or_else(|| RepoError::Failed { what: format!("reading {rev}"), message: "no such commit".into() })?;
+        Ok(self.files_under(self.tree_of(commit)?, "")?.into_iter().map(|(path, _)| path).collect())
+    }
+
     /// The commit's time, in seconds since the epoch.
     pub fn commit_time(&self, commit: Oid) -> Result<i64, RepoError> {
         let c = gx!(self.repo.find_commit(commit.0), format!("reading commit {commit}"))?;
