@@ -664,16 +664,19 @@ impl Repo {
                 }
                 Linked::Failed(e) => Err(Some(e)),
             };
+            // Locked: the link found index.lock (it may be gone again already), or gix's
+            // lock failed while it exists.
+            let locked = matches!(written, Err(None)) || lock.exists();
             match written {
                 Ok(()) => return Ok(()),
-                Err(_) if lock.exists() && start.elapsed() < patience => {
+                Err(_) if locked && start.elapsed() < patience => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(_) if lock.exists() => return Err(IndexError::Locked(lock)),
+                Err(_) if locked => return Err(IndexError::Locked(lock)),
                 Err(e) => {
                     return Err(IndexError::Repo(RepoError::Failed {
                         what: "writing the index".into(),
-                        message: e.unwrap_or_else(|| "index.lock vanished".into()),
+                        message: e.unwrap_or_default(),
                     }))
                 }
             }
