@@ -136,29 +136,7 @@ impl Config {
     }
 
     fn pairs(git: &Git) -> Result<Vec<(String, String)>> {
-        let out = git
-            .run_optional(&[
-                "config",
-                "-z",
-                "--get-regexp",
-                r"^(tally\.|user\.email$|core\.attributesfile$|branch\..*\.(remote|merge)$)",
-            ])?
-            .unwrap_or_default();
-        Ok(out
-            .split('\0')
-            .filter(|e| !e.is_empty())
-            .map(|entry| {
-                let (k, v) = entry.split_once('\n').unwrap_or((entry, ""));
-                // Section and variable names are case-insensitive; subsections are not.
-                let key = match (k.find('.'), k.rfind('.')) {
-                    (Some(a), Some(b)) if a != b => {
-                        format!("{}{}{}", k[..a].to_ascii_lowercase(), &k[a..b], k[b..].to_ascii_lowercase())
-                    }
-                    _ => k.to_ascii_lowercase(),
-                };
-                (key, v.to_string())
-            })
-            .collect())
+        Ok(git.config_matching(r"^(tally\.|user\.email$|core\.attributesfile$|branch\..*\.(remote|merge)$)")?)
     }
 
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Config> {

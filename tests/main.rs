@@ -16,3 +16,4 @@ mod pricing;
 mod props;
 mod reports;
 mod sync;
+mod syncsteps;

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::exit;
-use crate::git::Git;
+use crate::git::{Git, Scope};
 use crate::profile;
 use crate::sync::Sync as Store;
 use chrono::{Duration, Utc};
@@ -67,14 +67,14 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
     };
     let kept = temp.is_none();
     let remote = root.join("remote.git");
-    Git::new(&root).run(&["init", "-q", "--bare", "-b", "main", &remote.to_string_lossy()])?;
+    Git::new(&root).init_bare(&remote, "main")?;
     let mut clones: Vec<PathBuf> = Vec::new();
     for m in MACHINES {
         let dir = root.join(m);
-        Git::new(&root).run(&["clone", "-q", &format!("file://{}", remote.display()), &dir.to_string_lossy()])?;
+        Git::new(&root).clone_into(&format!("file://{}", remote.display()), &dir)?;
         let git = Git::new(&dir);
         for (k, v) in [("user.name", m), ("user.email", &format!("{m}@demo.invalid")), ("commit.gpgsign", "false")] {
-            git.run(&["config", k, v])?;
+            git.config_set(Scope::Local, k, v)?;
         }
         clones.push(dir);
     }

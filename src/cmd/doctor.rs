@@ -8,7 +8,7 @@
 //! unit that names a binary which was moved or uninstalled is a problem, as is one that
 //! names `git-tally` without a path, which cron, systemd and IDEs will not find.
 
-use super::hooks::{hook_names, hook_program, hooks_dir, is_ours};
+use super::hooks::{hook_names, hook_program, is_ours};
 use super::install::{which_git_tally, DRIVER_ARGS};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -24,17 +24,6 @@ pub const MIN_GIT: (u32, u32) = (2, 30);
 
 /// How long the remote may take to answer `git ls-remote`.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The version in `git --version` output ("git version 2.39.5", "2.39.3 (Apple Git-145)",
-/// "2.45.1.windows.1").
-pub fn parse_git_version(out: &str) -> Option<(u32, u32, u32)> {
-    let v = out.trim().strip_prefix("git version ")?;
-    let mut nums = v.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>());
-    let major = nums.next()?.ok()?;
-    let minor = nums.next()?.ok()?;
-    let patch = nums.next().and_then(|r| r.ok()).unwrap_or(0);
-    Some((major, minor, patch))
-}
 
 struct Report {
     problems: usize,
@@ -84,7 +73,7 @@ pub fn run(dir: &Path) -> Result<i32> {
     let top = git.toplevel().ok();
     let mut r = Report { problems: 0 };
 
-    match git.run(&["--version"]).ok().as_deref().and_then(parse_git_version) {
+    match git.version() {
         Some(v) if (v.0, v.1) >= MIN_GIT => r.ok(format!("git {}.{}.{}", v.0, v.1, v.2)),
         Some(v) => r.problem(
             format!(
@@ -104,12 +93,7 @@ pub fn run(dir: &Path) -> Result<i32> {
     }
 
     // The driver, and where it is registered (so the fix names the same scope).
-    let scope_of = |key: &str| {
-        git.run(&["config", "--show-scope", "--get", key])
-            .ok()
-            .and_then(|l| l.split_once('\t').map(|(s, _)| s.to_string()))
-    };
-    let install_cmd = |key: &str| match scope_of(key).as_deref() {
+    let install_cmd = |key: &str| match git.config_scope(key).as_deref() {
         Some("global") => "run `git tally install --global`",
         _ => "run `git tally install`",
     };
@@ -177,7 +161,7 @@ pub fn run(dir: &Path) -> Result<i32> {
     }
 
     // Hooks.
-    let hooks = hooks_dir(&git)?;
+    let hooks = git.hooks_dir()?;
     let ours: Vec<(&str, PathBuf)> = hook_names().map(|n| (n, hooks.join(n))).filter(|(_, p)| is_ours(p)).collect();
     if ours.is_empty() {
         r.note(format!("no git-tally hooks in {} (optional: `git tally hooks install`)", hooks.display()));
@@ -222,7 +206,7 @@ pub fn run(dir: &Path) -> Result<i32> {
     }
 
     // The remote.
-    let branch = git.run_optional(&["symbolic-ref", "--short", "-q", "HEAD"])?;
+    let branch = git.current_branch()?;
     let remote = match git.config_get("tally.remote")? {
         Some(r) => Some(r),
         None => match &branch {
@@ -230,7 +214,7 @@ pub fn run(dir: &Path) -> Result<i32> {
             None => None,
         },
     }
-    .or_else(|| git.run(&["remote"]).ok().and_then(|l| l.lines().next().map(str::to_string)));
+    .or_else(|| git.remotes().ok().and_then(|r| r.into_iter().next()));
     match remote {
         // Merges need no remote; only sync does, and it says so itself (exit 2).
         None => r.note(
@@ -238,7 +222,7 @@ pub fn run(dir: &Path) -> Result<i32> {
         ),
         Some(remote) => {
             let probe = git.clone().with_deadline(Some(Instant::now() + REMOTE_TIMEOUT));
-            match probe.run(&["ls-remote", "--heads", &remote]) {
+            match probe.ls_remote_heads(&remote) {
                 Ok(_) => r.ok(format!("the remote {remote} answers")),
                 Err(e) => r.problem(
                     format!("the remote {remote} does not answer: {}", e.stderr.lines().next().unwrap_or("").trim()),
@@ -301,15 +285,11 @@ fn collector(r: &mut Report, top: Option<&Path>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::MIN_GIT;
 
     #[test]
-    fn git_versions() {
-        assert_eq!(parse_git_version("git version 2.39.5\n"), Some((2, 39, 5)));
-        assert_eq!(parse_git_version("git version 2.39.3 (Apple Git-145)"), Some((2, 39, 3)));
-        assert_eq!(parse_git_version("git version 2.45.1.windows.1"), Some((2, 45, 1)));
-        assert_eq!(parse_git_version("git version 2.30"), Some((2, 30, 0)));
-        assert_eq!(parse_git_version("hub version 2.14"), None);
-        assert!((parse_git_version("git version 2.29.2").map(|v| (v.0, v.1)).unwrap()) < MIN_GIT);
+    fn the_oldest_supported_git_is_debian_11s() {
+        assert_eq!(MIN_GIT, (2, 30));
+        assert!((2, 29) < MIN_GIT && (2, 39) >= MIN_GIT);
     }
 }

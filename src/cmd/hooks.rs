@@ -14,7 +14,7 @@ use crate::git::Git;
 use crate::json;
 use crate::profile;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const HOOKS: [(&str, &str); 4] = [
     ("pre-commit", include_str!("../../hooks/pre-commit")),
@@ -43,12 +43,6 @@ pub fn hook_names() -> impl Iterator<Item = &'static str> {
     HOOKS.iter().map(|(n, _)| *n)
 }
 
-/// Where git looks for hooks in the repository of `git` (core.hooksPath honoured).
-pub fn hooks_dir(git: &Git) -> Result<PathBuf> {
-    let p = PathBuf::from(git.run(&["rev-parse", "--git-path", "hooks"])?);
-    Ok(if p.is_absolute() { p } else { git.toplevel()?.join(p) })
-}
-
 pub fn is_ours(path: &Path) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| t.contains(MARK))
 }
@@ -64,7 +58,7 @@ pub fn run(dir: &Path, args: &HooksArgs) -> Result<i32> {
 
 fn install(git: &Git) -> Result<i32> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = hooks_dir(git)?;
+    let dir = git.hooks_dir()?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let exe = crate::fsutil::current_exe()?;
     for (name, script) in HOOKS {
@@ -100,7 +94,7 @@ fn install(git: &Git) -> Result<i32> {
 }
 
 fn uninstall(git: &Git) -> Result<i32> {
-    let dir = hooks_dir(git)?;
+    let dir = git.hooks_dir()?;
     for (name, _) in HOOKS {
         let path = dir.join(name);
         if is_ours(&path) {
@@ -168,15 +162,10 @@ fn run_hook(git: &Git, name: &str, args: &[String]) -> Result<i32> {
 }
 
 fn pre_commit(git: &Git) -> Result<i32> {
-    let staged: Vec<String> = git
-        .run(&["diff", "--cached", "--name-only", "-z", "--diff-filter=ACM"])?
-        .split('\0')
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
+    let staged = git.staged_paths()?;
     let mut failed = false;
     for path in usage_files(git, &staged)? {
-        let bytes = git.run_bytes(&["cat-file", "blob", &format!(":{path}")])?;
+        let bytes = git.staged_blob(&path)?;
         let found = problems(&bytes);
         if !found.is_empty() {
             failed = true;
@@ -209,8 +198,7 @@ fn ingest_if_records_lost(git: &Git, path: &str, staged: &[u8]) -> Result<()> {
     }
     let (merged, _) = crate::merge::ingest_bytes(None, &head, staged)
         .map_err(|e| Error::Failed(format!("pre-commit: {path}: cannot ingest the staged write: {e}")))?;
-    let blob = git.run_with_input(&["hash-object", "-w", "--stdin"], &merged)?;
-    git.run(&["update-index", "--cacheinfo", &format!("100644,{blob},{path}")])?;
+    git.stage(path, &merged)?;
     let file = git.toplevel()?.join(path);
     if std::fs::read(&file).ok().as_deref() == Some(staged) {
         crate::fsutil::write_atomic(&file, &merged)?;
@@ -222,8 +210,7 @@ fn ingest_if_records_lost(git: &Git, path: &str, staged: &[u8]) -> Result<()> {
 }
 
 fn post_merge(git: &Git, name: &str) {
-    let Ok(files) = git.run(&["ls-tree", "-r", "--name-only", "HEAD"]) else { return };
-    let paths: Vec<String> = files.lines().map(str::to_string).collect();
+    let Ok(paths) = paths_at(git, "HEAD") else { return };
     let Ok(usage) = usage_files(git, &paths) else { return };
     for path in &usage {
         let Ok(Some(now)) = git.blob("HEAD", path) else { continue };
@@ -255,6 +242,12 @@ fn post_merge(git: &Git, name: &str) {
     }
 }
 
+/// Every file in the tree of `rev`, read in-process.
+fn paths_at(git: &Git, rev: &str) -> Result<Vec<String>> {
+    let repo = crate::git::Repo::open(git.dir()).map_err(|e| Error::Failed(e.to_string()))?;
+    repo.paths_at(rev).map_err(|e| Error::Failed(e.to_string()))
+}
+
 fn pre_push(git: &Git) -> Result<i32> {
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input).map_err(|e| Error::io("stdin", e))?;
@@ -264,8 +257,7 @@ fn pre_push(git: &Git) -> Result<i32> {
         if sha.chars().all(|c| c == '0') {
             continue;
         }
-        let files = git.run(&["ls-tree", "-r", "--name-only", sha])?;
-        let paths: Vec<String> = files.lines().map(str::to_string).collect();
+        let paths = paths_at(git, sha)?;
         for path in usage_files(git, &paths)? {
             let Some(bytes) = git.blob(sha, &path)? else { continue };
             for p in problems(&bytes) {

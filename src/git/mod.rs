@@ -4,7 +4,8 @@
 //!   diffs and merges, the index. A sync integrates without starting git.
 //! - [`Git`] (git processes, `LC_ALL=C`): transport — [`Git::fetch`] and [`Git::push`],
 //!   which use the user's ssh agent, credential helpers and proxies — and the
-//!   configuration writes and attribute queries of install, hooks and doctor.
+//!   configuration, attribute, hooks-path and staged-index queries of install, hooks,
+//!   doctor and demo, each a typed method (the process runner is private to it).
 //!
 //! No git command line is built outside this module.
 

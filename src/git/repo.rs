@@ -105,6 +105,20 @@ pub struct CommitInfo {
     pub message: String,
 }
 
+/// The name of a file in the caller's temporary directory that is (a hard link of) the
+/// `index.lock` being written: see [`Repo::update_index`].
+const INDEX_LOCK_TWIN: &str = "index.lock-";
+
+/// How writing the index through a linked lock went.
+enum Linked {
+    Written,
+    /// Another process holds `index.lock`.
+    Locked,
+    /// The file system makes no hard links.
+    Unsupported,
+    Failed(String),
+}
+
 /// A repository with a work tree.
 pub struct Repo {
     repo: gix::Repository,
@@ -268,6 +282,14 @@ impl Repo {
         let obj = id.object().ok()?;
         let commit = obj.peel_to_commit().ok()?;
         Some(Oid(commit.id))
+    }
+
+    /// Every file in the tree of revision `rev` (what `git ls-tree -r --name-only` lists).
+    pub fn paths_at(&self, rev: &str) -> Result<Vec<String>, RepoError> {
+        let commit = self
+            .rev_parse(rev)
+            .ok_or_else(|| RepoError::Failed { what: format!("reading {rev}"), message: "no such commit".into() })?;
+        Ok(self.files_under(self.tree_of(commit)?, "")?.into_iter().map(|(path, _)| path).collect())
     }
 
     /// The commit's time, in seconds since the epoch.
@@ -573,10 +595,17 @@ impl Repo {
     /// Sets the index entries of `changes` (removing those that are `None`), with the stat
     /// of the file now in the work tree, through `index.lock`. Waits up to `patience` for
     /// another git process to release the lock.
+    ///
+    /// The new index is written into a file in `tmp` first and linked in as `index.lock`
+    /// (git's lock protocol: creating the link fails while another process holds the lock),
+    /// then renamed over `index`. A run killed between the two leaves an `index.lock` that
+    /// git and every later sync would stop at for ever; its twin in `tmp` proves it was
+    /// this, and [`Repo::release_stale_index_lock`] removes it.
     pub fn update_index(
         &self,
         changes: &[(String, Option<(Oid, EntryMode)>)],
         patience: std::time::Duration,
+        tmp: &Path,
     ) -> Result<(), IndexError> {
         if changes.is_empty() {
             return Ok(());
@@ -626,19 +655,93 @@ impl Repo {
             }
             index.sort_entries();
             index.remove_tree();
-            match index.write(gix::index::write::Options::default()) {
+            let written = match self.write_index_linked(&index, &lock, tmp) {
+                Linked::Written => Ok(()),
+                Linked::Locked => Err(None),
+                // A file system without hard links: gix's own lock (a kill can then leave it).
+                Linked::Unsupported => {
+                    index.write(gix::index::write::Options::default()).map_err(|e| Some(e.to_string()))
+                }
+                Linked::Failed(e) => Err(Some(e)),
+            };
+            // Locked: the link found index.lock (it may be gone again already), or gix's
+            // lock failed while it exists.
+            let locked = matches!(written, Err(None)) || lock.exists();
+            match written {
                 Ok(()) => return Ok(()),
-                Err(_) if lock.exists() && start.elapsed() < patience => {
+                Err(_) if locked && start.elapsed() < patience => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(_) if lock.exists() => return Err(IndexError::Locked(lock)),
+                Err(_) if locked => return Err(IndexError::Locked(lock)),
                 Err(e) => {
                     return Err(IndexError::Repo(RepoError::Failed {
                         what: "writing the index".into(),
-                        message: e.to_string(),
+                        message: e.unwrap_or_default(),
                     }))
                 }
             }
+        }
+    }
+
+    /// Writes `index` into a twin in `tmp`, links it in as `lock` and renames that over the
+    /// index (see [`Repo::update_index`]).
+    fn write_index_linked(&self, index: &gix::index::File, lock: &Path, tmp: &Path) -> Linked {
+        let mut bytes = Vec::new();
+        if let Err(e) = index.write_to(&mut bytes, gix::index::write::Options::default()) {
+            return Linked::Failed(e.to_string());
+        }
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let twin = tmp.join(format!("{INDEX_LOCK_TWIN}{}-{nanos}", std::process::id()));
+        let created = std::fs::create_dir_all(tmp).and_then(|_| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&twin)?;
+            std::io::Write::write_all(&mut f, &bytes)
+        });
+        if let Err(e) = created {
+            let _ = std::fs::remove_file(&twin);
+            return Linked::Failed(format!("{}: {e}", twin.display()));
+        }
+        let outcome = match std::fs::hard_link(&twin, lock) {
+            Ok(()) => match std::fs::rename(lock, self.git_dir.join("index")) {
+                Ok(()) => Linked::Written,
+                Err(e) => {
+                    let _ = std::fs::remove_file(lock);
+                    Linked::Failed(format!("renaming {}: {e}", lock.display()))
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Linked::Locked,
+            Err(_) => Linked::Unsupported,
+        };
+        let _ = std::fs::remove_file(&twin);
+        outcome
+    }
+
+    /// Removes the `index.lock` a killed [`Repo::update_index`] left: the one that is the
+    /// same file as a twin in `tmp` (no other process can have made that file). Call before
+    /// `tmp` is emptied, with the repository lock held. Returns whether there was one.
+    pub fn release_stale_index_lock(&self, tmp: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let lock = self.git_dir.join("index.lock");
+        let Ok(held) = std::fs::symlink_metadata(&lock) else { return false };
+        let Ok(entries) = std::fs::read_dir(tmp) else { return false };
+        let ours = entries.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(INDEX_LOCK_TWIN)
+                && e.metadata().is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()))
+        });
+        ours && std::fs::remove_file(&lock).is_ok()
+    }
+
+    /// Removes the lock of `branch` that a killed [`Repo::set_branch`] left while moving it
+    /// to `new`: `<branch>.lock` holding exactly `new`, a commit git-tally made and recorded
+    /// before it took the lock (another process moving the branch writes another commit).
+    /// Returns whether there was one.
+    pub fn release_stale_ref_lock(&self, branch: &str, new: Oid) -> bool {
+        if !branch.starts_with("refs/heads/") || branch.split('/').any(|c| c.is_empty() || c == "..") {
+            return false;
+        }
+        let lock = self.repo.common_dir().join(format!("{branch}.lock"));
+        match std::fs::read_to_string(&lock) {
+            Ok(text) if Oid::from_hex(&text) == Some(new) => std::fs::remove_file(&lock).is_ok(),
+            _ => false,
         }
     }
 }

@@ -177,6 +177,20 @@ fn counter(path: &[String], v: Option<&Value>) -> Result<Num, AlgebraError> {
 }
 
 /// Zero written as `n` is: `0.0` for dollars, `0` for counts.
+/// The larger of two versions of a counter. On a tie the float wins, whichever side it
+/// is on: a counter missing on one side (zero, an integer) joined with a money counter of
+/// 0.0 stays 0.0, so the join renders the same bytes in either order and equals the
+/// version that has the counter (else a replayed shard differs from the device's own copy
+/// by `0` against `0.0`, and the next sync commits that difference).
+fn join_max(x: Num, y: Num) -> Num {
+    match x.as_f64().partial_cmp(&y.as_f64()) {
+        Some(Ordering::Greater) => x,
+        Some(Ordering::Less) => y,
+        _ if matches!(y, Num::Float(_)) => y,
+        _ => x,
+    }
+}
+
 fn zero_like(n: Num) -> Num {
     match n {
         Num::Float(_) => Num::Float(0.0),
@@ -202,13 +216,7 @@ fn node(
         Kind::Counter => {
             let (x, y) = (counter(path, a)?, counter(path, b)?);
             let r = match op {
-                Op::Join => {
-                    if x.as_f64() >= y.as_f64() {
-                        x
-                    } else {
-                        y
-                    }
-                }
+                Op::Join => join_max(x, y),
                 Op::Add => x
                     .plus(y)
                     .map_err(|_| AlgebraError { path: text(path), message: "the sum does not fit 64 bits".into() })?,
@@ -293,8 +301,7 @@ fn node(
                 let (x, y) =
                     (counter(path, ea.and_then(|e| e.get(value)))?, counter(path, eb.and_then(|e| e.get(value)))?);
                 let r = match op {
-                    Op::Join if x.as_f64() >= y.as_f64() => x,
-                    Op::Join => y,
+                    Op::Join => join_max(x, y),
                     Op::Add => x.plus(y).map_err(|_| AlgebraError {
                         path: text(path),
                         message: "the sum does not fit 64 bits".into(),
@@ -445,6 +452,21 @@ mod tests {
         assert_eq!(j["createdAt"], 90);
         assert_eq!(combine(p, Op::Join, &j, &b).unwrap(), j);
         assert_eq!(combine(p, Op::Join, &b, &a).unwrap(), j);
+    }
+
+    #[test]
+    fn a_join_with_a_missing_counter_keeps_the_counter_as_written() {
+        for p in [crate::profile::generic(), aggregate()] {
+            let some = json!({"totalCostUsd": 0.0, "cost_estimated_usd": 0.0, "requests": 0});
+            for (a, b) in [(json!({}), some.clone()), (some.clone(), json!({}))] {
+                let j = combine(p, Op::Join, &a, &b).unwrap();
+                assert_eq!(canonical(&j), canonical(&some), "{}: join of {a} and {b}", p.name);
+            }
+            // 0 and 0.0 tie: the same bytes in either order.
+            let (int, float) = (json!({"totalCostUsd": 0}), json!({"totalCostUsd": 0.0}));
+            let (ab, ba) = (combine(p, Op::Join, &int, &float).unwrap(), combine(p, Op::Join, &float, &int).unwrap());
+            assert_eq!(canonical(&ab), canonical(&ba), "{}", p.name);
+        }
     }
 
     #[test]

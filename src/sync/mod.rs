@@ -171,9 +171,12 @@ impl Sync {
         }
     }
 
-    /// Local steps, under the lock: finish a killed run's move, remove stale temporary
-    /// files, fold, ingest application writes, commit this device's changes.
+    /// Local steps, under the lock: finish a killed run's move (its stale `index.lock` and
+    /// branch lock released), remove stale temporary files, fold, ingest application
+    /// writes, commit this device's changes.
     fn prepare(&self, r: &mut Synced) -> Result<()> {
+        // A killed run's index.lock is known by its twin in tmp: released before tmp is emptied.
+        self.repo.release_stale_index_lock(&self.ledger.state().tmp());
         self.ledger.state().clean_tmp();
         self.exclude_views()?;
         moves::recover(self)?;

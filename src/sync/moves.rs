@@ -71,6 +71,10 @@ pub(super) fn recover(sync: &Sync) -> Result<()> {
         return Ok(());
     };
     let now = repo.resolve(&record.branch).map_err(repo_err)?;
+    if now == from {
+        // Killed while moving the branch: its lock holds `to` and stops every git process.
+        repo.release_stale_ref_lock(&record.branch, to);
+    }
     if now == Some(to) || now == from {
         let from_tree = from.map(|c| repo.tree_of(c)).transpose().map_err(repo_err)?;
         let to_tree = repo.tree_of(to).map_err(repo_err)?;
@@ -163,7 +167,7 @@ fn apply(sync: &Sync, changes: &[TreeChange]) -> Result<()> {
         }
     }
     let entries: Vec<(String, Option<(Oid, EntryMode)>)> = changes.iter().map(|c| (c.path.clone(), c.new)).collect();
-    repo.update_index(&entries, INDEX_PATIENCE).map_err(|e| match e {
+    repo.update_index(&entries, INDEX_PATIENCE, &tmp).map_err(|e| match e {
         crate::git::IndexError::Locked(p) => Error::Transient(format!(
             "another git process holds {} (an editor's `git status`?); nothing was lost — the next sync finishes this one",
             p.display()
