@@ -408,6 +408,20 @@ fn fetches(trace: &Path) -> usize {
         .count()
 }
 
+/// Waits until `done` holds (60 s at most).
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether no sync or pull of `dir` is fetching or pushing (its network lock is free).
+fn network_idle(dir: &Path) -> bool {
+    git_tally::lock::Lock::acquire_at(&dir.join(".git/tally/net.lock"), std::time::Duration::ZERO, "test").is_ok()
+}
+
 #[test]
 fn pull_before_write_is_throttled_by_pull_max_age() {
     for (age, writes, want) in [("0", 4, 4), ("30s", 4, 1)] {
@@ -420,6 +434,14 @@ fn pull_before_write_is_throttled_by_pull_max_age() {
             let mut cmd = c.tally(dir);
             cmd.env("GIT_TRACE2_EVENT", &trace).args(["record", "--event", &event_line(0, i)]);
             assert!(cmd.output().unwrap().status.success());
+            // The pull runs in the background (record never waits on the network): one
+            // that is due has fetched before the next write.
+            let due = age == "0" || i == 1;
+            if due {
+                wait_for("the pull's fetch", || fetches(&trace) == i.min(want));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            wait_for("the pull to finish", || network_idle(dir));
         }
         assert_eq!(fetches(&trace), want, "pullMaxAge={age}");
         let (code, _) = c.run(dir, &["sync"]);

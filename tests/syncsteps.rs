@@ -107,8 +107,22 @@ fn an_integrating_sync_starts_no_merge_tree_and_at_most_four_git_processes() {
 
 #[test]
 fn a_record_while_a_sync_waits_on_a_hanging_remote_returns_at_once() {
+    record_while_a_sync_hangs(None);
+}
+
+/// The same with pull-before-write on every write (`tally.pullMaxAge = 0`): the pull is
+/// left to the sync that is fetching, and `record` still returns at once.
+#[test]
+fn a_record_that_would_pull_first_returns_at_once_while_a_sync_hangs() {
+    record_while_a_sync_hangs(Some("0"));
+}
+
+fn record_while_a_sync_hangs(pull_max_age: Option<&str>) {
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
+    if let Some(age) = pull_max_age {
+        c.env.git(dir, &["config", "tally.pullMaxAge", age]);
+    }
     c.record(dir, &[event_line(0, 0)]);
     c.sync_until_ok(dir);
     c.record(dir, &[event_line(0, 1)]);

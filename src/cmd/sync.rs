@@ -67,17 +67,39 @@ pub fn record(
     if let Some(age) = ledger.config().pull_max_age {
         let last = crate::sync::State::read(ledger.state()).last_pull.unwrap_or(0);
         if age.is_zero() || crate::sync::now_secs().saturating_sub(last) >= age.as_secs() {
-            // The events are durable already; a pull that fails or waits loses nothing.
-            // A sync holding the lock is a pull in progress: no need for another.
-            if crate::lock::Lock::holder(ledger.state().lock_dir()).is_none() {
-                match Sync::open(dir, |c| super::apply_proxy(c, proxy)).and_then(|s| s.pull()) {
-                    Ok(_) => {}
-                    Err(e) => eprintln!("git-tally: the pull before writing failed (the events are recorded): {e}"),
-                }
-            }
+            pull_in_background(ledger, dir, proxy);
         }
     }
     Ok(exit::OK)
+}
+
+/// Pull-before-write without waiting on the network: the events are durable already, so
+/// the pull runs as a detached process (its output appended to `.git/tally/pull.log`),
+/// unless a sync is fetching or pushing now (it brings the upstream in anyway).
+fn pull_in_background(ledger: &Ledger, dir: &std::path::Path, proxy: Option<&std::path::Path>) {
+    use std::os::unix::process::CommandExt;
+    if crate::lock::Lock::holder(ledger.state().lock_dir()).is_some() {
+        return; // a sync or pull is under way
+    }
+    match crate::lock::Lock::acquire_at(&ledger.state().net_lock(), std::time::Duration::ZERO, "record") {
+        Ok(free) => drop(free),
+        Err(_) => return, // a sync or pull is fetching or pushing
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(ledger.state().root().join("pull.log"));
+    let mut c = std::process::Command::new(exe);
+    c.arg("-C").arg(dir);
+    if let Some(p) = proxy {
+        c.arg("--proxy-config").arg(p);
+    }
+    c.arg("pull").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).process_group(0);
+    match log {
+        Ok(f) => c.stderr(f),
+        Err(_) => c.stderr(std::process::Stdio::null()),
+    };
+    if let Err(e) = c.spawn() {
+        eprintln!("git-tally: the pull before writing did not start (the events are recorded): {e}");
+    }
 }
 
 pub(crate) fn report(what: &str, r: &Synced) {

@@ -52,6 +52,11 @@ impl StateDir {
         self.root.join("journal.lock")
     }
 
+    /// Held by a sync while it fetches and pushes: a pull-before-write skips its pull then.
+    pub fn net_lock(&self) -> PathBuf {
+        self.root.join("net.lock")
+    }
+
     pub fn journal_dir(&self) -> PathBuf {
         self.root.join("journal")
     }

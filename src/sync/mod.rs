@@ -427,7 +427,10 @@ impl Sync {
             }
         };
         let git = self.git().with_deadline(deadline);
+        // Says that the network part is under way (never waited for: two syncs may fetch).
+        let _net = Lock::acquire_at(&self.ledger.state().net_lock(), Duration::ZERO, "fetch and push").ok();
         let mut attempt = 0u32;
+
         loop {
             let fetched = match git.fetch(&up.remote, &up.branch, &up.tracking) {
                 Ok(f) => f,
