@@ -577,7 +577,6 @@ fn orphans(state: &StateDir, streams: &[Stream]) -> Vec<Stream> {
 }
 
 /// Days since the epoch of today (UTC), for the id horizon.
-
 pub(crate) fn today() -> i64 {
     chrono::Utc::now().timestamp().div_euclid(86400)
 }
