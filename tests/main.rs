@@ -1,6 +1,8 @@
 //! Integration tests: one binary (see Cargo.toml), one module per area.
 
+mod adversary;
 mod badinput;
+
 mod cases;
 mod collect;
 mod common;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const FILE: &str = "usage/usage.json";
+pub(crate) const FILE: &str = "usage/usage.json";
 
 pub(crate) struct Cluster {
     pub(crate) env: Env,

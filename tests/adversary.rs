@@ -1,0 +1,179 @@
+//! Failures found by trying to break git-tally on purpose (a restored backup, a user's own
+//! revert pushed by sync, the first commands of a clone racing, a damaged local file moved
+//! aside as told, counters beyond 64 bits), each a test through real git and the binary.
+
+use crate::common::Env;
+use crate::sync::{cluster, FILE};
+use serde_json::Value;
+use std::path::Path;
+
+fn event(id: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","model":"gpt-5","provider":"openai","input_tokens":10,"output_tokens":1,"cost_usd":0.001,"timestamp":"2026-01-05T10:00:00Z"}}"#
+    )
+}
+
+fn record(env: &Env, dir: &Path, id: &str) {
+    let out = env.tally(dir).args(["record", "--event", &event(id)]).output().unwrap();
+    assert!(out.status.success(), "record {id}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn sync(env: &Env, dir: &Path) -> String {
+    let out = env.tally(dir).arg("sync").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sync in {}: {text}", dir.display());
+    text
+}
+
+fn requests(env: &Env, dir: &Path) -> u64 {
+    let out = env.tally(dir).args(["stats", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["totals"]["requests"].as_u64().unwrap()
+}
+
+fn fresh(env: &Env, remote: &Path, profile: &str) -> std::path::PathBuf {
+    let dir = env.path().join(format!("fresh-{}", std::process::id() ^ rand()));
+    env.git(env.path(), &["clone", "-q", &format!("file://{}", remote.display()), dir.to_str().unwrap()]);
+    env.git(&dir, &["config", "tally.profile", profile]);
+    dir
+}
+
+fn rand() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+}
+
+/// A clone put back from a backup (or a VM snapshot) goes on recording: what it pushed
+/// after the backup stays, and what it records now counts.
+fn a_restored_backup(profile: &str) {
+    let c = cluster(1, profile);
+    let m = &c.clones[0];
+    record(&c.env, m, "a1");
+    sync(&c.env, m);
+    let snap = c.env.path().join("snapshot");
+    let cp = std::process::Command::new("cp").arg("-a").arg(m).arg(&snap).status().unwrap();
+    assert!(cp.success());
+    record(&c.env, m, "a2");
+    record(&c.env, m, "a3");
+    sync(&c.env, m);
+    std::fs::remove_dir_all(m).unwrap();
+    std::fs::rename(&snap, m).unwrap();
+    record(&c.env, m, "b1");
+    sync(&c.env, m);
+    sync(&c.env, m);
+    let f = fresh(&c.env, &c.remote, profile);
+    assert_eq!(requests(&c.env, &f), 4, "{profile}: a fresh clone holds a1 a2 a3 b1");
+    assert_eq!(requests(&c.env, m), 4, "{profile}: the restored clone too");
+}
+
+#[test]
+fn a_clone_restored_from_a_backup_loses_nothing_native() {
+    a_restored_backup("tally");
+}
+
+#[test]
+fn a_clone_restored_from_a_backup_loses_nothing_cliproxyapi() {
+    a_restored_backup("cliproxyapi");
+}
+
+/// The user reverts another device's usage commit in their clone and syncs: sync must not
+/// push the ledger lowered (a device's contribution only grows).
+#[test]
+fn a_users_revert_of_another_devices_usage_is_not_pushed() {
+    let c = cluster(2, "tally");
+    let (m1, m2) = (&c.clones[0], &c.clones[1]);
+    sync(&c.env, m1);
+    record(&c.env, m2, "x1");
+    sync(&c.env, m2);
+    record(&c.env, m2, "x2");
+    sync(&c.env, m2);
+    sync(&c.env, m1);
+    assert_eq!(requests(&c.env, m1), 2);
+    c.env.git(m1, &["revert", "--no-edit", "HEAD"]);
+    sync(&c.env, m1);
+    assert_eq!(requests(&c.env, m1), 2, "the revert lowered nothing");
+    sync(&c.env, m2);
+    assert_eq!(requests(&c.env, m2), 2);
+    assert_eq!(requests(&c.env, &fresh(&c.env, &c.remote, "tally")), 2, "the remote");
+}
+
+/// The first commands of a new clone, all at once: one device, every event once.
+#[test]
+fn the_first_commands_of_a_clone_racing_make_one_device() {
+    for attempt in 0..3 {
+        let c = cluster(1, "tally");
+        let m = &c.clones[0];
+        let mut children = Vec::new();
+        for i in 0..12 {
+            children.push(c.tally(m).args(["record", "--event", &event(&format!("e{i}"))]).spawn().unwrap());
+        }
+        children.push(c.tally(m).arg("sync").spawn().unwrap());
+        let mut acknowledged = 0;
+        for (i, mut ch) in children.into_iter().enumerate() {
+            let ok = ch.wait().unwrap().success();
+            if i < 12 {
+                assert!(ok, "attempt {attempt}: record {i}");
+                acknowledged += 1;
+            }
+        }
+        for _ in 0..3 {
+            c.sync_until_ok(m);
+        }
+        let f = fresh(&c.env, &c.remote, "tally");
+        let keys = std::fs::read_dir(f.join("usage/usage.ledger")).unwrap().count();
+        assert_eq!(keys, 1, "attempt {attempt}: one device key");
+        assert_eq!(requests(&c.env, &f), acknowledged, "attempt {attempt}: every event once");
+    }
+}
+
+/// git-tally says to move a damaged file of this device aside: doing so loses nothing
+/// already synced.
+#[test]
+fn a_damaged_own_file_moved_aside_as_told_loses_nothing() {
+    let c = cluster(1, "tally");
+    let m = &c.clones[0];
+    for id in ["a1", "a2", "a3"] {
+        record(&c.env, m, id);
+    }
+    sync(&c.env, m);
+    let own = m.join(".git/tally/own/usage~usage.json/2026-01-05.json");
+    std::fs::write(&own, b"{ damaged").unwrap();
+    record(&c.env, m, "b1");
+    let out = c.env.tally(m).arg("sync").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("move it aside"), "{said}");
+    assert_ne!(out.status.code(), Some(0));
+    std::fs::rename(&own, own.with_extension("damaged")).unwrap();
+    record(&c.env, m, "b2");
+    sync(&c.env, m);
+    assert_eq!(requests(&c.env, m), 5);
+    assert_eq!(requests(&c.env, &fresh(&c.env, &c.remote, "tally")), 5);
+}
+
+/// Token counts beyond 64 bits are an error, never a saturated sum.
+#[test]
+fn token_counts_beyond_64_bits_are_an_error_not_a_saturated_sum() {
+    let c = cluster(1, "tally");
+    let m = &c.clones[0];
+    let big = r#"{"id":"big","model":"gpt-5","input_tokens":18446744073709551615,"timestamp":"2026-01-05T10:00:00Z"}"#;
+    let small = r#"{"id":"small","model":"gpt-5","input_tokens":5,"timestamp":"2026-01-05T10:00:00Z"}"#;
+    for e in [big, small] {
+        let out = c.env.tally(m).args(["record", "--event", e]).output().unwrap();
+        assert!(out.status.success() || out.status.code() == Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = c.env.tally(m).arg("sync").output().unwrap();
+    let stats = c.env.tally(m).args(["stats", "--json"]).output().unwrap();
+    let v: Value = serde_json::from_slice(&stats.stdout).unwrap_or(Value::Null);
+    let input = v["totals"]["input_tokens"].as_u64();
+    assert!(
+        input != Some(u64::MAX) || !out.status.success(),
+        "a saturated sum was accepted: sync {:?}, input_tokens {input:?}",
+        out.status.code()
+    );
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("64"), "the error says why: {said}");
+        assert_eq!(out.status.code(), Some(2), "bad input, not a transient failure: {said}");
+    }
+    let _ = FILE;
+}
