@@ -91,6 +91,9 @@ pub struct Event {
     pub device: String,
 }
 
+/// The largest token count an event may carry (2^53: exact as a JSON number everywhere).
+pub const MAX_COUNT: u64 = 1 << 53;
+
 /// Why an event was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -100,6 +103,8 @@ pub enum EventError {
     Timestamp(String),
     #[error("token counts overflow a 64-bit integer")]
     Overflow,
+    #[error("{0} is above 2^53 (9007199254740992): not a token count")]
+    TooLarge(&'static str),
     #[error("cost_usd must be a finite, non-negative number")]
     Cost,
 }
@@ -126,6 +131,19 @@ impl Event {
                 .try_fold(0u64, |a, &b| a.checked_add(b))
                 .ok_or(EventError::Overflow)?,
         };
+        // Counts beyond 2^53 are not real, and sums of them could overflow the ledger.
+        for (name, n) in [
+            ("input_tokens", input),
+            ("output_tokens", output),
+            ("reasoning_tokens", reasoning),
+            ("cache_creation_tokens", cache_creation),
+            ("cache_read_tokens", cache_read),
+            ("total_tokens", total),
+        ] {
+            if n > MAX_COUNT {
+                return Err(EventError::TooLarge(name));
+            }
+        }
         let timestamp = match w.timestamp {
             Some(s) => DateTime::parse_from_rfc3339(&s).map_err(|_| EventError::Timestamp(s))?,
             None => now,

@@ -61,21 +61,44 @@ fn ino(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.ino())
 }
 
+fn read_key(path: &Path) -> Result<Option<KeyFile>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// The key of the clone whose state is `state` (its git directory is `git_dir`).
 pub fn open(state: &StateDir, git_dir: &Path) -> Result<Opened> {
     let path = state.device();
     let here = git_dir.to_string_lossy().into_owned();
-    let existing: Option<KeyFile> = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).ok(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(&path, e)),
-    };
+    // The common case, without a lock: the key this clone made, where it made it.
+    if let Some(k) = read_key(&path)? {
+        if k.dir == here && k.machine == machine_id() && k.ino == ino(&path) {
+            return Ok(Opened::Same(k.key));
+        }
+    }
+    // Making or changing the key: one process at a time (the first commands of a new
+    // clone often run at once, and must not make two devices).
+    state.ensure(state.root())?;
+    let _lock = crate::lock::Lock::acquire_at(
+        &state.root().join("device.lock"),
+        std::time::Duration::from_secs(30),
+        "device key",
+    )?;
+    decide(state, &path, &here)
+}
+
+fn decide(state: &StateDir, path: &Path, here: &str) -> Result<Opened> {
+    let here = here.to_string();
+    let existing = read_key(path)?;
     let Some(old) = existing else {
         let key = new_key();
         write_key(state, &key, &here)?;
         return Ok(Opened::New(key));
     };
-    let (machine, inode) = (machine_id(), ino(&path));
+    let (machine, inode) = (machine_id(), ino(path));
     if old.machine == machine && old.ino == inode {
         if old.dir != here {
             // Moved on this file system: the same clone.

@@ -80,8 +80,13 @@ fn max_amounts(prev: Option<&Value>, new: &Map<String, Value>) -> Map<String, Va
     out
 }
 
-/// Adds `amounts` into the counters object at `path` below `root`, creating it.
-pub(crate) fn add_at(root: &mut Value, path: &[String], amounts: &Map<String, Value>) {
+/// Adds `amounts` into the counters object at `path` below `root`, creating it; a sum
+/// beyond 64 bits is an error naming the counter, never a wrap or a saturated value.
+pub(crate) fn add_at(
+    root: &mut Value,
+    path: &[String],
+    amounts: &Map<String, Value>,
+) -> std::result::Result<(), String> {
     let mut cur = root;
     for k in path {
         if !cur.is_object() {
@@ -96,12 +101,16 @@ pub(crate) fn add_at(root: &mut Value, path: &[String], amounts: &Map<String, Va
                 json!(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0))
             }
             (Some(Value::Number(a)), Value::Number(b)) => {
-                json!(a.as_u64().unwrap_or(0).saturating_add(b.as_u64().unwrap_or(0)))
+                match a.as_u64().unwrap_or(0).checked_add(b.as_u64().unwrap_or(0)) {
+                    Some(n) => json!(n),
+                    None => return Err(format!("{}.{k}: the sum does not fit 64 bits", path.join("."))),
+                }
             }
             _ => v.clone(),
         };
         cell.insert(k.clone(), sum);
     }
+    Ok(())
 }
 
 /// The shards of one stream being folded, loaded as needed.
@@ -171,8 +180,9 @@ impl<'l> Touched<'l> {
             };
             let hour = cell[0].get(11..13).unwrap_or("00").to_string();
             let path = [hour, cell[1].clone(), cell[2].clone(), cell[3].clone()];
+            let file = self.stream.file.clone();
             let shard = self.shard(&day)?;
-            add_at(&mut shard.counters, &path, &delta);
+            add_at(&mut shard.counters, &path, &delta).map_err(|err| Error::Failed(format!("{file}: {err}")))?;
             // When the day's first and last requests were (times, not counters: they join
             // as the earlier and the later).
             let ts = e.timestamp_text();

@@ -91,22 +91,25 @@ pub(crate) fn legacy_files(profile: &'static Profile, bytes: &[u8]) -> std::resu
         let doc = crate::json::parse(bytes).map_err(|p| p.to_string())?;
         // 0.1: days/<day>/<device>/<provider>/<model>; a view: hours/<hour>/<device>/<provider>/<api>/<model>.
         let mut cells: BTreeMap<(String, String), Value> = BTreeMap::new(); // (device, day) → counters
-        let mut add = |device: &str, day: &str, path: [String; 4], counters: &Value| {
-            let Some(c) = counters.as_object() else { return };
-            let amounts: Map<String, Value> = c
-                .iter()
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, v)| (if k == "cached_tokens" { "cache_read_tokens".into() } else { k.clone() }, v.clone()))
-                .collect();
-            let shard = cells.entry((device.to_string(), day.to_string())).or_insert_with(|| json!({}));
-            add_at(shard, &path, &amounts);
-        };
+        let mut add =
+            |device: &str, day: &str, path: [String; 4], counters: &Value| -> std::result::Result<(), String> {
+                let Some(c) = counters.as_object() else { return Ok(()) };
+                let amounts: Map<String, Value> = c
+                    .iter()
+                    .filter(|(_, v)| v.is_number())
+                    .map(|(k, v)| {
+                        (if k == "cached_tokens" { "cache_read_tokens".into() } else { k.clone() }, v.clone())
+                    })
+                    .collect();
+                let shard = cells.entry((device.to_string(), day.to_string())).or_insert_with(|| json!({}));
+                add_at(shard, &path, &amounts)
+            };
         for (day, devices) in each(&doc["days"]) {
             for (device, providers) in each(devices) {
                 for (provider, models) in each(providers) {
                     for (model, counters) in each(models) {
                         let path = ["00".into(), provider.clone(), "unknown".into(), model.clone()];
-                        add(device, day, path, counters);
+                        add(device, day, path, counters)?;
                     }
                 }
             }
@@ -117,7 +120,7 @@ pub(crate) fn legacy_files(profile: &'static Profile, bytes: &[u8]) -> std::resu
                 for (provider, apis) in each(providers) {
                     for (api, models) in each(apis) {
                         for (model, counters) in each(models) {
-                            add(device, day, [hh.into(), provider.clone(), api.clone(), model.clone()], counters);
+                            add(device, day, [hh.into(), provider.clone(), api.clone(), model.clone()], counters)?;
                         }
                     }
                 }

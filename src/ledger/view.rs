@@ -291,7 +291,7 @@ pub(crate) fn build(
         }
     }
     if profile.name == "tally" {
-        return Ok(native(devices, &floors));
+        return native(devices, &floors);
     }
     let rules = counter_rules(profile);
     let mut doc = (profile.empty)();
@@ -434,7 +434,10 @@ fn sort_maps(profile: &Profile, v: &mut Value, path: &mut Vec<String>) {
 
 /// The native view: every device's hour cells under its name, totals, and the newest
 /// records.
-fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floor>) -> ViewDoc {
+fn native(
+    devices: &BTreeMap<String, DeviceData>,
+    floors: &BTreeMap<String, Floor>,
+) -> std::result::Result<ViewDoc, String> {
     let zero = || -> Map<String, Value> {
         profile::COUNTERS
             .iter()
@@ -499,8 +502,8 @@ fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floo
                                 cell,
                                 &[name.clone(), provider.clone(), api.clone(), model.clone()],
                                 &shown,
-                            );
-                            super::fold::add_at(&mut totals, &[], &shown);
+                            )?;
+                            super::fold::add_at(&mut totals, &[], &shown)?;
                         }
                     }
                 }
@@ -541,7 +544,7 @@ fn native(devices: &BTreeMap<String, DeviceData>, floors: &BTreeMap<String, Floo
         Value::Object(devs.into_iter().map(|(n, (f, l))| (n, json!({"first_seen": f, "last_seen": l}))).collect());
     doc["recent"] = Value::Array(recent);
     let tally = profile::by_name("tally").expect("native");
-    ViewDoc { profile: tally, residual: json!({}), doc }
+    Ok(ViewDoc { profile: tally, residual: json!({}), doc })
 }
 
 fn sort_all(v: &mut Value) {
