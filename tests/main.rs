@@ -4,6 +4,7 @@ mod badinput;
 mod cases;
 mod collect;
 mod common;
+mod exact;
 mod failing;
 mod filemode;
 mod git;
