@@ -106,8 +106,11 @@ impl Ledger {
             let mut b = Vec::new();
             f.read_to_end(&mut b).ok().map(|_| b)
         });
+        // No application writes the native format (nothing ingests it): a file there that
+        // git-tally does not know of — a copied clone's, the original's view — is replaced.
+        let app_format = stream.profile.name != "tally";
         if let Some(c) = &current {
-            if c != &bytes && !known(&hash(c)) {
+            if c != &bytes && !known(&hash(c)) && app_format {
                 return Ok(Written::Left);
             }
         }
