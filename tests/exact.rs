@@ -326,6 +326,24 @@ fn a_new_machines_recorded_requests_add_to_the_others() {
     assert_exact(&w, "tally", &[&m0, &m1], &served, "record");
 }
 
+/// A machine cloned before anyone pushed usage knows no format yet: its first pull
+/// brings the others' ledger in, and its first view is written in their format (the
+/// proxy there reads it), not in the native default.
+#[test]
+fn a_clone_made_before_any_usage_was_pushed_writes_the_others_format() {
+    for profile in ["cliproxyapi", "proxypal-aggregate"] {
+        let w = World::new();
+        let (m0, m1) = (w.machine("m0", &[]), w.machine("m1", &[]));
+        let served = requests(0, 0..3);
+        App::new(profile, &m0).serve(&served);
+        w.sync(&m0);
+        w.ok(&m1, &["pull"]);
+        assert_checks(&w, &m1);
+        assert_eq!(profile::detect(&[Some(&w.view(&m1))]).name, profile, "{}", pretty(&w.view(&m1)));
+        assert_exact(&w, profile, &[&m0, &m1], &served, profile);
+    }
+}
+
 // Row 2 ---------------------------------------------------------------------------------
 
 /// A proxy restarts (its statistics were in memory) and serves more than it had before
