@@ -130,6 +130,7 @@ impl Ledger {
         if kept && reread {
             local.insert("read".into(), view.residual.clone());
             local.remove("read_pending");
+            local.remove("wrote_since_read");
         }
         residual.local = Value::Object(local);
         self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
