@@ -122,7 +122,7 @@ impl Ledger {
         let local = residual.local.as_object().cloned().unwrap_or_default();
         let seen = |b: &[u8]| {
             let h = hash(b);
-            ["written", "ingested"].iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h.as_str()))
+            super::view::KNOWN.iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h.as_str()))
         };
         if seen(&bytes) {
             return Ok(Ingested::Nothing);

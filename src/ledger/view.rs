@@ -100,7 +100,7 @@ impl Ledger {
         let bytes = render(view, existing.as_deref());
         let mut residual = self.own_residual(stream)?;
         let local = residual.local.as_object().cloned().unwrap_or_default();
-        let known = |h: &str| ["written", "ingested"].iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h));
+        let known = |h: &str| KNOWN.iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h));
         let mut held = std::fs::File::open(&path).ok();
         let current = held.as_mut().and_then(|f| {
             let mut b = Vec::new();
@@ -115,18 +115,25 @@ impl Ledger {
             }
         }
         let mut local = local;
-        if reread {
-            local.insert("read_pending".into(), view.residual.clone());
+        let replacing = current.as_deref() != Some(&bytes[..]);
+        if reread || replacing {
+            if reread {
+                local.insert("read_pending".into(), view.residual.clone());
+            }
+            // Known before it is in place: killed between the rename and the bookkeeping
+            // after it, the next run must not take the view for the application's write.
+            local.insert("writing".into(), json!(hash(&bytes)));
             residual.local = Value::Object(local.clone());
             self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual.clone()))])?;
         }
-        let kept = if current.as_deref() == Some(&bytes[..]) {
-            true
-        } else {
+        let kept = if replacing {
             self.state.ensure(&self.state.tmp())?;
             write_back(&path, &bytes, held.zip(current), &self.state.tmp())?
+        } else {
+            true
         };
         local.insert("written".into(), json!(hash(&bytes)));
+        local.remove("writing");
         if kept && reread {
             local.insert("read".into(), view.residual.clone());
             local.remove("read_pending");
@@ -175,6 +182,10 @@ fn from_source(stream: &Stream, source: &dyn Source, skip: Option<&str>) -> Resu
     }
     Ok(out)
 }
+
+/// The bookkeeping entries holding hashes of files git-tally wrote (or is writing) or
+/// ingested: a file with one of these hashes is not a new application write.
+pub(crate) const KNOWN: [&str; 3] = ["written", "writing", "ingested"];
 
 /// FNV-1a of bytes, as text: recognises files git-tally wrote.
 pub(crate) fn hash(bytes: &[u8]) -> String {
