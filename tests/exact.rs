@@ -572,9 +572,9 @@ fn squashed_and_force_pushed(profile: &str) {
         served.extend(new);
     };
     for round in 0..2 {
-        for m in 0..3 {
+        for (m, d) in ms.iter().enumerate() {
             serve(m, 2 + m + round, &mut apps, &mut served);
-            w.sync(&ms[m]);
+            w.sync(d);
         }
     }
     // m2 has usage it has not synced when the remote is rewritten.
@@ -585,9 +585,9 @@ fn squashed_and_force_pushed(profile: &str) {
     w.git(&sq, &["checkout", "-q", "--orphan", "squashed"]);
     w.env.commit(&sq, "squash the history");
     w.git(&sq, &["push", "-q", "--force", "origin", "squashed:main"]);
-    for m in 0..3 {
+    for (m, d) in ms.iter().enumerate() {
         serve(m, 1, &mut apps, &mut served);
-        let out = w.sync(&ms[m]);
+        let out = w.sync(d);
         assert!(out.text().contains("rewritten"), "{profile}: m{m} says the upstream was rewritten:\n{}", out.text());
     }
     for d in ms.iter().chain(ms.iter()) {
@@ -1132,12 +1132,11 @@ fn killed_at_every_rename(profile: &str, test: &str) {
     app.serve(&first);
     served.extend(first);
     w.sync(&m0);
-    let mut next = 3;
     let mut stale_locks = Vec::new();
     for n in 1.. {
         assert!(n < 200, "a sync that renames that often is not what this test expects");
-        let new = requests(0, next..next + 1);
-        next += 1;
+        // A new request before each sync (the first three were served above).
+        let new = requests(0, 2 + n..3 + n);
         app.serve(&new);
         served.extend(new);
         let kill = format!("inject=rename,renameat,renameat2:signal=SIGKILL:when={n}");
