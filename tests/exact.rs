@@ -793,8 +793,8 @@ fn two_identical_requests_on_one_machine_stay_two_through_a_merge() {
 
 // Row 13 --------------------------------------------------------------------------------
 
-/// A document of each format with one or two requests, and the JSON path of a counter in
-/// it (`None`: the format has no counter to corrupt).
+/// Two versions of a document of each usage format (the base, and ours with a request
+/// more) and the JSON path of a counter in it.
 fn documents(w: &World) -> Vec<(&'static str, Value, Value, &'static str)> {
     let one = [request(0, 0)];
     let two = [request(0, 0), request(0, 1)];
@@ -835,8 +835,9 @@ fn documents(w: &World) -> Vec<(&'static str, Value, Value, &'static str)> {
     out
 }
 
-/// The merge driver given a negative or a fractional counter — in theirs, in ours, in
-/// the base — exits 1 and names the JSON path, for every format; git stops the merge.
+/// The merge driver given a negative or a fractional counter — in theirs or in ours —
+/// exits 1 and names the JSON path, for every usage format (a ccu manifest has no
+/// counters); any other JSON gets the exact sum.
 #[test]
 fn the_merge_driver_refuses_negative_and_fractional_counters_naming_their_path() {
     let w = World::new();
@@ -880,6 +881,16 @@ fn the_merge_driver_refuses_negative_and_fractional_counters_naming_their_path()
         failures.len(),
         failures.join("\n")
     );
+
+    // Any other JSON (generic) may count below zero or in fractions: the exact 3-way sum.
+    for (theirs, sum) in [(json!(-3), json!(-2)), (json!(2.5), json!(3.5))] {
+        for (name, count) in [("o.json", json!(1)), ("a.json", json!(2)), ("b.json", theirs.clone())] {
+            std::fs::write(dir.join(name), serde_json::to_vec(&json!({ "count": count })).unwrap()).unwrap();
+        }
+        let out = w.run(&dir, &["merge", "o.json", "a.json", "b.json", "--profile", "generic"]);
+        assert_eq!(out.code, 0, "generic, theirs {theirs}: {}", out.text());
+        assert_eq!(read_json(&dir.join("a.json")), json!({ "count": sum }), "generic, theirs {theirs}");
+    }
 }
 
 /// The same through git: the driver installed, a branch that holds a negative counter is
