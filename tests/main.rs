@@ -6,6 +6,7 @@ mod badinput;
 mod cases;
 mod collect;
 mod common;
+mod exact;
 mod failing;
 mod filemode;
 mod git;

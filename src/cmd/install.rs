@@ -26,7 +26,9 @@ pub fn textconv(exe: &Path) -> String {
     format!("{} show", fsutil::shell_quote(&exe.to_string_lossy()))
 }
 /// Usage files, and every ledger file (the driver joins two versions of a device's file).
-pub const DEFAULT_PATTERNS: [&str; 3] = ["usage/*.json", "usage.json", "*.ledger/**/*.json"];
+/// A pattern with a slash is anchored where the attributes file is, so ledger directories
+/// below the top (`usage/usage.ledger/…`) need the leading `**/`.
+pub const DEFAULT_PATTERNS: [&str; 3] = ["usage/*.json", "usage.json", "**/*.ledger/**/*.json"];
 const BEGIN: &str = "# >>> git-tally: usage files merge with `git tally merge` >>>";
 const END: &str = "# <<< git-tally <<<";
 

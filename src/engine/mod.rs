@@ -299,8 +299,20 @@ fn index_records<'a>(
                 p.push(Seg::Key(i.to_string()));
                 invalid(side, &p, e)
             })?;
-            // Two entries with one identity are one record (CLIProxyAPI's import agrees).
-            out.entry((cid, id)).or_insert(Rec { raw, time, verbatim });
+            // Records are a multiset (SPEC §4.5c): two entries with one identity are two
+            // requests that happened to look alike. The n-th copy gets a key of its own, so
+            // a merge keeps as many copies as the side with more, and a side that drops one
+            // of them deletes that one.
+            let mut key = (cid, id);
+            if out.contains_key(&key) {
+                let first = key.1.clone();
+                let mut n = 1;
+                while out.contains_key(&key) {
+                    key.1 = format!("{first}\u{1f}#{n}");
+                    n += 1;
+                }
+            }
+            out.insert(key, Rec { raw, time, verbatim });
         }
     }
     Ok(out)

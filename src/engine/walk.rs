@@ -27,6 +27,18 @@ enum Plan {
 
 const ID_FIELDS: [&str; 5] = ["id", "uuid", "key", "label", "date"];
 
+/// Whether the counter at `path` counts money (`cost_usd`, `totalCostUsd`, `total_cost`):
+/// the only counters with fractions.
+fn is_money(path: &[Seg]) -> bool {
+    match path.last() {
+        Some(Seg::Key(k)) => {
+            let k = k.to_ascii_lowercase();
+            k.contains("cost") || k.ends_with("usd")
+        }
+        _ => false,
+    }
+}
+
 impl Walker<'_> {
     fn kind(&self, path: &[Seg]) -> Kind {
         let (rules, rel) = match self.env {
@@ -129,11 +141,25 @@ impl Walker<'_> {
     }
 
     fn num(&self, path: &[Seg], v: Option<&Value>, side: Side) -> Result<Num, MergeError> {
-        match v.and_then(Num::from_value) {
-            None => Ok(Num::ZERO),
-            Some(Ok(n)) => Ok(n),
-            Some(Err(_)) => Err(invalid(side, path, "a number too large to count exactly (beyond 64-bit integers)")),
+        let n = match v.and_then(Num::from_value) {
+            None => return Ok(Num::ZERO),
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                return Err(invalid(side, path, "a number too large to count exactly (beyond 64-bit integers)"))
+            }
+        };
+        // A usage format's counters count requests, tokens and dollars: below zero, or a
+        // fraction of a request or token, no merge can be exact (and `generic` files may
+        // hold any number).
+        if self.profile.strict {
+            if n.as_f64() < 0.0 {
+                return Err(invalid(side, path, format!("a counter cannot be negative ({})", v.expect("a number"))));
+            }
+            if matches!(n, Num::Float(f) if f.fract() != 0.0) && !is_money(path) {
+                return Err(invalid(side, path, format!("a count cannot be fractional ({})", v.expect("a number"))));
+            }
         }
+        Ok(n)
     }
 
     pub(super) fn counter(

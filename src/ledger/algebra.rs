@@ -156,7 +156,13 @@ fn text(path: &[String]) -> String {
     s
 }
 
-fn counter(path: &[String], v: Option<&Value>) -> Result<Num, AlgebraError> {
+/// Whether the counter at `path` counts money (`cost_usd`, `totalCostUsd`, `total_cost`):
+/// the only counters with fractions.
+fn is_money(path: &[String]) -> bool {
+    path.last().map(|k| k.to_ascii_lowercase()).is_some_and(|k| k.contains("cost") || k.ends_with("usd"))
+}
+
+fn counter(profile: &Profile, path: &[String], v: Option<&Value>) -> Result<Num, AlgebraError> {
     match v {
         None | Some(Value::Null) => Ok(Num::ZERO),
         Some(Value::Number(n)) => match Num::from_number(n) {
@@ -165,6 +171,11 @@ fn counter(path: &[String], v: Option<&Value>) -> Result<Num, AlgebraError> {
             }
             Ok(Num::Float(f)) if f < 0.0 => {
                 Err(AlgebraError { path: text(path), message: format!("a counter cannot be negative ({f})") })
+            }
+            // A usage format counts whole requests and tokens (a `generic` file may hold any
+            // number).
+            Ok(Num::Float(f)) if f.fract() != 0.0 && profile.strict && !is_money(path) => {
+                Err(AlgebraError { path: text(path), message: format!("a count cannot be fractional ({f})") })
             }
             Ok(n) => Ok(n),
             Err(_) => Err(AlgebraError {
@@ -214,7 +225,7 @@ fn node(
     }
     match kind_at(profile, path, &[a, b]) {
         Kind::Counter => {
-            let (x, y) = (counter(path, a)?, counter(path, b)?);
+            let (x, y) = (counter(profile, path, a)?, counter(profile, path, b)?);
             let r = match op {
                 Op::Join => join_max(x, y),
                 Op::Add => x
@@ -298,8 +309,10 @@ fn node(
                 }
                 path.push(l.clone());
                 path.push(value.to_string());
-                let (x, y) =
-                    (counter(path, ea.and_then(|e| e.get(value)))?, counter(path, eb.and_then(|e| e.get(value)))?);
+                let (x, y) = (
+                    counter(profile, path, ea.and_then(|e| e.get(value)))?,
+                    counter(profile, path, eb.and_then(|e| e.get(value)))?,
+                );
                 let r = match op {
                     Op::Join => join_max(x, y),
                     Op::Add => x.plus(y).map_err(|_| AlgebraError {
@@ -491,5 +504,10 @@ mod tests {
         assert_eq!(e.path, "$.totalRequests");
         let e = combine(p, Op::Join, &json!({"modelStats": {"m": {"requests": 1e30}}}), &json!({})).unwrap_err();
         assert_eq!(e.path, "$.modelStats.m.requests");
+        // Requests and tokens are whole; dollars are not (and a generic file may hold any number).
+        let e = combine(p, Op::Join, &json!({"totalRequests": 2.5}), &json!({})).unwrap_err();
+        assert_eq!(e.path, "$.totalRequests");
+        assert!(combine(p, Op::Add, &json!({"totalCostUsd": 2.5}), &json!({"totalCostUsd": 0.25})).is_ok());
+        assert!(combine(crate::profile::generic(), Op::Add, &json!({"ratio": 2.5}), &json!({})).is_ok());
     }
 }

@@ -36,6 +36,8 @@ pub struct Remembered {
 pub struct Ids<'a> {
     state: &'a StateDir,
     horizon_days: i64,
+    /// Days since the epoch, today: an entry last seen before the horizon is forgotten.
+    today: i64,
 }
 
 fn bucket_of(id: &str) -> u8 {
@@ -45,7 +47,17 @@ fn bucket_of(id: &str) -> u8 {
 
 impl<'a> Ids<'a> {
     pub fn new(state: &'a StateDir, horizon_days: i64) -> Ids<'a> {
-        Ids { state, horizon_days }
+        Ids::on(state, horizon_days, super::today())
+    }
+
+    /// The ids as they stand on day `today` (days since the epoch).
+    pub fn on(state: &'a StateDir, horizon_days: i64, today: i64) -> Ids<'a> {
+        Ids { state, horizon_days, today }
+    }
+
+    /// Whether an entry is still remembered: last seen within the horizon.
+    fn within(&self, r: &Remembered) -> bool {
+        r.seen >= self.today - self.horizon_days
     }
 
     fn bucket(&self, b: u8) -> PathBuf {
@@ -64,7 +76,9 @@ impl<'a> Ids<'a> {
         Ok(text.lines().filter_map(|l| serde_json::from_str::<Remembered>(l).ok()).map(|r| (r.id.clone(), r)).collect())
     }
 
-    /// The remembered entries among `ids`.
+    /// The remembered entries among `ids`. An entry last seen before the horizon is
+    /// forgotten whether or not its bucket was rewritten since (buckets drop such entries
+    /// only when they are written).
     pub fn lookup<'i>(&self, ids: impl IntoIterator<Item = &'i str>) -> Result<HashMap<String, Remembered>> {
         let mut by_bucket: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
         for id in ids {
@@ -74,7 +88,7 @@ impl<'a> Ids<'a> {
         for (b, wanted) in by_bucket {
             let mut bucket = self.read_bucket(b)?;
             for id in wanted {
-                if let Some(r) = bucket.remove(id) {
+                if let Some(r) = bucket.remove(id).filter(|r| self.within(r)) {
                     out.insert(id.to_string(), r);
                 }
             }
@@ -118,7 +132,7 @@ mod tests {
     fn remembered_ids_are_found_and_expire_after_the_horizon() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
-        let ids = Ids::new(&state, 30);
+        let ids = Ids::on(&state, 30, 100);
         let e = |id: &str, seen| Remembered {
             id: id.into(),
             day: "2026-11-01".into(),
@@ -130,9 +144,12 @@ mod tests {
         let found = ids.lookup(["a", "c"]).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found["a"].total, 5);
-        // 31 days later, touching the bucket of "a" drops it.
-        ids.remember(vec![e("a2", 131)], 131).unwrap();
-        ids.remember(vec![e("a", 131)], 131).unwrap();
-        assert!(ids.lookup(["a"]).unwrap().contains_key("a"), "re-remembered");
+        // 30 days later "a" is still remembered; 31 days later it is forgotten, before
+        // anything rewrites its bucket.
+        assert!(Ids::on(&state, 30, 130).lookup(["a"]).unwrap().contains_key("a"));
+        let later = Ids::on(&state, 30, 131);
+        assert!(later.lookup(["a", "b"]).unwrap().is_empty(), "forgotten after the horizon");
+        later.remember(vec![e("a", 131)], 131).unwrap();
+        assert!(later.lookup(["a"]).unwrap().contains_key("a"), "re-remembered");
     }
 }

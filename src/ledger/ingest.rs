@@ -8,8 +8,9 @@
 //! - Counters beyond the records (aggregates, trimmed history) grow by the write's excess
 //!   over what the application started from — its previous write (`tally.appReads =
 //!   never`; a counter that went down means it restarted), or the file git-tally left
-//!   after the last pull (`after-pull`); with neither known, the ledger if the write counts
-//!   at least all of it, else nothing.
+//!   after the last pull (`after-pull`; its previous write if it wrote again before
+//!   git-tally left another); with neither known, the ledger if the write counts at least
+//!   all of it, else nothing.
 //!
 //! The residual and what it was based on are written in one file, by one rename, after
 //! the records: a crash at any point leaves either the whole ingestion or a repeatable one.
@@ -121,7 +122,7 @@ impl Ledger {
         let local = residual.local.as_object().cloned().unwrap_or_default();
         let seen = |b: &[u8]| {
             let h = hash(b);
-            ["written", "ingested"].iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h.as_str()))
+            super::view::KNOWN.iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h.as_str()))
         };
         if seen(&bytes) {
             return Ok(Ingested::Nothing);
@@ -162,6 +163,8 @@ impl Ledger {
         let mut local = local;
         local.insert("prev".into(), res_w);
         local.insert("ingested".into(), json!(hash(&bytes)));
+        // Until git-tally writes a view the application reads, it goes on from this write.
+        local.insert("wrote_since_read".into(), json!(true));
         residual.local = Value::Object(local);
         self.write_own(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
         Ok(Ingested::Taken { records: added })
@@ -185,13 +188,18 @@ impl Ledger {
                 }
             }
             AppReads::AfterPull => {
-                // The view it read; while a write-back was in flight, either one.
-                let candidates: Vec<Value> = ["read_pending", "read"].iter().filter_map(|k| get(k)).collect();
+                // The view it read; while a write-back was in flight, either one. But when it
+                // wrote since and git-tally wrote no view after that write (a write landed
+                // during the sync, or the sync stopped before writing views back), it went
+                // on from its own previous write, not from what it read before that.
+                let wrote_since_read = local.get("wrote_since_read") == Some(&json!(true));
+                let last = if wrote_since_read { get("prev").or_else(|| get("read")) } else { get("read") };
+                let candidates: Vec<Value> = get("read_pending").into_iter().chain(last.clone()).collect();
                 if let Some(c) = candidates.into_iter().find(|c| algebra::covers(rules, res_w, c)) {
                     return Ok(Some(c));
                 }
-                if get("read").is_some() {
-                    return Ok(None); // below what it read: it restarted
+                if last.is_some() {
+                    return Ok(None); // below what it last read or wrote: it restarted
                 }
             }
         }

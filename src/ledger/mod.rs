@@ -46,6 +46,9 @@ pub struct Stream {
     /// The usage file, relative to the top of the work tree (`usage/usage.json`).
     pub file: String,
     pub profile: &'static Profile,
+    /// Nothing showed the file's format when the ledger was opened: `profile` is the
+    /// default, to be chosen again once there is evidence (see [`Ledger::rechoose`]).
+    pub by_default: bool,
 }
 
 impl Stream {
@@ -139,8 +142,8 @@ impl Ledger {
         let mut streams = Vec::new();
         for f in &config.files {
             let file = f.to_string_lossy().into_owned();
-            let profile = choose_profile(&config, &state, top, &file, profile_hints)?;
-            streams.push(Stream { file, profile });
+            let (profile, by_default) = choose_profile(&config, &state, top, &file, profile_hints)?;
+            streams.push(Stream { file, profile, by_default });
         }
         let orphans = orphans(&state, &streams);
         Ok(Ledger {
@@ -439,6 +442,22 @@ impl Ledger {
         Ok(self.journal().pending()?.iter().filter_map(|l| Event::parse(l, now, &self.config.device).ok()).collect())
     }
 
+    /// `stream` with its profile chosen again from what git now holds, when it was only the
+    /// default: a clone made before anyone pushed usage learns the format of the others'
+    /// ledger files from its first pull, and writes its first view in that format.
+    pub fn rechoose(&self, stream: &Stream, hints: &dyn Fn(&str) -> ProfileHints) -> Stream {
+        if !stream.by_default {
+            return stream.clone();
+        }
+        match choose_by_evidence(&self.state, &self.top, &stream.file, hints) {
+            Some(p) => {
+                remember_profile(&self.state, &stream.file, p);
+                Stream { file: stream.file.clone(), profile: p, by_default: false }
+            }
+            None => stream.clone(),
+        }
+    }
+
     /// The stream of a usage file (relative to the top), if it is one.
     pub fn stream(&self, file: &str) -> Option<&Stream> {
         self.streams.iter().find(|s| s.file == file)
@@ -470,9 +489,9 @@ fn choose_profile(
     top: &Path,
     file: &str,
     hints: &dyn Fn(&str) -> ProfileHints,
-) -> Result<&'static Profile> {
+) -> Result<(&'static Profile, bool)> {
     if let Some(name) = &config.profile {
-        return profile::by_name(name).ok_or_else(|| {
+        return profile::by_name(name).map(|p| (p, false)).ok_or_else(|| {
             Error::Usage(format!(
                 "git config tally.profile = {name:?}: unknown profile; known: {}",
                 profile::names().join(", ")
@@ -482,22 +501,28 @@ fn choose_profile(
     // The profile found before, from evidence (a stream's format is fixed once it has data).
     let cached = state.own_file(file, "profile");
     if let Some(p) = std::fs::read_to_string(&cached).ok().and_then(|n| profile::by_name(n.trim())) {
-        return Ok(p);
+        return Ok((p, false));
     }
     let found = choose_by_evidence(state, top, file, hints);
     if let Some(p) = found {
-        if state.ensure(&state.own_dir(file)).is_ok() {
-            let _ = write_atomic(&cached, p.name.as_bytes());
-        }
-        return Ok(p);
+        remember_profile(state, file, p);
+        return Ok((p, false));
     }
-    Ok(if config.per_machine && file.ends_with(crate::config::MANIFEST) {
+    let default = if config.per_machine && file.ends_with(crate::config::MANIFEST) {
         profile::by_name("ccu-manifest").expect("exists")
     } else if config.per_machine {
         profile::by_name("ccu-usage").expect("exists")
     } else {
         profile::by_name("tally").expect("exists")
-    })
+    };
+    Ok((default, true))
+}
+
+/// Keeps the profile evidence showed for a stream (its format is fixed once it has data).
+fn remember_profile(state: &StateDir, file: &str, p: &'static Profile) {
+    if state.ensure(&state.own_dir(file)).is_ok() {
+        let _ = write_atomic(&state.own_file(file, "profile"), p.name.as_bytes());
+    }
 }
 
 /// A stream's profile from evidence: its attribute, this device's shards, what is

@@ -310,7 +310,7 @@ pub(crate) fn counters_join(profile: &'static Profile, a: &Value, b: &Value) -> 
 /// rules of their own (every number in them is a counter).
 pub(crate) fn counter_rules(profile: &'static Profile) -> &'static Profile {
     if profile.name == "tally" {
-        profile::generic()
+        &profile::NATIVE_CELLS
     } else {
         profile
     }

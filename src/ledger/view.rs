@@ -102,33 +102,44 @@ impl Ledger {
         let bytes = render(view, existing.as_deref());
         let mut residual = self.own_residual(stream)?;
         let local = residual.local.as_object().cloned().unwrap_or_default();
-        let known = |h: &str| ["written", "ingested"].iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h));
+        let known = |h: &str| KNOWN.iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h));
         let mut held = std::fs::File::open(&path).ok();
         let current = held.as_mut().and_then(|f| {
             let mut b = Vec::new();
             f.read_to_end(&mut b).ok().map(|_| b)
         });
+        // No application writes the native format (nothing ingests it): a file there that
+        // git-tally does not know of — a copied clone's, the original's view — is replaced.
+        let app_format = stream.profile.name != "tally";
         if let Some(c) = &current {
-            if c != &bytes && !known(&hash(c)) {
+            if c != &bytes && !known(&hash(c)) && app_format {
                 return Ok(Written::Left);
             }
         }
         let mut local = local;
-        if reread {
-            local.insert("read_pending".into(), view.residual.clone());
+        let replacing = current.as_deref() != Some(&bytes[..]);
+        if reread || replacing {
+            if reread {
+                local.insert("read_pending".into(), view.residual.clone());
+            }
+            // Known before it is in place: killed between the rename and the bookkeeping
+            // after it, the next run must not take the view for the application's write.
+            local.insert("writing".into(), json!(hash(&bytes)));
             residual.local = Value::Object(local.clone());
             self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual.clone()))])?;
         }
-        let kept = if current.as_deref() == Some(&bytes[..]) {
-            true
-        } else {
+        let kept = if replacing {
             self.state.ensure(&self.state.tmp())?;
             write_back(&path, &bytes, held.zip(current), &self.state.tmp())?
+        } else {
+            true
         };
         local.insert("written".into(), json!(hash(&bytes)));
+        local.remove("writing");
         if kept && reread {
             local.insert("read".into(), view.residual.clone());
             local.remove("read_pending");
+            local.remove("wrote_since_read");
         }
         residual.local = Value::Object(local);
         self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual))])?;
@@ -174,6 +185,10 @@ fn from_source(stream: &Stream, source: &dyn Source, skip: Option<&str>) -> Resu
     Ok(out)
 }
 
+/// The bookkeeping entries holding hashes of files git-tally wrote (or is writing) or
+/// ingested: a file with one of these hashes is not a new application write.
+pub(crate) const KNOWN: [&str; 3] = ["written", "writing", "ingested"];
+
 /// FNV-1a of bytes, as text: recognises files git-tally wrote.
 pub(crate) fn hash(bytes: &[u8]) -> String {
     let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
@@ -183,17 +198,10 @@ pub(crate) fn hash(bytes: &[u8]) -> String {
 /// Replaces `path` with `bytes` through a temporary file in `tmp` (never in the work
 /// tree), fsynced; a new file gets the umask's mode, an existing one keeps its mode.
 pub fn replace(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
-    use std::io::Write;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    let name = format!("view-{}-{}", std::process::id(), super::device::new_key());
-    let t = tmp.join(name);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&t).map_err(|e| Error::io(&t, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&t, e))?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&t, meta.permissions());
-    }
+    let t = temporary(path, bytes, tmp)?;
     match std::fs::rename(&t, path) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(18) => {
@@ -213,18 +221,93 @@ pub fn replace(path: &Path, bytes: &[u8], tmp: &Path) -> Result<()> {
 }
 
 /// Puts `bytes` at `path` after `checked` — the file that was there, held open, and what
-/// it held — was found safe to replace. An application that rewrites the file in place
-/// may write into that file between the check and the rename: its write, not ours, is
-/// then the newest, and it is put back for the next run to ingest. Returns whether
-/// `bytes` stayed.
+/// it held — was found safe to replace. An application may write between the check and
+/// the replacement: in place (into the checked file) or by renaming a new file over it.
+/// Its write, not ours, is then the newest: it is put back for the next run to ingest.
+/// Returns whether `bytes` stayed.
 pub(crate) fn write_back(
     path: &Path,
     bytes: &[u8],
     checked: Option<(std::fs::File, Vec<u8>)>,
     tmp: &Path,
 ) -> Result<bool> {
+    let Some((old, seen)) = checked else {
+        replace(path, bytes, tmp)?;
+        return Ok(true);
+    };
+    match exchange_back(path, bytes, &old, &seen, tmp)? {
+        Some(kept) => Ok(kept),
+        None => write_back_by_rename(path, bytes, old, seen, tmp),
+    }
+}
+
+/// The write-back by exchange (Linux's `renameat2(RENAME_EXCHANGE)`): our file and the
+/// one at `path` swap names in one step, so the file displaced is exactly what was there
+/// at that instant — the checked file as it was, or an application's write, which goes
+/// back by a second exchange. `None` where the file system cannot exchange.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn exchange_back(path: &Path, bytes: &[u8], old: &std::fs::File, seen: &[u8], tmp: &Path) -> Result<Option<bool>> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    use std::os::unix::fs::MetadataExt;
+    let ours = temporary(path, bytes, tmp)?;
+    let exchange = |a: &Path, b: &Path| renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE);
+    match exchange(&ours, path) {
+        Ok(()) => {}
+        Err(e) if [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::XDEV].contains(&e) => {
+            let _ = std::fs::remove_file(&ours);
+            return Ok(None);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&ours);
+            return Err(Error::io(path, std::io::Error::from(e)));
+        }
+    }
+    // `ours` now names what was at `path`.
+    let ino = |m: std::io::Result<std::fs::Metadata>| m.map(|m| m.ino()).ok();
+    let unchanged = ino(old.metadata()) == ino(std::fs::metadata(&ours))
+        && std::fs::read(&ours).map_err(|e| Error::io(&ours, e))? == seen;
+    let kept = if unchanged {
+        true
+    } else {
+        // The application's write goes back in place (the very file, so a writer still
+        // writing into it goes on writing where the application reads).
+        exchange(&ours, path).map_err(|e| Error::io(path, std::io::Error::from(e)))?;
+        if std::fs::read(&ours).map_err(|e| Error::io(&ours, e))? != bytes {
+            // An even newer write landed between the two exchanges: it is the newest.
+            std::fs::rename(&ours, path).map_err(|e| Error::io(path, e))?;
+        }
+        false
+    };
+    let _ = std::fs::remove_file(&ours);
+    if let Some(d) = path.parent().and_then(|p| std::fs::File::open(p).ok()) {
+        let _ = d.sync_all();
+    }
+    Ok(Some(kept))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn exchange_back(_: &Path, _: &[u8], _: &std::fs::File, _: &[u8], _: &Path) -> Result<Option<bool>> {
+    Ok(None)
+}
+
+/// `bytes` in a new temporary file in `tmp` (never in the work tree), fsynced, with the
+/// mode of the file at `path` if there is one.
+fn temporary(path: &Path, bytes: &[u8], tmp: &Path) -> Result<std::path::PathBuf> {
+    use std::io::Write;
+    let t = tmp.join(format!("view-{}-{}", std::process::id(), super::device::new_key()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&t).map_err(|e| Error::io(&t, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&t, e))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&t, meta.permissions());
+    }
+    Ok(t)
+}
+
+/// The write-back where files cannot be exchanged: a rename, then the checked file read
+/// again through the handle held on it. This sees a write made in place, not one renamed
+/// over the file in the moment before the rename.
+fn write_back_by_rename(path: &Path, bytes: &[u8], mut old: std::fs::File, seen: Vec<u8>, tmp: &Path) -> Result<bool> {
     replace(path, bytes, tmp)?;
-    let Some((mut old, seen)) = checked else { return Ok(true) };
     let mut read_old = || -> Option<Vec<u8>> {
         let mut now = Vec::new();
         old.rewind().ok()?;

@@ -74,6 +74,15 @@ struct CcuRecord<'a> {
     timestamp: Option<Cow<'a, str>>,
     #[serde(default)]
     total_tokens: Option<u64>,
+    // Read only to refuse what cannot be a token count (negative, fractional).
+    #[serde(default, rename = "input_tokens")]
+    _input_tokens: Option<u64>,
+    #[serde(default, rename = "output_tokens")]
+    _output_tokens: Option<u64>,
+    #[serde(default, rename = "cache_creation_tokens")]
+    _cache_creation_tokens: Option<u64>,
+    #[serde(default, rename = "cache_read_tokens")]
+    _cache_read_tokens: Option<u64>,
 }
 
 /// Statistics and the data range are a function of the records (sessions are distinct

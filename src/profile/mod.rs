@@ -15,7 +15,10 @@ use crate::num::Num;
 use serde_json::Value;
 use std::fmt;
 
-pub use tally::{cell_name, event_amounts, hour_key, is_money, is_native_view, COUNTERS, NATIVE_FORMAT, RECENT_LIMIT};
+pub use tally::{
+    cell_name, event_amounts, hour_key, is_money, is_native_view, CELLS as NATIVE_CELLS, COUNTERS, NATIVE_FORMAT,
+    RECENT_LIMIT,
+};
 pub use tally_v1::V1_FORMAT;
 
 /// How the engine merges the value at one path.

@@ -93,6 +93,25 @@ pub static TALLY: Profile = Profile {
     invariants,
 };
 
+/// The rules a native shard's hour cells are read with: none (every number in them is a
+/// counter, as in `generic`), but strict: they count whole requests and tokens, and only
+/// dollars have fractions.
+pub static CELLS: Profile = Profile {
+    name: "tally-cells",
+    description: "the hour cells of git-tally's ledger shards",
+    detect: |_| false,
+    envelope: None,
+    envelope_rules: &[],
+    rules: &[],
+    records: None,
+    finish: None,
+    strict: true,
+    empty: || serde_json::json!({}),
+    apply: None,
+    apply_batch: None,
+    invariants: |_, _| {},
+};
+
 /// Whether a document is a native view (not a ledger file, which has a `kind`).
 pub fn is_native_view(v: &Value) -> bool {
     v.get("format").and_then(Value::as_str) == Some(NATIVE_FORMAT) && v.get("kind").is_none()

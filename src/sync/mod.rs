@@ -248,6 +248,7 @@ impl Sync {
         if self.config.commit_view {
             let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
             for stream in self.ledger.streams() {
+                let stream = &self.ledger.rechoose(stream, &|f| profile_hints(&self.repo, f));
                 let view = self.ledger.view(stream, &TreeSource { repo: &self.repo, tree }, false)?;
                 let existing = std::fs::read(self.repo.top().join(&stream.file)).ok();
                 files.push((stream.file.clone(), crate::ledger::render_view(&view, existing.as_deref())));
@@ -351,6 +352,7 @@ impl Sync {
         let source = TreeSource { repo: &self.repo, tree };
         let reread = self.config.app_reads == crate::config::AppReads::AfterPull;
         for stream in self.ledger.streams() {
+            let stream = &self.ledger.rechoose(stream, &|f| profile_hints(&self.repo, f));
             let view = self.ledger.view(stream, &source, false)?;
             if self.ledger.write_view(stream, &view, reread)? == crate::ledger::Written::PutBack {
                 r.warnings.push(format!(
