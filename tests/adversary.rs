@@ -126,10 +126,10 @@ fn the_first_commands_of_a_clone_racing_make_one_device() {
     }
 }
 
-/// git-tally says to move a damaged file of this device aside: doing so loses nothing
-/// already synced.
+/// This device's own copy of a file, damaged or lost (moved aside, as an old message
+/// told users to): what was synced is taken back from the repository, nothing is lowered.
 #[test]
-fn a_damaged_own_file_moved_aside_as_told_loses_nothing() {
+fn a_damaged_or_lost_own_file_loses_nothing_synced() {
     let c = cluster(1, "tally");
     let m = &c.clones[0];
     for id in ["a1", "a2", "a3"] {
@@ -139,11 +139,11 @@ fn a_damaged_own_file_moved_aside_as_told_loses_nothing() {
     let own = m.join(".git/tally/own/usage~usage.json/2026-01-05.json");
     std::fs::write(&own, b"{ damaged").unwrap();
     record(&c.env, m, "b1");
-    let out = c.env.tally(m).arg("sync").output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("move it aside"), "{said}");
-    assert_ne!(out.status.code(), Some(0));
-    std::fs::rename(&own, own.with_extension("damaged")).unwrap();
+    let said = sync(&c.env, m);
+    assert!(said.contains("replaced by what the repository holds"), "{said}");
+    assert_eq!(requests(&c.env, m), 4);
+    // Lost: moved aside.
+    std::fs::rename(&own, own.with_extension("aside")).unwrap();
     record(&c.env, m, "b2");
     sync(&c.env, m);
     assert_eq!(requests(&c.env, m), 5);

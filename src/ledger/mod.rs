@@ -255,12 +255,74 @@ impl Ledger {
         Ok(Recorded { recorded: events.len(), duplicates })
     }
 
+    /// Joins what a commit holds of this device's files into its own copy, which can lag
+    /// behind it: a file lost or damaged here, a clone restored from a backup while the
+    /// original went on and pushed. `committed`: `(path below this device's directory,
+    /// bytes)`. A damaged own file is replaced by the join of the committed one, and kept
+    /// aside under `.git/tally/damaged/`. Returns notices for the user; the next `seq` given
+    /// is above every record's.
+    pub fn catch_up(&self, stream: &Stream, committed: &[(String, Vec<u8>)]) -> Result<Vec<String>> {
+        let mut notices = Vec::new();
+        let mut max_seq = 0;
+        for (rel, bytes) in committed {
+            let Ok(theirs) = LedgerFile::parse(bytes) else { continue };
+            let path = match &theirs {
+                LedgerFile::Device(_) => continue,
+                LedgerFile::Shard(s) => self.state.own_shard(&stream.file, &s.day),
+                _ => match Path::new(rel).file_name() {
+                    Some(name) => self.state.own_file(&stream.file, &name.to_string_lossy()),
+                    None => continue,
+                },
+            };
+            let own = match self.read_own(&path) {
+                Ok(own) => own,
+                Err(e) => {
+                    let aside = self.state.root().join("damaged");
+                    self.state.ensure(&aside)?;
+                    let to = aside.join(format!(
+                        "{}-{}",
+                        state::slug(&stream.file),
+                        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                    ));
+                    std::fs::rename(&path, &to).map_err(|e| Error::io(&path, e))?;
+                    notices.push(format!(
+                        "{e} — replaced by what the repository holds of it; the damaged file is kept as {}",
+                        to.display()
+                    ));
+                    None
+                }
+            };
+            let joined = match &own {
+                Some(o) => o.join(&theirs).map_err(|e| Error::Failed(format!("{}: {e}", path.display())))?,
+                None => theirs,
+            };
+            if let LedgerFile::Shard(s) = &joined {
+                max_seq = max_seq.max(s.max_seq());
+            }
+            if own.as_ref() != Some(&joined) {
+                self.state.ensure(&self.state.own_dir(&stream.file))?;
+                write_atomic(&path, &joined.render_own())?;
+            }
+        }
+        let seq_path = self.state.seq(&stream.file);
+        let next = std::fs::read_to_string(&seq_path).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(1);
+        if max_seq + 1 > next {
+            self.state.ensure(&self.state.own_dir(&stream.file))?;
+            write_atomic(&seq_path, (max_seq + 1).to_string().as_bytes())?;
+        }
+        Ok(notices)
+    }
+
     /// Reads an own ledger file (this device's copy), `None` if there is none.
     fn read_own(&self, path: &Path) -> Result<Option<LedgerFile>> {
         match std::fs::read(path) {
             Ok(b) => LedgerFile::parse(&b).map(Some).map_err(|e| {
-                Error::Failed(format!("{}: {e}; move it aside to start this device's file again", path.display()))
+                Error::Failed(format!(
+                    "{}: {e}; the next sync replaces it with what the repository holds of it (if it holds it), or move it aside to start this device's file again",
+                    path.display()
+                ))
             }),
+
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -464,7 +526,13 @@ impl Ledger {
     }
 }
 
+/// `2026-11/2026-11-03.json` (a path below a device's directory) → `2026-11-03`.
+pub fn day_of_path(rel: &str) -> Option<&str> {
+    day_of_name(rel.rsplit('/').next()?)
+}
+
 /// `2026-11-03.json` → `2026-11-03`: the own file of a day's shard.
+
 fn day_of_name(name: &str) -> Option<&str> {
     let day = name.strip_suffix(".json")?;
     (day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-').then_some(day)
@@ -595,7 +663,7 @@ fn orphans(state: &StateDir, streams: &[Stream]) -> Vec<Stream> {
             }
         }
         if let (true, Some(profile)) = (has_data, profile) {
-            out.push(Stream { file, profile });
+            out.push(Stream { file, profile, by_default: false });
         }
     }
     out

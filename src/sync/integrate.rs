@@ -47,7 +47,8 @@ pub(super) fn integrate(sync: &Sync, up: Oid, r: &mut super::Synced) -> Result<P
     }
     let base = repo.merge_base(h, up).map_err(repo_err)?;
     let (plan, new) = match base {
-        Some(b) if b == up => return Ok(Plan::UpToDate),
+        // Ahead of the upstream: nothing to bring in (but see `keep_what_was_taken`).
+        Some(b) if b == up => (Plan::UpToDate, h),
         Some(b) if b == h => (Plan::FastForward, up),
         Some(b) => {
             let commits = repo.commits_since(Some(b), h).map_err(repo_err)?;
@@ -97,8 +98,55 @@ pub(super) fn integrate(sync: &Sync, up: Oid, r: &mut super::Synced) -> Result<P
             }
         }
     };
-    move_to(sync, &head, new, "git-tally: integrate the upstream")?;
+    let new = keep_what_was_taken(sync, new, &[h, up])?;
+    if new != h {
+        move_to(sync, &head, new, "git-tally: integrate the upstream")?;
+    }
     Ok(plan)
+}
+
+/// The ledger only grows, whatever a commit did: a user's `git revert` or `git reset` of
+/// usage commits, another clone's push of such a commit, a ledger directory deleted by
+/// hand. Each ledger directory of `new` is joined with those of `before` (this branch
+/// before integrating, and the upstream); if that adds anything, a commit on `new` puts it
+/// back.
+fn keep_what_was_taken(sync: &Sync, new: Oid, before: &[Oid]) -> Result<Oid> {
+    let repo = &sync.repo;
+    let new_tree = repo.tree_of(new).map_err(repo_err)?;
+    let mut tree = new_tree;
+    for &c in before {
+        let other = repo.tree_of(c).map_err(repo_err)?;
+        tree = join_ledgers(sync, tree, other)?;
+    }
+    if tree == new_tree {
+        return Ok(new);
+    }
+    repo.commit(tree, &[new], "usage: put back what a commit took out of the ledger", None, sync.ledger.name())
+        .map_err(repo_err)
+}
+
+/// `tree` with each ledger directory joined with `other`'s (everything else as in `tree`).
+fn join_ledgers(sync: &Sync, tree: Oid, other: Oid) -> Result<Oid> {
+    let repo = &sync.repo;
+    let mut edits = Vec::new();
+    for s in sync.ledger.streams() {
+        let dir = s.ledger_dir();
+        let sub = |t: Oid| -> Result<Option<Oid>> {
+            Ok(repo.entry(t, &dir).map_err(repo_err)?.filter(|(_, m)| *m == EntryMode::Tree).map(|(id, _)| id))
+        };
+        let (a, b) = (sub(tree)?, sub(other)?);
+        if a == b || b.is_none() {
+            continue;
+        }
+        let joined = join_trees(repo, a, b, &dir)?;
+        if joined != a {
+            edits.push((dir, joined.map(|t| (t, EntryMode::Tree))));
+        }
+    }
+    if edits.is_empty() {
+        return Ok(tree);
+    }
+    repo.edit_tree(Some(tree), &edits).map_err(repo_err)
 }
 
 /// `tree` without git-tally's paths (ledger directories and view files).

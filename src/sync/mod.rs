@@ -181,7 +181,15 @@ impl Sync {
         self.exclude_views()?;
         moves::recover(self)?;
         self.migrate(r)?;
-        let n = self.ledger.fold()?;
+        self.catch_up(r, false)?;
+        let n = match self.ledger.fold() {
+            Ok(n) => n,
+            Err(e) => {
+                // A damaged own file: what the repository holds of this device, again.
+                self.catch_up(r, true)?;
+                self.ledger.fold().map_err(|_| e)?
+            }
+        };
         r.folded += n;
         if n > 0 {
             let mut s = self.state();
@@ -202,8 +210,48 @@ impl Sync {
         Ok(())
     }
 
+    /// Brings this device's own files up to what HEAD and the fetched upstream hold of
+    /// them, before new events are folded in (a device's contribution only grows, from
+    /// its latest state): a lost or damaged own file, a clone restored from a backup whose
+    /// original went on syncing. Cheap when nothing lags: a tree that is the one this
+    /// device last committed is only checked for files missing here (`everything`: all).
+    fn catch_up(&self, r: &mut Synced, everything: bool) -> Result<()> {
+        let head = self.repo.head().map_err(repo_err)?;
+        let mut trees: Vec<crate::git::Oid> =
+            head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?.into_iter().collect();
+        if let Ok(up) = self.upstream() {
+            if let Ok(Some(u)) = self.repo.resolve(&up.tracking) {
+                trees.push(self.repo.tree_of(u).map_err(repo_err)?);
+            }
+        }
+        for stream in self.ledger.streams() {
+            let dir = stream.device_dir(self.ledger.key());
+            let remembered = self.remembered_own_tree(stream);
+            let mut wanted: Vec<(String, Vec<u8>)> = Vec::new();
+            for &tree in &trees {
+                let Some((sub, _)) = self.repo.entry(tree, &dir).map_err(repo_err)? else { continue };
+                let all = everything || remembered.as_deref() != Some(sub.to_string().as_str());
+                for (rel, blob) in self.repo.files_under(tree, &dir).map_err(repo_err)? {
+                    let missing = || {
+                        let own = match crate::ledger::day_of_path(&rel) {
+                            Some(day) => self.ledger.state().own_shard(&stream.file, day),
+                            None => self.ledger.state().own_file(&stream.file, &rel),
+                        };
+                        !own.exists()
+                    };
+                    if all || missing() {
+                        wanted.push((rel, self.repo.blob(blob).map_err(repo_err)?));
+                    }
+                }
+            }
+            r.warnings.extend(self.ledger.catch_up(stream, &wanted)?);
+        }
+        Ok(())
+    }
+
     /// Turns what git-tally 0.1 left (its committed usage file, its state) into ledger
     /// state, before anything else reads the ledger.
+
     fn migrate(&self, r: &mut Synced) -> Result<()> {
         r.warnings.extend(migrate(&self.ledger, Some(&self.repo))?);
         Ok(())
@@ -243,7 +291,25 @@ impl Sync {
         // HEAD's copy of this device's files is what the last commit left, unless the
         // branch was reset or the remote rewritten: then every file is checked again.
         let all = self.ledger.streams().iter().any(|s| self.own_tree(&head, s) != self.remembered_own_tree(s));
-        let mut files = self.ledger.changed_files(all)?;
+        let base = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
+        // Ledger files joined with what HEAD holds of them: a commit never lowers a
+        // device's files (this device's own copy may lag; a migration's legacy devices
+        // may be there already).
+        let mut files = Vec::new();
+        for (path, bytes) in self.ledger.changed_files(all)?.into_iter().chain(self.ledger.carried_files()?) {
+            let now = match base.map(|t| self.repo.entry(t, &path)).transpose().map_err(repo_err)?.flatten() {
+                Some((id, crate::git::EntryMode::Blob)) => Some(self.repo.blob(id).map_err(repo_err)?),
+                _ => None,
+            };
+            let joined = match now.as_deref().map(crate::ledger::LedgerFile::parse) {
+                Some(Ok(old)) => match crate::ledger::LedgerFile::parse(&bytes) {
+                    Ok(new) => old.join(&new).map(|f| f.render()).unwrap_or(bytes),
+                    Err(_) => bytes,
+                },
+                _ => bytes,
+            };
+            files.push((path, joined));
+        }
 
         if self.config.commit_view {
             let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
@@ -253,23 +319,6 @@ impl Sync {
                 let existing = std::fs::read(self.repo.top().join(&stream.file)).ok();
                 files.push((stream.file.clone(), crate::ledger::render_view(&view, existing.as_deref())));
             }
-        }
-        let base = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
-        // Legacy devices a migration made, joined with what HEAD holds of them.
-        for (path, bytes) in self.ledger.carried_files()? {
-            let now = match base.map(|t| self.repo.entry(t, &path)).transpose().map_err(repo_err)?.flatten() {
-                Some((id, crate::git::EntryMode::Blob)) => Some(self.repo.blob(id).map_err(repo_err)?),
-                _ => None,
-            };
-
-            let joined = match now.as_deref().map(crate::ledger::LedgerFile::parse) {
-                Some(Ok(old)) => match crate::ledger::LedgerFile::parse(&bytes) {
-                    Ok(new) => old.join(&new).map(|f| f.render()).unwrap_or(bytes),
-                    Err(_) => bytes,
-                },
-                _ => bytes,
-            };
-            files.push((path, joined));
         }
         let mut edits = Vec::new();
         if !self.config.commit_view {
@@ -415,31 +464,33 @@ impl Sync {
             Some(d) => d.saturating_duration_since(Instant::now()).min(self.config.lock_timeout),
             None => self.config.lock_timeout,
         };
+        // Fetch first, outside the lock: this device's files are brought up to what the
+        // upstream holds of them before new events are folded in (see `catch_up`).
+        let up = self.upstream();
+        let git = self.git().with_deadline(deadline);
+        // Says that the network part is under way (never waited for: two syncs may fetch).
+        let _net = Lock::acquire_at(&self.ledger.state().net_lock(), Duration::ZERO, "fetch and push").ok();
+        let mut first = up.as_ref().ok().map(|up| git.fetch(&up.remote, &up.branch, &up.tracking));
         {
             let _lock = self.lock("sync", lock_wait)?;
             self.check_safe()?;
             self.prepare(r)?;
-        }
-        let up = match self.upstream() {
-            Ok(u) => u,
-            Err(e) => {
-                let _lock = self.lock("sync", lock_wait)?;
+            if up.is_err() || matches!(first, Some(Err(_))) {
+                // No upstream, or offline: the usage files still show what this machine
+                // committed.
                 self.write_views(r)?;
-                return Err(e);
             }
-        };
-        let git = self.git().with_deadline(deadline);
-        // Says that the network part is under way (never waited for: two syncs may fetch).
-        let _net = Lock::acquire_at(&self.ledger.state().net_lock(), Duration::ZERO, "fetch and push").ok();
+        }
+        let up = up?;
         let mut attempt = 0u32;
-
         loop {
-            let fetched = match git.fetch(&up.remote, &up.branch, &up.tracking) {
+            let fetched = match first.take().unwrap_or_else(|| git.fetch(&up.remote, &up.branch, &up.tracking)) {
                 Ok(f) => f,
                 Err(e) => {
-                    // Offline: the usage files still show what this machine committed.
-                    if let Ok(_lock) = self.lock("sync", lock_wait) {
-                        self.write_views(r)?;
+                    if attempt > 0 {
+                        if let Ok(_lock) = self.lock("sync", lock_wait) {
+                            self.write_views(r)?;
+                        }
                     }
                     return Err(Error::Transient(format!(
                         "{e}; your usage is committed locally and will be pushed by the next sync"
