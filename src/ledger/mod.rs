@@ -532,7 +532,6 @@ pub fn day_of_path(rel: &str) -> Option<&str> {
 }
 
 /// `2026-11-03.json` → `2026-11-03`: the own file of a day's shard.
-
 fn day_of_name(name: &str) -> Option<&str> {
     let day = name.strip_suffix(".json")?;
     (day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-').then_some(day)

@@ -251,7 +251,6 @@ impl Sync {
 
     /// Turns what git-tally 0.1 left (its committed usage file, its state) into ledger
     /// state, before anything else reads the ledger.
-
     fn migrate(&self, r: &mut Synced) -> Result<()> {
         r.warnings.extend(migrate(&self.ledger, Some(&self.repo))?);
         Ok(())
