@@ -236,7 +236,8 @@ impl<'l> Touched<'l> {
                 None => (seq, u64::from(prev.is_some())),
             };
             shard.records.insert(id.clone(), Record { rid: id, seq, rev, caps, body });
-            shard.trim();
+            // Trimmed once per shard when written (`persist`), not per record: a day of
+            // many requests would sort its list once for each.
         }
         self.dirty.insert(day);
         Ok(())
@@ -257,6 +258,7 @@ impl<'l> Touched<'l> {
             .filter(|(day, _)| dirty.contains(day))
             .map(|(day, mut s)| {
                 s.folded = s.folded.max(segment);
+                s.trim();
                 (format!("{day}.json"), LedgerFile::Shard(s))
             })
             .collect();
@@ -395,6 +397,12 @@ impl Ledger {
             }
             shards = touched.shards;
         }
-        Ok(shards.into_values().collect())
+        Ok(shards
+            .into_values()
+            .map(|mut s| {
+                s.trim();
+                s
+            })
+            .collect())
     }
 }
