@@ -541,7 +541,6 @@ impl Config {
             );
         }
         Ok(config)
-
     }
 
     /// `load`, from the cache in `git_dir` when the config files have not changed.
