@@ -211,6 +211,47 @@ for what, t, g, goal in (("nothing came in", t_quiet, g_quiet, "<= 1.0"), ("the 
     s_, b_ = med(t), med(g)
     row(f"(e) sync of a small change, {what} ({len(t)} runs)", fmt(s_), f"git pull --rebase && push {fmt(b_)}",
         ratio(s_, b_), goal)
+# Where one such sync's wall time goes: a timing `git` first on PATH logs when each git
+# process starts and ends (bash's $EPOCHREALTIME, no extra process).
+timing = os.path.join(work, "timing")
+os.makedirs(timing)
+with open(os.path.join(timing, "git"), "w") as f:
+    f.write(f'#!/bin/bash\nt0=$EPOCHREALTIME\n{GIT} "$@"\nrc=$?\necho "$t0 $EPOCHREALTIME $*" >> "$GIT_SHIM_LOG"\nexit $rc\n')
+os.chmod(os.path.join(timing, "git"), 0o755)
+
+def phases(d):
+    log = os.path.join(work, "phases.log")
+    open(log, "w").close()
+    env = dict(ENV, PATH=timing + os.pathsep + ENV["PATH"], GIT_SHIM_LOG=log)
+    t0 = time.time(); run(BIN, "sync", cwd=d, env=env); t1 = time.time()
+    spans = []
+    for line in open(log):
+        a_, b_, *cmd = line.split()
+        while cmd and cmd[0] in ("-C", "-c"):
+            cmd = cmd[2:]
+        spans.append((float(a_), float(b_), cmd[0]))
+    out, at = [], t0
+    for a_, b_, name in sorted(spans):
+        out += [(f"before {name}", a_ - at), (name, b_ - a_)]; at = b_
+    out.append(("after", t1 - at))
+    return out
+
+def phase_medians(runs):
+    """Per-phase medians (ms) of several `phases` runs, as text."""
+    names = [n for n, _ in runs[0]]
+    if any([n for n, _ in r] != names for r in runs):
+        return " || ".join(" | ".join(f"{n} {v*1000:.0f}" for n, v in r) for r in runs)
+    return " | ".join(f"{n} {statistics.median(r[i][1] for r in runs)*1000:.0f}" for i, n in enumerate(names))
+
+breakdown = []
+for what, d, other in (("nothing came in", e1, None), ("the other pushed first", e2, e3)):
+    runs_ = []
+    for _ in range(N(7, 2)):
+        if other:
+            run(BIN, "record", "--event", event(), cwd=other); run(BIN, "sync", cwd=other)
+        run(BIN, "record", "--event", event(), cwd=d)
+        runs_.append(phases(d))
+    breakdown.append(f"{what}: {phase_medians(runs_)}")
 run(BIN, "sync", cwd=e3)
 if requests_in_view(e3) != requests_in_view(e2):
     sys.exit("(e): the two clones disagree")
@@ -293,5 +334,9 @@ print("(medians; wall time, and in parentheses the CPU time of the processes wai
 print(f"{'measure':<{w}}  {'value':>26}  {'baseline (same run)':<48} {'ratio':>12}  target")
 for r in rows:
     print(f"{r[0]:<{w}}  {r[1]:>26}  {r[2]:<48} {r[3]:>12}  {r[4]}")
+print("(e) where one sync's wall time goes (medians of 7, ms; before fetch: start-up, lock, fold, commit; between fetch and push:"
+      " integrate, write the views):")
+for b_ in breakdown:
+    print(f"  {b_}")
 print(f"load average (1, 5, 15 min) at the start: {' '.join(f'{x:.1f}' for x in load_start)}; at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 shutil.rmtree(work)
