@@ -34,7 +34,7 @@ for n in 10000 100000; do
   prepare="rm -rf '$work/repo' && git init -q -b main '$work/repo' && git -C '$work/repo' -c user.email=b@e -c user.name=b commit -q --allow-empty -m init \
     && redis-cli -p $port -a $key --no-auth-warning del usage >/dev/null && redis-cli -p $port -a $key --no-auth-warning --pipe < '$work/q-$n.resp' >/dev/null"
   # exec: the timed process is git-tally itself; its per-batch lines go to a log.
-  read -r secs kib < <(python3 scripts/bench-run.py "$runs" --prepare "$prepare" -- \
+  read -r secs kib _ < <(python3 scripts/bench-run.py "$runs" --prepare "$prepare" -- \
     sh -c 'exec "$@" >>"$0" 2>&1' "$work/collect.log" "$bin" -C "$work/repo" collect cliproxyapi --url "redis://127.0.0.1:$port" --key-file "$work/key" --once)
   left=$(rcli llen usage)
   [ "$left" = 0 ] || { echo "bench-collect: $left records left in the queue" >&2; exit 1; }
