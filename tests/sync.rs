@@ -555,3 +555,30 @@ fn flush_commits_locally_and_gives_up_pushing_within_its_timeout() {
     );
     assert_eq!(status["ahead"], 1);
 }
+
+#[test]
+fn a_sync_with_nothing_new_leaves_the_view_alone_but_rebuilds_one_removed_or_overwritten() {
+    use std::os::unix::fs::MetadataExt;
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    c.record(dir, &[event_line(0, 1), event_line(0, 2)]);
+    c.sync_until_ok(dir);
+    let file = dir.join(FILE);
+    let want = read_json(&file);
+    let before = std::fs::metadata(&file).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    c.sync_until_ok(dir);
+    let after = std::fs::metadata(&file).unwrap();
+    assert_eq!((before.ino(), before.mtime_nsec()), (after.ino(), after.mtime_nsec()), "not written again");
+    // Removed or overwritten by someone: the next sync writes it again.
+    std::fs::remove_file(&file).unwrap();
+    c.sync_until_ok(dir);
+    assert_eq!(read_json(&file), want);
+    std::fs::write(&file, b"{}").unwrap();
+    c.sync_until_ok(dir);
+    assert_eq!(read_json(&file), want);
+    // Something new: the view follows.
+    c.record(dir, &[event_line(0, 3)]);
+    c.sync_until_ok(dir);
+    assert_eq!(read_json(&file)["totals"]["requests"], 3);
+}
