@@ -7,6 +7,7 @@ mod common;
 mod failing;
 mod filemode;
 mod git;
+mod histories;
 mod imports;
 mod ledger;
 mod ops;
