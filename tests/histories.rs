@@ -1094,3 +1094,30 @@ fn an_index_update_that_adds_and_changes_paths_keeps_one_entry_per_path() {
         ["usage/a.json", "usage/a2.json", "usage/e.json"]
     );
 }
+
+/// Found by the histories above: a sync that replays this device's shard onto an upstream
+/// holding an older version of it (another clone pushed first) must leave HEAD holding
+/// exactly this device's own files, so the next sync has nothing to commit. A cell new on
+/// one side came out of the join with its dollar counters as `0` where the device writes
+/// `0.0`: every such sync committed and pushed the same usage a second time.
+#[test]
+fn a_replayed_sync_leaves_nothing_for_the_next_sync_to_commit() {
+    let h = History {
+        clones: 2,
+        after_pull: vec![],
+        ops: vec![
+            Record { c: 0, n: 1, ids: true },
+            Sync { c: 0 },
+            Record { c: 1, n: 1, ids: true },
+            Sync { c: 1 },
+            Record { c: 0, n: 1, ids: true },
+            Sync { c: 0 },
+        ],
+    };
+    let mut w = World::new(&h);
+    for op in &h.ops {
+        w.apply(op).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (code, out) = w.tally(0, &["sync"]);
+    assert_eq!((code, first_line(&out)), (0, "sync: up to date"), "{}", w.fail("the second sync"));
+}
