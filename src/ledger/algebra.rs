@@ -176,6 +176,19 @@ fn counter(path: &[String], v: Option<&Value>) -> Result<Num, AlgebraError> {
     }
 }
 
+/// The larger of two versions of a counter. Of equal values the one written as dollars
+/// (`0.0`) wins over a count (`0`), which is also what a counter absent on one side reads
+/// as: the join is the same bytes whichever side comes first, and a device's own file
+/// joined with an older version of itself comes out as the device wrote it.
+fn max(x: Num, y: Num) -> Num {
+    match x.as_f64().partial_cmp(&y.as_f64()) {
+        Some(Ordering::Greater) => x,
+        Some(Ordering::Less) => y,
+        _ if matches!(y, Num::Float(_)) => y,
+        _ => x,
+    }
+}
+
 /// Zero written as `n` is: `0.0` for dollars, `0` for counts.
 fn zero_like(n: Num) -> Num {
     match n {
@@ -202,13 +215,7 @@ fn node(
         Kind::Counter => {
             let (x, y) = (counter(path, a)?, counter(path, b)?);
             let r = match op {
-                Op::Join => {
-                    if x.as_f64() >= y.as_f64() {
-                        x
-                    } else {
-                        y
-                    }
-                }
+                Op::Join => max(x, y),
                 Op::Add => x
                     .plus(y)
                     .map_err(|_| AlgebraError { path: text(path), message: "the sum does not fit 64 bits".into() })?,
@@ -293,8 +300,7 @@ fn node(
                 let (x, y) =
                     (counter(path, ea.and_then(|e| e.get(value)))?, counter(path, eb.and_then(|e| e.get(value)))?);
                 let r = match op {
-                    Op::Join if x.as_f64() >= y.as_f64() => x,
-                    Op::Join => y,
+                    Op::Join => max(x, y),
                     Op::Add => x.plus(y).map_err(|_| AlgebraError {
                         path: text(path),
                         message: "the sum does not fit 64 bits".into(),
