@@ -1121,3 +1121,23 @@ fn a_replayed_sync_leaves_nothing_for_the_next_sync_to_commit() {
     let (code, out) = w.tally(0, &["sync"]);
     assert_eq!((code, first_line(&out)), (0, "sync: up to date"), "{}", w.fail("the second sync"));
 }
+
+/// Found by a history: an application that re-reads the file after each pull lists the
+/// other devices' requests too, and its write takes as this device's only what the other
+/// devices do not hold. Counted in HEAD alone, a branch reset (or a reverted commit) between
+/// the pull and the write hid them, and they counted twice: 4 of m1's 2 requests.
+#[test]
+fn a_reset_branch_does_not_turn_what_the_application_read_into_its_own_requests() {
+    fixed(
+        2,
+        &[true, false],
+        vec![
+            Serve { c: 1, app: App::Cpa, n: 2 },
+            Sync { c: 1 },
+            Sync { c: 0 },
+            ResetHard { c: 0, back: 1 },
+            Serve { c: 0, app: App::Cpa, n: 1 },
+            Sync { c: 0 },
+        ],
+    );
+}
