@@ -66,6 +66,10 @@ pub struct State {
     /// shows as this commit no longer being an ancestor.
     #[serde(default)]
     pub last_synced: Option<String>,
+    /// The commit HEAD was at when the views were last written (what an application that
+    /// re-reads its file saw of other devices; see `IngestSource`).
+    #[serde(default)]
+    pub viewed: Option<String>,
 }
 
 impl State {
@@ -185,8 +189,8 @@ impl Sync {
             self.save_state(&s)?;
         }
         let head = self.repo.head().map_err(repo_err)?;
-        let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
-        let source = TreeSource { repo: &self.repo, tree };
+        let viewed = self.state().viewed.as_deref().and_then(crate::git::Oid::from_hex);
+        let source = tree::IngestSource { repo: &self.repo, head: head.commit, viewed };
         for stream in self.ledger.streams() {
             match self.ledger.ingest(stream, &source)? {
                 crate::ledger::Ingested::Taken { .. } => r.ingested += 1,
@@ -316,6 +320,12 @@ impl Sync {
                     "{}: the application wrote it while git-tally was syncing; its write is kept for the next sync",
                     stream.file
                 ));
+            }
+        }
+        if let Some(c) = head.commit {
+            let s = self.state();
+            if s.viewed.as_deref() != Some(c.to_string().as_str()) {
+                self.save_state(&State { viewed: Some(c.to_string()), ..s })?;
             }
         }
         Ok(())
