@@ -49,6 +49,8 @@ const NATIVE: &str = "usage/usage.json";
 /// The usage files of every clone, with their profiles (pinned by attribute).
 const STREAMS: [(&str, &str); 3] =
     [(NATIVE, "tally"), ("usage/cpa.json", "cliproxyapi"), ("usage/aggregate.json", "proxypal-aggregate")];
+/// The ledger directories, as a pathspec.
+const LEDGERS: &str = "usage/*.ledger";
 /// How many rounds of syncs the final convergence may take.
 const MAX_ROUNDS: usize = 6;
 
@@ -110,14 +112,23 @@ pub enum Op {
     /// Clones `a` and `b` both pull, revert the same usage commit, `a` pushes, `b` pulls
     /// (merging the two reverts) and pushes.
     RevertTwice { a: u8, b: u8, pick: u8 },
+    /// `git revert` of one of the last usage commits in HEAD, not pushed.
+    Revert { c: u8, pick: u8 },
+    /// The user puts back the ledger directories as they were `back` commits ago and
+    /// commits them.
+    RestoreOld { c: u8, back: u8 },
+    /// The user's `git add -A && git commit`: whatever the work tree holds (before the
+    /// first sync, the applications' files too).
+    CommitAll { c: u8 },
 }
 
 /// A history: how many clones, which of them declare `tally.appReads = after-pull` (their
-/// applications re-read after each pull), and the steps.
-#[derive(Clone, Debug)]
+/// applications re-read after each pull) and which `tally.commitView = true`, and the steps.
+#[derive(Clone, Debug, Default)]
 pub struct History {
     pub clones: usize,
     pub after_pull: Vec<bool>,
+    pub commit_view: Vec<bool>,
     pub ops: Vec<Op>,
 }
 
@@ -279,9 +290,13 @@ impl World {
                 env.tally(&dir).arg("install").assert().success();
                 let after_pull = h.after_pull.get(m).copied().unwrap_or(false);
                 let reads = if after_pull { "after-pull" } else { "never" };
-                for (k, v) in
-                    [("commit.gpgsign", "false"), ("tally.device", &format!("m{m}")), ("tally.appReads", reads)]
-                {
+                let commit_view = h.commit_view.get(m).copied().unwrap_or(false).to_string();
+                for (k, v) in [
+                    ("commit.gpgsign", "false"),
+                    ("tally.device", &format!("m{m}")),
+                    ("tally.appReads", reads),
+                    ("tally.commitView", &commit_view),
+                ] {
                     env.git(&dir, &["config", k, v]);
                 }
                 for (f, _) in STREAMS {
@@ -490,6 +505,45 @@ impl World {
                 let b = if at(b) == a { (a + 1) % n } else { at(b) };
                 self.revert_twice(a, b, pick)?;
             }
+            Op::Revert { c, pick } => {
+                let m = at(c);
+                let list = self.git_ok(m, &["log", "--no-merges", "-n", "6", "--format=%H", "HEAD", "--", "usage"])?;
+                let commits: Vec<&str> = list.lines().collect();
+                if commits.is_empty() {
+                    self.note(format!("m{m}: git revert (no usage commit in HEAD)"));
+                    return Ok(());
+                }
+                let c = commits[pick as usize % commits.len()].to_string();
+                let subject = self.git_ok(m, &["log", "-1", "--format=%s", &c])?;
+                let r = self.user(m, &["revert", "--no-edit", &c])?;
+                self.note(format!("m{m}: git revert {} ({subject}): {r}", &c[..10]));
+            }
+            Op::RestoreOld { c, back } => {
+                let m = at(c);
+                let old = format!("HEAD~{back}");
+                let dirs: Vec<String> = STREAMS
+                    .iter()
+                    .map(|(f, _)| git_tally::ledger::ledger_dir_of(f))
+                    .filter(|d| self.git(m, &["cat-file", "-e", &format!("{old}:{d}")]).status.success())
+                    .collect();
+                if dirs.is_empty() {
+                    self.note(format!("m{m}: put back the ledger as of {old} (not there)"));
+                    return Ok(());
+                }
+                let args: Vec<&str> =
+                    ["checkout", &old, "--"].into_iter().chain(dirs.iter().map(String::as_str)).collect();
+                self.git_ok(m, &args)?;
+                self.git_ok(m, &["commit", "-q", "--allow-empty", "-m", &format!("the ledger as of {old}")])?;
+                self.note(format!("m{m}: put back the ledger as of {old} and commit it"));
+            }
+            Op::CommitAll { c } => {
+                let m = at(c);
+                self.git_ok(m, &["add", "-A"])?;
+                let staged = self.git_ok(m, &["diff", "--cached", "--name-only"])?;
+                self.git_ok(m, &["commit", "-q", "--allow-empty", "-m", "the user's commit"])?;
+                let files: Vec<&str> = staged.lines().collect();
+                self.note(format!("m{m}: git add -A && git commit: {files:?}"));
+            }
         }
         Ok(())
     }
@@ -517,18 +571,24 @@ impl World {
         }
         let structural = !stages.is_empty();
         let unrelated = said.contains("unrelated histories");
-        if !structural && !unrelated {
+        // git refuses to start over a file an application wrote (tracked since a clone
+        // committed its view, or untracked where the upstream tracks it).
+        let refused =
+            ["would be overwritten", "unstaged changes", "uncommitted changes"].iter().any(|p| said.contains(p));
+        if !structural && !unrelated && !refused {
             return Err(self.fail(&format!("m{m}: git {} failed: {said}", args.join(" "))));
         }
         for abort in [["merge", "--abort"], ["rebase", "--abort"], ["cherry-pick", "--abort"], ["revert", "--abort"]] {
             let _ = self.git(m, &abort);
         }
-        let status = self.git_ok(m, &["status", "--porcelain", "--untracked-files=no"])?;
+        let status = self.git_ok(m, &["status", "--porcelain", "--untracked-files=no", "--", LEDGERS])?;
         if !status.is_empty() {
             return Err(self.fail(&format!("m{m}: aborting git {} left changes: {status}", args.join(" "))));
         }
         Ok(if unrelated {
             "refused (unrelated histories)".into()
+        } else if refused {
+            format!("refused ({})", first_line(&said))
         } else {
             format!("stopped on {:?} (one side deleted it), aborted", stages.keys().collect::<Vec<_>>())
         })
@@ -769,9 +829,11 @@ impl World {
         for m in 0..self.machines.len() {
             let dir = self.machines[m].dir.clone();
             self.check_clone(&dir, &format!("m{m}"), &want)?;
-            let status = self.git_ok(m, &["status", "--porcelain", "--untracked-files=no"])?;
+            // Ledger files as HEAD has them (a view someone committed may differ: the
+            // application writes it).
+            let status = self.git_ok(m, &["status", "--porcelain", "--untracked-files=no", "--", LEDGERS])?;
             if !status.is_empty() {
-                return Err(self.fail(&format!("m{m}: tracked files changed after the final sync: {status}")));
+                return Err(self.fail(&format!("m{m}: ledger files changed after the final sync: {status}")));
             }
         }
         let fresh = self.env.path().join("fresh");
@@ -793,7 +855,8 @@ impl World {
 pub fn run(h: &History) -> Outcome {
     let mut w = World::new(h);
     let flags: Vec<&str> = w.machines.iter().map(|m| if m.after_pull { "after-pull" } else { "never" }).collect();
-    w.note(format!("{} clones, tally.appReads {flags:?}", h.clones));
+    let views: Vec<bool> = (0..h.clones).map(|m| h.commit_view.get(m).copied().unwrap_or(false)).collect();
+    w.note(format!("{} clones, tally.appReads {flags:?}, tally.commitView {views:?}", h.clones));
     for op in &h.ops {
         w.apply(op)?;
     }
@@ -805,7 +868,8 @@ fn app() -> impl Strategy<Value = App> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let c = any::<u8>();
+    // Most steps on three clones, so that what one does meets what another did.
+    let c = prop_oneof![3 => 0u8..3, 1 => any::<u8>()];
     prop_oneof![
         6 => (c.clone(), 1u8..4, any::<bool>()).prop_map(|(c, n, ids)| Op::Record { c, n, ids }),
         1 => (c.clone(), any::<u8>()).prop_map(|(c, pick)| Op::Retry { c, pick }),
@@ -820,13 +884,17 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), any::<bool>()).prop_map(|(c, mine)| Op::SquashRemote { c, mine }),
         1 => (c.clone(), 1u8..4).prop_map(|(c, back)| Op::RewindRemote { c, back }),
         1 => (c.clone(), 1u8..3).prop_map(|(c, back)| Op::ResetHard { c, back }),
-        1 => (c.clone(), c, any::<u8>()).prop_map(|(a, b, pick)| Op::RevertTwice { a, b, pick }),
+        1 => (c.clone(), c.clone(), any::<u8>()).prop_map(|(a, b, pick)| Op::RevertTwice { a, b, pick }),
+        1 => (c.clone(), any::<u8>()).prop_map(|(c, pick)| Op::Revert { c, pick }),
+        1 => (c.clone(), 1u8..4).prop_map(|(c, back)| Op::RestoreOld { c, back }),
+        1 => c.prop_map(|c| Op::CommitAll { c }),
     ]
 }
 
 fn history() -> impl Strategy<Value = History> {
-    (3usize..=6, prop::collection::vec(any::<bool>(), 6), prop::collection::vec(op(), 8..28))
-        .prop_map(|(clones, after_pull, ops)| History { clones, after_pull, ops })
+    let flags = || prop::collection::vec(any::<bool>(), 6);
+    (3usize..=6, flags(), flags(), prop::collection::vec(op(), 8..32))
+        .prop_map(|(clones, after_pull, commit_view, ops)| History { clones, after_pull, commit_view, ops })
 }
 
 fn env_number(name: &str) -> Option<u32> {
@@ -853,7 +921,7 @@ proptest! {
 // One fixed history per hostile family: a regression points at its family.
 
 fn fixed(clones: usize, after_pull: &[bool], ops: Vec<Op>) {
-    let h = History { clones, after_pull: after_pull.to_vec(), ops };
+    let h = History { clones, after_pull: after_pull.to_vec(), commit_view: Vec::new(), ops };
     if let Err(why) = run(&h) {
         panic!("{why}\nhistory: {h:#?}");
     }
@@ -1104,7 +1172,6 @@ fn an_index_update_that_adds_and_changes_paths_keeps_one_entry_per_path() {
 fn a_replayed_sync_leaves_nothing_for_the_next_sync_to_commit() {
     let h = History {
         clones: 2,
-        after_pull: vec![],
         ops: vec![
             Record { c: 0, n: 1, ids: true },
             Sync { c: 0 },
@@ -1113,6 +1180,7 @@ fn a_replayed_sync_leaves_nothing_for_the_next_sync_to_commit() {
             Record { c: 0, n: 1, ids: true },
             Sync { c: 0 },
         ],
+        ..History::default()
     };
     let mut w = World::new(&h);
     for op in &h.ops {
@@ -1140,4 +1208,21 @@ fn a_reset_branch_does_not_turn_what_the_application_read_into_its_own_requests(
             Sync { c: 0 },
         ],
     );
+}
+
+/// Found by a history: a native view committed by a clone with `tally.commitView = true`
+/// and brought into another clone's work tree by the user's `git pull` (or a cherry-pick)
+/// is not an application's write — no application writes the native format — yet it
+/// was left alone as one, for good: that clone's usage.json never showed its own requests.
+#[test]
+fn a_native_view_that_git_checked_out_is_written_over() {
+    let h = History {
+        clones: 2,
+        commit_view: vec![true, false],
+        ops: vec![Sync { c: 0 }, UserPull { c: 1, rebase: false }, Record { c: 1, n: 2, ids: true }, Sync { c: 1 }],
+        ..History::default()
+    };
+    if let Err(why) = run(&h) {
+        panic!("{why}");
+    }
 }
