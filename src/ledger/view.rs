@@ -106,8 +106,11 @@ impl Ledger {
             let mut b = Vec::new();
             f.read_to_end(&mut b).ok().map(|_| b)
         });
+        // No application writes the native format (its writes are never ingested): what is
+        // there and unknown came from git (a view another clone committed), not to be kept.
+        let app_writes = view.profile.name != "tally";
         if let Some(c) = &current {
-            if c != &bytes && !known(&hash(c)) {
+            if app_writes && c != &bytes && !known(&hash(c)) {
                 return Ok(Written::Left);
             }
         }
