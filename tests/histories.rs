@@ -94,6 +94,8 @@ pub enum Op {
     Sync { c: u8 },
     /// `git tally pull` (commits locally, integrates, does not push).
     Pull { c: u8 },
+    /// `git tally sync` killed (SIGKILL) after `ms` milliseconds, wherever it is.
+    KilledSync { c: u8, ms: u8 },
     /// The user's `git pull` (merge, or `--rebase`) with the driver installed.
     UserPull { c: u8, rebase: bool },
     /// `git fetch` and `git cherry-pick` of a commit of the upstream not in HEAD.
@@ -444,6 +446,29 @@ impl World {
             }
             Op::Sync { c } => self.tally_sync(at(c), "sync")?,
             Op::Pull { c } => self.tally_sync(at(c), "pull")?,
+            Op::KilledSync { c, ms } => {
+                let m = at(c);
+                let mut child = self.env.command(&self.machines[m].dir);
+                let mut child = child.arg("sync").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                let how = match status.code() {
+                    Some(code) => format!("it had finished (exit {code})"),
+                    None => "killed".into(),
+                };
+                // An application that re-reads after a pull notices the file changed.
+                let mach = &mut self.machines[m];
+                if mach.after_pull {
+                    for app in [App::Cpa, App::ProxyPal] {
+                        let file = mach.dir.join(app.file());
+                        if let Some(v) = std::fs::read(file).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                            mach.apps[app.index()].memory = v;
+                        }
+                    }
+                }
+                self.note(format!("m{m}: git tally sync, SIGKILL after {ms} ms: {how}"));
+            }
             Op::UserPull { c, rebase } => {
                 let m = at(c);
                 let how = if rebase { "--rebase" } else { "--no-rebase" };
@@ -902,6 +927,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), app()).prop_map(|(c, app)| Op::Restart { c, app }),
         5 => c.clone().prop_map(|c| Op::Sync { c }),
         2 => c.clone().prop_map(|c| Op::Pull { c }),
+        1 => (c.clone(), any::<u8>()).prop_map(|(c, ms)| Op::KilledSync { c, ms }),
         3 => (c.clone(), any::<bool>()).prop_map(|(c, rebase)| Op::UserPull { c, rebase }),
         1 => (c.clone(), any::<u8>()).prop_map(|(c, pick)| Op::CherryPick { c, pick }),
         1 => (c.clone(), any::<u8>()).prop_map(|(c, pick)| Op::Duplicate { c, pick }),
@@ -1163,6 +1189,21 @@ fn history_identical_reverts_merged() {
             Sync { c: 1 },
         ],
     );
+}
+
+/// Syncs killed with SIGKILL at moments spread over a sync's run (the moment reached
+/// varies with the machine's load; every moment must lose and double nothing), with
+/// applications that write between them.
+#[test]
+fn history_syncs_killed_at_any_moment() {
+    let mut ops = Vec::new();
+    for (k, ms) in [0u8, 15, 30, 45, 60, 80, 100, 130, 160, 200, 255].into_iter().enumerate() {
+        let c = (k % 3) as u8;
+        ops.push(Record { c, n: 1, ids: k % 2 == 0 });
+        ops.push(Serve { c, app: if k % 2 == 0 { App::Cpa } else { App::ProxyPal }, n: 1 });
+        ops.push(KilledSync { c, ms });
+    }
+    fixed(3, &[false, true, false], ops);
 }
 
 /// The user's own commits of the ledger: a revert not pushed, the ledger directories put
