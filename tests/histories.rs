@@ -617,7 +617,9 @@ impl World {
         // committed its view, or untracked where the upstream tracks it).
         let refused =
             ["would be overwritten", "unstaged changes", "uncommitted changes"].iter().any(|p| said.contains(p));
-        if !structural && !unrelated && !refused {
+        // A revert of what is already reverted changes nothing.
+        let empty = said.contains("nothing to commit");
+        if !structural && !unrelated && !refused && !empty {
             return Err(self.fail(&format!("m{m}: git {} failed: {said}", args.join(" "))));
         }
         for abort in [["merge", "--abort"], ["rebase", "--abort"], ["cherry-pick", "--abort"], ["revert", "--abort"]] {
@@ -631,6 +633,8 @@ impl World {
             "refused (unrelated histories)".into()
         } else if refused {
             format!("refused ({})", first_line(&said))
+        } else if empty && !structural {
+            "nothing to do, aborted".into()
         } else {
             format!("stopped on {:?} (one side deleted it), aborted", stages.keys().collect::<Vec<_>>())
         })
