@@ -448,11 +448,24 @@ impl World {
             Op::Pull { c } => self.tally_sync(at(c), "pull")?,
             Op::KilledSync { c, ms } => {
                 let m = at(c);
+                // git-tally alone is killed; a git it started (fetch, push) runs to its end,
+                // as after a crash of git-tally, and is waited for: its process group.
+                use std::os::unix::process::CommandExt;
                 let mut child = self.env.command(&self.machines[m].dir);
-                let mut child = child.arg("sync").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+                child.arg("sync").stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+                let mut child = child.spawn().unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(ms as u64));
                 let _ = child.kill();
                 let status = child.wait().unwrap();
+                let group = format!("-{}", child.id());
+                for _ in 0..500 {
+                    let alive =
+                        std::process::Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status();
+                    if !alive.is_ok_and(|s| s.success()) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 let how = match status.code() {
                     Some(code) => format!("it had finished (exit {code})"),
                     None => "killed".into(),
