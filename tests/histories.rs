@@ -609,6 +609,18 @@ impl World {
     fn user(&mut self, m: usize, args: &[&str]) -> Outcome<String> {
         let out = self.git(m, args);
         if out.status.success() {
+            let git_dir = self.machines[m].dir.join(".git");
+            let left: Vec<&str> = ["MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "rebase-merge", "rebase-apply"]
+                .into_iter()
+                .filter(|f| git_dir.join(f).exists())
+                .collect();
+            if !left.is_empty() {
+                return Err(self.fail(&format!(
+                    "m{m}: git {} exited 0 and left {left:?}: {}",
+                    args.join(" "),
+                    text(&out)
+                )));
+            }
             return Ok("ok".into());
         }
         let said = text(&out);
