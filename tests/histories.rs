@@ -972,9 +972,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Whether histories may commit views (`tally.commitView`, or the user's `git add -A`
-/// before the views are excluded): `HISTORIES_WITH_VIEWS=1`. A view git checks out from
-/// a commit is then taken for an application's write, and ProxyPal aggregates count
-/// twice (see `a_committed_view_that_git_checked_out_is_not_an_application_write`).
+/// before the views are excluded): `HISTORIES_WITH_VIEWS=1`. Two known gaps show then: a
+/// view git checks out from a commit is taken for an application's write (ProxyPal
+/// aggregates count twice), and git overwrites an application's unread write with it
+/// (the two ignored tests at the end).
 fn with_views() -> bool {
     std::env::var("HISTORIES_WITH_VIEWS").is_ok_and(|v| v == "1")
 }
@@ -1384,6 +1385,33 @@ fn a_committed_view_that_git_checked_out_is_not_an_application_write() {
             Sync { c: 1 },
         ],
         ..History::default()
+    };
+    if let Err(why) = run(&h) {
+        panic!("{why}");
+    }
+}
+
+/// A known gap, found with `HISTORIES_WITH_VIEWS=1`: git-tally lists the views in
+/// `.git/info/exclude`, and git overwrites ignored files without asking. Once another clone
+/// commits the view (`tally.commitView = true`), the user's `git pull` here puts that view
+/// over the application's write that no sync has read yet; an application that re-reads
+/// after the pull then forgets its requests too. Committing the view at the application's
+/// own path is what lets git write there (see the report of this branch).
+#[test]
+#[ignore = "known gap: git overwrites an application's unread write with a committed view"]
+fn a_committed_view_never_overwrites_an_applications_unread_write() {
+    let h = History {
+        clones: 2,
+        after_pull: vec![false, true],
+        commit_view: vec![true, false],
+        ops: vec![
+            Sync { c: 1 },
+            Serve { c: 1, app: App::Cpa, n: 2 },
+            Record { c: 0, n: 1, ids: true },
+            Sync { c: 0 },
+            UserPull { c: 1, rebase: false },
+            Sync { c: 1 },
+        ],
     };
     if let Err(why) = run(&h) {
         panic!("{why}");
