@@ -126,13 +126,30 @@ pub enum Op {
 }
 
 /// A history: how many clones, which of them declare `tally.appReads = after-pull` (their
-/// applications re-read after each pull) and which `tally.commitView = true`, and the steps.
+/// applications re-read after each pull) and which `tally.commitView = true`, whether each
+/// clone first records, serves and syncs once (`warm`: so that the hostile steps find
+/// commits to work on), and the steps.
 #[derive(Clone, Debug, Default)]
 pub struct History {
     pub clones: usize,
     pub after_pull: Vec<bool>,
     pub commit_view: Vec<bool>,
+    pub warm: bool,
     pub ops: Vec<Op>,
+}
+
+/// Each clone records (with ids on every other one), both applications serve, it syncs.
+fn warm_up(clones: usize) -> Vec<Op> {
+    (0..clones as u8)
+        .flat_map(|c| {
+            [
+                Op::Record { c, n: 2, ids: c % 2 == 0 },
+                Op::Serve { c, app: App::Cpa, n: 1 },
+                Op::Serve { c, app: App::ProxyPal, n: 1 },
+                Op::Sync { c },
+            ]
+        })
+        .collect()
 }
 
 struct AppState {
@@ -485,8 +502,12 @@ impl World {
             Op::UserPull { c, rebase } => {
                 let m = at(c);
                 let how = if rebase { "--rebase" } else { "--no-rebase" };
-                let args = ["pull", "-q", "--no-edit", how];
-                let r = self.user(m, &args)?;
+                let mut r = self.user(m, &["pull", "-q", "--no-edit", how])?;
+                if r.contains("unrelated histories") {
+                    // The remote was rewritten: a user who insists merges it anyway.
+                    let again = self.user(m, &["pull", "-q", "--no-edit", how, "--allow-unrelated-histories"])?;
+                    r = format!("{r}; with --allow-unrelated-histories: {again}");
+                }
                 self.note(format!("m{m}: git pull {how}: {r}"));
             }
             Op::CherryPick { c, pick } => {
@@ -932,7 +953,8 @@ pub fn run(h: &History) -> Outcome {
     let flags: Vec<&str> = w.machines.iter().map(|m| if m.after_pull { "after-pull" } else { "never" }).collect();
     let views: Vec<bool> = (0..h.clones).map(|m| h.commit_view.get(m).copied().unwrap_or(false)).collect();
     w.note(format!("{} clones, tally.appReads {flags:?}, tally.commitView {views:?}", h.clones));
-    for op in &h.ops {
+    let warm = if h.warm { warm_up(h.clones) } else { Vec::new() };
+    for op in warm.iter().chain(&h.ops) {
         w.apply(op)?;
     }
     let checked = w.check();
@@ -984,7 +1006,7 @@ fn history() -> impl Strategy<Value = History> {
     let flags = || prop::collection::vec(any::<bool>(), 6);
     let views = move || prop::collection::vec(any::<bool>().prop_map(|b| b && with_views()), 6);
     (3usize..=6, flags(), views(), prop::collection::vec(op(), 8..28))
-        .prop_map(|(clones, after_pull, commit_view, ops)| History { clones, after_pull, commit_view, ops })
+        .prop_map(|(clones, after_pull, commit_view, ops)| History { clones, after_pull, commit_view, warm: true, ops })
 }
 
 fn env_number(name: &str) -> Option<u32> {
@@ -1011,7 +1033,7 @@ proptest! {
 // One fixed history per hostile family: a regression points at its family.
 
 fn fixed(clones: usize, after_pull: &[bool], ops: Vec<Op>) {
-    let h = History { clones, after_pull: after_pull.to_vec(), commit_view: Vec::new(), ops };
+    let h = History { clones, after_pull: after_pull.to_vec(), ops, ..History::default() };
     if let Err(why) = run(&h) {
         panic!("{why}\nhistory: {h:#?}");
     }
@@ -1412,8 +1434,41 @@ fn a_committed_view_never_overwrites_an_applications_unread_write() {
             UserPull { c: 1, rebase: false },
             Sync { c: 1 },
         ],
+        ..History::default()
     };
     if let Err(why) = run(&h) {
         panic!("{why}");
+    }
+}
+
+/// Found by a history: `git tally install` wrote `*.ledger/**/*.json merge=tally`, and in
+/// .gitattributes a pattern with a slash matches from the top, so `*` never crossed into
+/// `usage/`: the ledger files beside `usage/usage.json` merged as text. A cherry-pick of
+/// a squashed root commit stopped on every shard both sides had (add/add); a merge of two
+/// versions of one shard could pass as a text merge of JSON.
+#[test]
+fn the_driver_merges_the_ledger_files_beside_the_usage_file() {
+    let h = History {
+        clones: 2,
+        ops: vec![
+            Record { c: 0, n: 1, ids: true },
+            Sync { c: 0 },
+            Record { c: 1, n: 1, ids: true },
+            Sync { c: 1 },
+            Record { c: 0, n: 1, ids: true },
+            Sync { c: 0 },
+            SquashRemote { c: 1, mine: true },
+            CherryPick { c: 0, pick: 0 },
+        ],
+        ..History::default()
+    };
+    if let Err(why) = run(&h) {
+        panic!("{why}");
+    }
+    let env = Env::new();
+    let repo = env.repo("repo");
+    env.tally(&repo).arg("install").assert().success();
+    for path in ["usage/usage.ledger/0123abcd/2026-10/2026-10-20.json", "usage.ledger/0123abcd/device.json"] {
+        assert_eq!(env.git(&repo, &["check-attr", "merge", "--", path]).trim(), format!("{path}: merge: tally"));
     }
 }
