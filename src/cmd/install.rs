@@ -26,7 +26,9 @@ pub fn textconv(exe: &Path) -> String {
     format!("{} show", fsutil::shell_quote(&exe.to_string_lossy()))
 }
 /// Usage files, and every ledger file (the driver joins two versions of a device's file).
-pub const DEFAULT_PATTERNS: [&str; 3] = ["usage/*.json", "usage.json", "*.ledger/**/*.json"];
+/// A pattern with a slash matches from the top, so the ledger's needs a leading `**/` to
+/// reach `usage/usage.ledger/…` beside `usage/usage.json`.
+pub const DEFAULT_PATTERNS: [&str; 3] = ["usage/*.json", "usage.json", "**/*.ledger/**/*.json"];
 const BEGIN: &str = "# >>> git-tally: usage files merge with `git tally merge` >>>";
 const END: &str = "# <<< git-tally <<<";
 
