@@ -52,6 +52,8 @@ const STREAMS: [(&str, &str); 3] =
     [(NATIVE, "tally"), ("usage/cpa.json", "cliproxyapi"), ("usage/aggregate.json", "proxypal-aggregate")];
 /// The ledger directories, as a pathspec.
 const LEDGERS: &str = "usage/*.ledger";
+/// At most this many clones (copies included): instants are unique per clone below it.
+const MAX_CLONES: usize = 8;
 /// How many rounds of syncs the final convergence may take.
 const MAX_ROUNDS: usize = 6;
 
@@ -112,6 +114,9 @@ pub enum Op {
     RewindRemote { c: u8, back: u8 },
     /// `git reset --hard HEAD~back`.
     ResetHard { c: u8, back: u8 },
+    /// The clone copied whole (`cp -a`) to a new machine, which gets its own name and its
+    /// own applications (starting empty); the copy's git-tally must notice it is a copy.
+    Copy { c: u8 },
     /// Clones `a` and `b` both pull, revert the same usage commit, `a` pushes, `b` pulls
     /// (merging the two reverts) and pushes.
     RevertTwice { a: u8, b: u8, pick: u8 },
@@ -195,10 +200,10 @@ fn t0(text: &str) -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339(text).unwrap()
 }
 
-/// Event `k` of clone `m` as `record` gets it: unique instants (5 minutes × (6k + m)) over
+/// Event `k` of clone `m` as `record` gets it: unique instants (4 minutes × (8k + m)) over
 /// two days from 2026-10-20, every field varied.
 fn record_line(m: usize, k: usize, with_id: bool) -> String {
-    let ts = t0("2026-10-20T00:00:00Z") + Duration::minutes(((k * 6 + m) * 5) as i64);
+    let ts = t0("2026-10-20T00:00:00Z") + Duration::minutes(((k * MAX_CLONES + m) * 4) as i64);
     let mut v = json!({
         "timestamp": ts.to_rfc3339(),
         "provider": (["openai", "anthropic"][k % 2]),
@@ -219,7 +224,7 @@ fn record_line(m: usize, k: usize, with_id: bool) -> String {
 /// ProxyPal traffic on days of its own per clone (from 2026-12-01, three days apart).
 fn served_event(app: App, m: usize, i: usize) -> Event {
     let ts = match app {
-        App::Cpa => t0("2026-11-05T00:00:00Z") + Duration::minutes(((i * 6 + m) * 7) as i64),
+        App::Cpa => t0("2026-11-05T00:00:00Z") + Duration::minutes(((i * MAX_CLONES + m) * 7) as i64),
         App::ProxyPal => t0("2026-12-01T00:00:00Z") + Duration::days(3 * m as i64) + Duration::minutes(5 * i as i64),
     };
     let line = json!({
@@ -562,6 +567,32 @@ impl World {
                 };
                 self.git_ok(m, &["push", "-q", "-f", "origin", &format!("{old}:refs/heads/main")])?;
                 self.note(format!("m{m}: force-push HEAD~{back} to the remote"));
+            }
+            Op::Copy { c } => {
+                let m = at(c);
+                let k = self.machines.len();
+                if k >= MAX_CLONES {
+                    self.note(format!("m{m}: copy (already {k} clones)"));
+                    return Ok(());
+                }
+                let dir = self.env.path().join(format!("m{k}"));
+                let cp =
+                    std::process::Command::new("cp").arg("-a").arg(&self.machines[m].dir).arg(&dir).output().unwrap();
+                assert!(cp.status.success(), "cp -a: {}", text(&cp));
+                let name = format!("m{k}");
+                self.env.git(&dir, &["config", "tally.device", &name]);
+                let app = |a: App| AppState { memory: (a.profile().empty)(), served: 0, unread: false };
+                let after_pull = self.machines[m].after_pull;
+                self.machines.push(Machine {
+                    dir,
+                    name,
+                    after_pull,
+                    recorded: 0,
+                    with_ids: Vec::new(),
+                    apps: [app(App::Cpa), app(App::ProxyPal)],
+                    synced: self.machines[m].synced,
+                });
+                self.note(format!("m{m}: copied whole to m{k} (named m{k}; its applications start empty)"));
             }
             Op::ResetHard { c, back } => {
                 let m = at(c);
@@ -986,6 +1017,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (c.clone(), any::<bool>()).prop_map(|(c, mine)| Op::SquashRemote { c, mine }),
         1 => (c.clone(), 1u8..4).prop_map(|(c, back)| Op::RewindRemote { c, back }),
         1 => (c.clone(), 1u8..3).prop_map(|(c, back)| Op::ResetHard { c, back }),
+        1 => c.clone().prop_map(|c| Op::Copy { c }),
         1 => (c.clone(), c.clone(), any::<u8>()).prop_map(|(a, b, pick)| Op::RevertTwice { a, b, pick }),
         1 => (c.clone(), any::<u8>()).prop_map(|(c, pick)| Op::Revert { c, pick }),
         1 => (c.clone(), 1u8..4).prop_map(|(c, back)| Op::RestoreOld { c, back }),
@@ -1471,4 +1503,28 @@ fn the_driver_merges_the_ledger_files_beside_the_usage_file() {
     for path in ["usage/usage.ledger/0123abcd/2026-10/2026-10-20.json", "usage.ledger/0123abcd/device.json"] {
         assert_eq!(env.git(&repo, &["check-attr", "merge", "--", path]).trim(), format!("{path}: merge: tally"));
     }
+}
+
+/// Found by a history: a clone copied whole (`cp -a`, to set up a new machine) is re-keyed
+/// and drops the original's state, but the applications' files in its work tree are the
+/// original's writes — read by the original's next sync. The copy took them as its own
+/// applications' writes: 4 of m0's 2 requests.
+#[test]
+fn a_copied_clone_does_not_take_the_originals_application_writes() {
+    fixed(
+        2,
+        &[],
+        vec![
+            Record { c: 0, n: 2, ids: true },
+            Sync { c: 0 },
+            Record { c: 0, n: 1, ids: true },
+            Serve { c: 0, app: App::Cpa, n: 2 },
+            Serve { c: 0, app: App::ProxyPal, n: 2 },
+            Copy { c: 0 },
+            Sync { c: 2 },
+            Sync { c: 0 },
+            Record { c: 2, n: 1, ids: true },
+            Sync { c: 2 },
+        ],
+    );
 }
