@@ -137,7 +137,18 @@ impl Ledger {
             let profile = choose_profile(&config, &state, top, &file, profile_hints)?;
             streams.push(Stream { file, profile });
         }
-        Ok(Ledger { state, top: top.to_path_buf(), key, config, streams, notices, recorded: Default::default() })
+        let ledger =
+            Ledger { state, top: top.to_path_buf(), key, config, streams, notices, recorded: Default::default() };
+        if let Opened::Rekeyed { .. } = opened {
+            // The usage files in a copy's work tree are the original's (its applications'
+            // writes, its views), read by the original's sync: never this copy's writes.
+            for stream in &ledger.streams {
+                if let Ok(bytes) = std::fs::read(ledger.top.join(&stream.file)) {
+                    ledger.mark_written(stream, &bytes)?;
+                }
+            }
+        }
+        Ok(ledger)
     }
 
     /// Messages for the user that opening produced (a re-keyed copy).
