@@ -10,6 +10,7 @@ mod exact;
 mod failing;
 mod filemode;
 mod git;
+mod histories;
 mod imports;
 mod ledger;
 mod migrate;

@@ -619,6 +619,10 @@ impl Repo {
             } else {
                 gx!(self.repo.index_or_load_from_head_or_empty(), "reading the index")?.into_owned()
             };
+            // Lookups are binary searches over the sorted entries: new entries are pushed
+            // (unsorted) only after every lookup, or a path after them is not found and
+            // ends up in the index twice.
+            let mut new = Vec::new();
             for (path, entry) in changes {
                 let p: &BStr = path.as_bytes().as_bstr();
                 match entry {
@@ -643,15 +647,16 @@ impl Repo {
                                 e.mode = emode;
                                 e.stat = stat;
                             }
-                            None => {
-                                index.dangerously_push_entry(stat, id.0, gix::index::entry::Flags::empty(), emode, p);
-                            }
+                            None => new.push((stat, id.0, emode, p)),
                         }
                     }
                     None => {
                         index.remove_entries(|_, entry_path, _| entry_path == p);
                     }
                 }
+            }
+            for (stat, id, mode, p) in new {
+                index.dangerously_push_entry(stat, id, gix::index::entry::Flags::empty(), mode, p);
             }
             index.sort_entries();
             index.remove_tree();

@@ -146,7 +146,7 @@ impl Ledger {
             streams.push(Stream { file, profile, by_default });
         }
         let orphans = orphans(&state, &streams);
-        Ok(Ledger {
+        let ledger = Ledger {
             state,
             top: top.to_path_buf(),
             key,
@@ -155,7 +155,17 @@ impl Ledger {
             orphans,
             notices,
             recorded: Default::default(),
-        })
+        };
+        if let Opened::Rekeyed { .. } = opened {
+            // The usage files in a copy's work tree are the original's (its applications'
+            // writes, its views), read by the original's sync: never this copy's writes.
+            for stream in &ledger.streams {
+                if let Ok(bytes) = std::fs::read(ledger.top.join(&stream.file)) {
+                    ledger.mark_written(stream, &bytes)?;
+                }
+            }
+        }
+        Ok(ledger)
     }
 
     /// Usage files this device has a ledger for that `tally.file` no longer names (a typo

@@ -152,6 +152,12 @@ impl Ledger {
     /// never ingested as the application's.
     pub fn write_snapshot(&self, stream: &Stream, bytes: &[u8]) -> Result<()> {
         replace(&self.top.join(&stream.file), bytes, &self.state.tmp_ensured()?)?;
+        self.mark_written(stream, bytes)
+    }
+
+    /// Takes `bytes` in the stream's file for git-tally's own: never ingested as an
+    /// application's write.
+    pub(crate) fn mark_written(&self, stream: &Stream, bytes: &[u8]) -> Result<()> {
         let mut residual = self.own_residual(stream)?;
         let mut local = residual.local.as_object().cloned().unwrap_or_default();
         local.insert("written".into(), json!(hash(bytes)));

@@ -66,6 +66,10 @@ pub struct State {
     /// shows as this commit no longer being an ancestor.
     #[serde(default)]
     pub last_synced: Option<String>,
+    /// The commit HEAD was at when the views were last written (what an application that
+    /// re-reads its file saw of other devices; see `IngestSource`).
+    #[serde(default)]
+    pub viewed: Option<String>,
 }
 
 impl State {
@@ -197,8 +201,8 @@ impl Sync {
             self.save_state(&s)?;
         }
         let head = self.repo.head().map_err(repo_err)?;
-        let tree = head.commit.map(|c| self.repo.tree_of(c)).transpose().map_err(repo_err)?;
-        let source = TreeSource { repo: &self.repo, tree };
+        let viewed = self.state().viewed.as_deref().and_then(crate::git::Oid::from_hex);
+        let source = tree::IngestSource { repo: &self.repo, head: head.commit, viewed };
         for stream in self.ledger.streams() {
             match self.ledger.ingest(stream, &source)? {
                 crate::ledger::Ingested::Taken { .. } => r.ingested += 1,
@@ -321,11 +325,15 @@ impl Sync {
         }
         let mut edits = Vec::new();
         if !self.config.commit_view {
-            // A view committed before (by git-tally 0.1, or with tally.commitView): the
-            // ledger holds its counts now; the work tree keeps the file.
+            // The file git-tally 0.1 committed, when its ledger is committed first: the
+            // ledger holds its counts now; the work tree keeps the file. Once a ledger is
+            // there, a committed view is another clone's `tally.commitView`, kept up to date
+            // by that clone (removing it here would undo that clone's commit every sync).
             for s in self.ledger.streams() {
                 if let Some(t) = base {
-                    if self.repo.entry(t, &s.file).map_err(repo_err)?.is_some() {
+                    if self.repo.entry(t, &s.file).map_err(repo_err)?.is_some()
+                        && self.repo.entry(t, &s.ledger_dir()).map_err(repo_err)?.is_none()
+                    {
                         edits.push((s.file.clone(), None));
                     }
                 }
@@ -427,6 +435,12 @@ impl Sync {
                 _ => {
                     let _ = std::fs::remove_file(&written);
                 }
+            }
+        }
+        if let Some(c) = head.commit {
+            let s = self.state();
+            if s.viewed.as_deref() != Some(c.to_string().as_str()) {
+                self.save_state(&State { viewed: Some(c.to_string()), ..s })?;
             }
         }
         Ok(())

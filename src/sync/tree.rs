@@ -23,6 +23,29 @@ impl Source for TreeSource<'_> {
     }
 }
 
+/// The ledger files an application's write is ingested against: HEAD's, joined with those
+/// of the commit the views were last written from. An application that re-reads the file
+/// lists other devices' requests, and takes as this device's only what they do not hold;
+/// a reset branch or a reverted commit may have taken those files out of HEAD since the
+/// application read them. Joining costs nothing when the two are the same.
+pub struct IngestSource<'r> {
+    pub repo: &'r Repo,
+    pub head: Option<Oid>,
+    /// The commit HEAD was at when the views were last written.
+    pub viewed: Option<Oid>,
+}
+
+impl Source for IngestSource<'_> {
+    fn files(&self, ledger_dir: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let sub = |commit: Option<Oid>| -> Option<Oid> {
+            let tree = self.repo.tree_of(commit?).ok()?;
+            self.repo.entry(tree, ledger_dir).ok()?.filter(|(_, m)| *m == EntryMode::Tree).map(|(id, _)| id)
+        };
+        let joined = join_trees(self.repo, sub(self.head), sub(self.viewed), ledger_dir)?;
+        TreeSource { repo: self.repo, tree: joined }.files("")
+    }
+}
+
 pub(crate) fn repo_err(e: crate::git::RepoError) -> Error {
     match e {
         crate::git::RepoError::Unusable(m) => Error::Usage(m),
