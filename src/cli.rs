@@ -73,6 +73,14 @@ pub enum Command {
     ClearHistory(ConfirmArgs),
     /// Zero the aggregates and clear the records (merges as a reset).
     Reset(ConfirmArgs),
+    /// Move this device's usage of a file tally.file no longer names into a configured one.
+    Move {
+        /// The file no longer in tally.file (as `status` names it).
+        from: String,
+        /// The configured usage file to count it in (default: the first in tally.file).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Import Claude Code transcripts or Codex CLI sessions into usage records.
     Import(ImportArgs),
     /// The price that applies to a model, or `prices update` to refresh the table.

@@ -137,7 +137,10 @@ pub fn run(dir: &Path) -> Result<i32> {
                 for o in ledger.orphans() {
                     r.problem(
                         format!("this device has usage of {}, which tally.file no longer names (kept, and committed by sync, but in no report)", o.file),
-                        format!("if it was renamed or mistyped, count it again: git config --add tally.file {}", shell_quote(&o.file)),
+                        format!(
+                            "if it was mistyped or renamed, count it in the configured file: git tally move {f}; to report it as a file of its own: git config --add tally.file {f}",
+                            f = shell_quote(&o.file)
+                        ),
                     );
                 }
             }

@@ -119,6 +119,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             lower(&ledger, true)
         }
+        Command::Move { from, to } => move_usage(&open_ledger(&dir, proxy)?, &from, to.as_deref()),
         Command::Import(args) => import::run(&open_ledger(&dir, proxy)?, &args),
         Command::Prices(args) => prices::run(&dir, proxy, &args),
         Command::Demo(args) => demo::run(&args),
@@ -247,6 +248,29 @@ fn lower(ledger: &Ledger, reset: bool) -> Result<i32> {
     } else {
         println!("cleared the records of {}; aggregates kept (sync to share)", sync::plural(n, "device"));
     }
+    Ok(crate::exit::OK)
+}
+
+/// `move`: this device's usage of `from` (no longer in tally.file) counted in `to`.
+fn move_usage(ledger: &Ledger, from: &str, to: Option<&str>) -> Result<i32> {
+    let _lock = crate::lock::Lock::acquire(ledger.state().lock_dir(), ledger.config().lock_timeout, "move")?;
+    migrate(ledger)?;
+    ledger.fold()?;
+    let target = match to {
+        None => ledger.streams().first(),
+        Some(t) => ledger.streams().iter().find(|s| s.file == t.trim_start_matches("./")),
+    }
+    .ok_or_else(|| {
+        Error::Usage(format!("{} is not in tally.file (configured: {})", to.unwrap_or("(none)"), files_of(ledger)))
+    })?;
+    let moved = ledger.move_usage(from.trim_start_matches("./"), target)?;
+    write_views_now(ledger)?;
+    println!(
+        "moved this device's usage of {from} into {} ({}, device {}); sync to share",
+        target.file,
+        sync::plural(moved.files, "ledger file"),
+        moved.device
+    );
     Ok(crate::exit::OK)
 }
 

@@ -77,8 +77,8 @@ pub fn run(dir: &Path, proxy: Option<&Path>, args: &StatusArgs) -> Result<i32> {
     println!("files        {}", files.join(", "));
     for o in ledger.orphans() {
         println!(
-            "not in tally.file: {} — this device's usage of it is kept (sync commits it); `git config --add tally.file {}` counts it again",
-            o.file, o.file
+            "not in tally.file: {f} — this device's usage of it is kept (sync commits it); `git tally move {f}` counts it in the configured file, `git config --add tally.file {f}` reports it again",
+            f = o.file
         );
     }
 

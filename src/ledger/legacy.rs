@@ -429,7 +429,7 @@ fn plural(n: usize, word: &str) -> String {
 }
 
 /// FNV-1a as 0.1 computed it (its journal and written-file fingerprints).
-fn fnv(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 

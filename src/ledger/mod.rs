@@ -18,6 +18,7 @@ mod ids;
 mod ingest;
 mod journal;
 mod legacy;
+mod moved;
 mod reset;
 pub mod shard;
 mod state;
@@ -27,6 +28,7 @@ pub use device::Opened;
 pub use ingest::Ingested;
 pub use journal::Journal;
 pub use legacy::{Head as LegacyHead, LEGACY_DEVICE};
+pub use moved::Moved;
 
 pub use shard::{LedgerFile, Record, Shard, FORMAT};
 pub use state::StateDir;
@@ -426,6 +428,15 @@ impl Ledger {
     pub fn changed_files(&self, all: bool) -> Result<Vec<(String, Vec<u8>)>> {
         let mut out = Vec::new();
         for stream in self.streams.iter().chain(&self.orphans) {
+            out.extend(self.changed_files_of(stream, all)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Ledger::changed_files`] of one stream.
+    pub(crate) fn changed_files_of(&self, stream: &Stream, all: bool) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        {
             let mut names: BTreeSet<String> =
                 journal::read_lines(&self.state.dirty(&stream.file))?.into_iter().collect();
             if all {

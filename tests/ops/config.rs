@@ -245,7 +245,7 @@ fn usage_of_a_file_no_longer_configured_is_kept_committed_and_named() {
     assert_eq!(s["unconfigured_files"][0]["file"], "usage/usgae.json", "{s}");
     let out = run(&env, &repo, &["doctor"]);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("git config --add tally.file usage/usgae.json"), "doctor:\n{said}");
+    assert!(said.contains("git tally move usage/usgae.json"), "doctor:\n{said}");
     // Sync commits it with the rest (nothing of it is dropped)...
     assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
     let tree = env.git(&repo, &["ls-tree", "-r", "--name-only", "origin/main"]);
@@ -258,4 +258,51 @@ fn usage_of_a_file_no_longer_configured_is_kept_committed_and_named() {
     let out = run(&env, &repo, &["status", "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["unconfigured_files"], serde_json::json!([]), "{s}");
+}
+
+#[test]
+fn usage_of_a_mistyped_file_moves_into_the_configured_one_once() {
+    let env = Env::new();
+    let remote = env.path().join("repo-remote.git");
+    let repo = clone_of_bare(&env, "repo");
+    // A typo in tally.file: three events folded (a reset floor of its own too: one is
+    // recorded before a reset, so two count) and synced; fixed, then one for the right file.
+    env.git(&repo, &["config", "tally.file", "usage/usgae.json"]);
+    assert!(run(&env, &repo, &["record", "--event", &event_line(0, 0)]).status.success());
+    assert!(run(&env, &repo, &["reset", "--yes"]).status.success());
+    for i in 1..3 {
+        assert!(run(&env, &repo, &["record", "--event", &event_line(0, i)]).status.success());
+    }
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    env.git(&repo, &["config", "tally.file", "usage/usage.json"]);
+    assert!(run(&env, &repo, &["record", "--event", &event_line(0, 3)]).status.success());
+
+    // Wrong names first: exit 2, nothing moved.
+    let out = run(&env, &repo, &["move", "usage/nothing.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage/usgae.json"), "names the orphan");
+    let out = run(&env, &repo, &["move", "usage/usgae.json", "--to", "usage/other.json"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = run(&env, &repo, &["move", "usage/usgae.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&env, &repo, &["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["unconfigured_files"], serde_json::json!([]), "{s}");
+    let out = run(&env, &repo, &["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["totals"]["requests"], 3, "the two after the reset and the new one: {s}");
+    // Again: nothing left to move.
+    assert_eq!(run(&env, &repo, &["move", "usage/usgae.json"]).status.code(), Some(2));
+
+    // Shared: a fresh clone counts it once, under this device's name.
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    let other = env.path().join("other");
+    env.git(env.path(), &["clone", "-q", &format!("file://{}", remote.display()), other.to_str().unwrap()]);
+    assert!(run(&env, &other, &["sync"]).status.success(), "sync of the fresh clone");
+    let view = read_json(&other.join("usage/usage.json"));
+    assert_eq!(view["totals"]["requests"], 3, "{view}");
+    assert_eq!(view["devices"].as_object().map(|d| d.len()), Some(1), "one device name: {view}");
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    assert_eq!(read_json(&repo.join("usage/usage.json")), view);
 }
