@@ -16,7 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The bundled snapshot (see `src/prices/README.md`).
+/// The bundled table as JSON (what `generated` was made from, by `build.rs`).
+#[cfg(test)]
 const BUNDLED: &str = include_str!("litellm-prices.json");
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/bundled_prices.rs"));
+}
 
 /// LiteLLM's published price data, the default of `prices update`.
 pub const DEFAULT_URL: &str =
@@ -278,7 +284,10 @@ impl PricesError {
 impl Prices {
     /// The bundled snapshot.
     pub fn bundled() -> Prices {
-        Prices::parse(BUNDLED.as_bytes(), Source::Bundled).expect("the bundled price table parses")
+        let entries =
+            generated::ENTRIES.iter().filter_map(|(key, nums, provider)| priced(key, nums.iter().copied(), provider));
+        let about = serde_json::from_str(generated::ABOUT).ok().filter(|v: &Value| !v.is_null());
+        Prices::from_entries(entries.collect(), about, Source::Bundled).expect("the bundled price table prices models")
     }
 
     /// The table under `state_dir` (`.git/tally/prices.json`) when there is one, else the
@@ -301,14 +310,23 @@ impl Prices {
             Source::Bundled => "the bundled price table".to_string(),
             Source::File(p) => p.display().to_string(),
         };
-        let doc: serde_json::Map<String, Value> = serde_json::from_slice(bytes)
+        // Read straight into entries, without a document of values in between: `record`
+        // prices an event with the whole table, and building one cost more than the rest
+        // of a `record`.
+        let Table { entries, about } = serde_json::from_slice(bytes)
             .map_err(|e| PricesError::Parse { from: from.clone(), message: e.to_string() })?;
-        let about = doc.get(META).cloned();
-        let mut entries: Vec<Entry> = doc.iter().filter_map(|(k, v)| entry(k, v)).collect();
+        Prices::from_entries(entries, about, source).ok_or(PricesError::Empty { from })
+    }
+
+    /// The table of `entries` (`None` when there are none).
+    fn from_entries(mut entries: Vec<Entry>, about: Option<Value>, source: Source) -> Option<Prices> {
         if entries.is_empty() {
-            return Err(PricesError::Empty { from });
+            return None;
         }
+        // A key given twice: the later one, as a JSON object reads.
+        entries.reverse();
         entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.dedup_by(|a, b| a.key == b.key);
         let mut exact = HashMap::with_capacity(entries.len());
         let mut prefixes: Vec<String> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
@@ -320,7 +338,7 @@ impl Prices {
                 }
             }
         }
-        Ok(Prices { entries, exact, prefixes, about, source, memo: Mutex::new(HashMap::new()) })
+        Some(Prices { entries, exact, prefixes, about, source, memo: Mutex::new(HashMap::new()) })
     }
 
     pub fn len(&self) -> usize {
@@ -445,17 +463,180 @@ fn after_ok(key: &str, after: &str) -> bool {
 
 /// One LiteLLM entry as an [`Entry`]; `None` for what is not priced per token.
 fn entry(key: &str, v: &Value) -> Option<Entry> {
-    let obj = v.as_object()?;
+    let fields: Vec<(String, Field)> = v
+        .as_object()?
+        .iter()
+        .map(|(f, x)| {
+            let x = match x {
+                Value::Number(n) => n.as_f64().map_or(Field::Other, Field::Num),
+                Value::String(s) => Field::Str(s.clone()),
+                _ => Field::Other,
+            };
+            (f.clone(), x)
+        })
+        .collect();
+    entry_of(key, &fields)
+}
+
+/// A field of a table entry, as far as the table needs it.
+enum Field {
+    Num(f64),
+    Str(String),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Field, E> {
+                Ok(Field::Num(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Field, E> {
+                Ok(Field::Num(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Field, E> {
+                Ok(Field::Num(v as f64))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+                Ok(Field::Str(v.to_string()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Field, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Field, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Field, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The fields of a table's entry (none when it is not an object).
+struct Fields(Vec<(String, Field)>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+        match Field::deserialize_fields(d)? {
+            Some(f) => Ok(Fields(f)),
+            None => Ok(Fields(Vec::new())),
+        }
+    }
+}
+
+impl Field {
+    /// An object's fields, `None` for anything else.
+    fn deserialize_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<(String, Field)>>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Option<Vec<(String, Field)>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = a.next_entry::<String, Field>()? {
+                    out.push((k, v));
+                }
+                Ok(Some(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A whole table: its priced entries and what it says about itself.
+struct Table {
+    entries: Vec<Entry>,
+    about: Option<Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Table {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Table, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Table;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of models and their prices")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Table, A::Error> {
+                let mut t = Table { entries: Vec::new(), about: None };
+                while let Some(key) = a.next_key::<String>()? {
+                    if key == META {
+                        t.about = Some(a.next_value()?);
+                    } else if let Some(e) = entry_of(&key, &a.next_value::<Fields>()?.0) {
+                        t.entries.push(e);
+                    }
+                }
+                Ok(t)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An entry from the fields of a table's object.
+fn entry_of(key: &str, fields: &[(String, Field)]) -> Option<Entry> {
+    let nums = fields.iter().filter_map(|(f, v)| match v {
+        Field::Num(n) => Some((f.as_str(), *n)),
+        _ => None,
+    });
+    let provider = fields.iter().rev().find_map(|(f, v)| match v {
+        Field::Str(s) if f == "litellm_provider" => Some(s.as_str()),
+        _ => None,
+    });
+    priced(key, nums, provider.unwrap_or(""))
+}
+
+/// An entry from its numeric fields (prices and others) and provider; `None` when it has
+/// no per-token input or output price.
+fn priced<'a>(key: &str, nums: impl Iterator<Item = (&'a str, f64)>, provider: &str) -> Option<Entry> {
     if key == META || key == "sample_spec" {
         return None;
     }
     let mut rates: Rates = [None; 6];
     let mut tiers: Vec<Tier> = Vec::new();
-    for (field, value) in obj {
-        let Some(price) = value.as_f64().filter(|p| p.is_finite() && *p >= 0.0) else { continue };
+    for (field, price) in nums {
+        if !(price.is_finite() && price >= 0.0) {
+            continue;
+        }
         let (name, above) = match tier_of(field) {
             Some((name, above)) => (name, Some(above)),
-            None => (field.as_str(), None),
+            None => (field, None),
         };
         let Some(kind) = Kind::ALL.iter().copied().find(|k| k.field() == name) else { continue };
         match above {
@@ -476,7 +657,7 @@ fn entry(key: &str, v: &Value) -> Option<Entry> {
         return None;
     }
     tiers.sort_by_key(|t| t.above);
-    let provider = obj.get("litellm_provider").and_then(Value::as_str).unwrap_or("").to_string();
+    let provider = provider.to_string();
     Some(Entry { key: key.to_string(), provider, rates, tiers })
 }
 

@@ -197,3 +197,27 @@ fn update_keeps_the_prices_and_load_prefers_the_updated_table() {
     // Without a table of its own, the bundled one.
     assert_eq!(Prices::load(dir.path()).unwrap().source, Source::Bundled);
 }
+
+#[test]
+fn the_bundled_table_built_into_the_binary_is_the_json_it_was_made_from() {
+    let built = Prices::bundled();
+    let read = Prices::parse(BUNDLED.as_bytes(), Source::Bundled).unwrap();
+    assert!(built.len() > 100, "{} models", built.len());
+    assert_eq!(built.entries, read.entries);
+    assert_eq!(built.exact, read.exact);
+    assert_eq!(built.prefixes, read.prefixes);
+    assert_eq!(built.about, read.about);
+    assert!(built.about.is_some());
+}
+
+#[test]
+fn a_table_read_as_json_keeps_the_later_of_a_key_given_twice_and_ignores_other_values() {
+    let t = table(
+        r#"{"m": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+            "x": [1, 2], "y": "text", "z": {"input_cost_per_token": "free", "supports": {"a": [true, null]}},
+            "m": {"input_cost_per_token": 3e-6, "output_cost_per_token": 4e-6, "litellm_provider": "p"}}"#,
+    );
+    assert_eq!(t.len(), 1);
+    let e = t.lookup("m").unwrap();
+    assert_eq!((e.rates[Kind::Input.index()], e.provider.as_str()), (Some(3e-6), "p"));
+}
