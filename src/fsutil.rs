@@ -42,6 +42,28 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// [`write_atomic`] without waiting for the disk: for files that only save work or show
+/// status (`state.json`, remembered tree ids), where a power loss may bring back the
+/// previous version (or, on some file systems, an empty file, read as "nothing known").
+/// A killed process still leaves the old or the new file, never a mix.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|b| b == bytes) {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".git-tally-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
 /// This executable's path, for git to start it again as the merge driver (and for the
 /// systemd units and hooks). When the binary was replaced while running — an upgrade under
 /// a running daemon — Linux reports `<path> (deleted)`: the new binary at `<path>` is the

@@ -125,7 +125,9 @@ impl Sync {
 
     fn save_state(&self, state: &State) -> Result<()> {
         self.ledger.state().ensure(self.ledger.state().root())?;
-        crate::fsutil::write_atomic(
+        // Status and hints only (see `State`): not worth a disk flush, written several
+        // times a sync.
+        crate::fsutil::write_replace(
             &self.ledger.state().state(),
             &serde_json::to_vec_pretty(state).expect("serialises"),
         )
@@ -390,7 +392,8 @@ impl Sync {
             match self.own_tree(&head, s) {
                 Some(id) => {
                     self.ledger.state().ensure(&self.ledger.state().own_dir(&s.file))?;
-                    crate::fsutil::write_atomic(&path, id.as_bytes())?
+                    // Lost, it only makes the next commit check every file again.
+                    crate::fsutil::write_replace(&path, id.as_bytes())?
                 }
                 None => {
                     let _ = std::fs::remove_file(&path);
@@ -430,7 +433,7 @@ impl Sync {
             }
             match (&key, outcome) {
                 (Some(k), crate::ledger::Written::Written) => {
-                    crate::fsutil::write_atomic(&written, with_file(k, self.repo.top().join(&stream.file)).as_bytes())?
+                    crate::fsutil::write_replace(&written, with_file(k, self.repo.top().join(&stream.file)).as_bytes())?
                 }
                 _ => {
                     let _ = std::fs::remove_file(&written);
