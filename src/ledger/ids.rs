@@ -55,41 +55,41 @@ impl<'a> Ids<'a> {
         Ids { state, horizon_days, today }
     }
 
-    /// Whether an entry is still remembered: last seen within the horizon.
-    fn within(&self, r: &Remembered) -> bool {
-        r.seen >= self.today - self.horizon_days
-    }
-
     fn bucket(&self, b: u8) -> PathBuf {
         self.state.ids_dir().join(format!("{b:02x}.jsonl"))
     }
 
-    fn read_bucket(&self, b: u8) -> Result<BTreeMap<String, Remembered>> {
+    /// A bucket's text (empty when there is none).
+    fn bucket_text(&self, b: u8) -> Result<String> {
         let p = self.bucket(b);
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(Error::io(&p, e)),
-        };
-        // A line that does not parse (a damaged file) is forgotten, not fatal: the ids
-        // only save work and double counts of retries.
-        Ok(text.lines().filter_map(|l| serde_json::from_str::<Remembered>(l).ok()).map(|r| (r.id.clone(), r)).collect())
+        match std::fs::read_to_string(&p) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(Error::io(&p, e)),
+        }
     }
 
     /// The remembered entries among `ids`. An entry last seen before the horizon is
     /// forgotten whether or not its bucket was rewritten since (buckets drop such entries
     /// only when they are written).
     pub fn lookup<'i>(&self, ids: impl IntoIterator<Item = &'i str>) -> Result<HashMap<String, Remembered>> {
-        let mut by_bucket: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<u8, std::collections::HashSet<&str>> = BTreeMap::new();
         for id in ids {
-            by_bucket.entry(bucket_of(id)).or_default().push(id);
+            by_bucket.entry(bucket_of(id)).or_default().insert(id);
         }
         let mut out = HashMap::new();
         for (b, wanted) in by_bucket {
-            let mut bucket = self.read_bucket(b)?;
-            for id in wanted {
-                if let Some(r) = bucket.remove(id).filter(|r| self.within(r)) {
-                    out.insert(id.to_string(), r);
+            let text = self.bucket_text(b)?;
+            // Each line's id and day first (no values built); only a wanted line whole. A
+            // line that does not parse (a damaged file) is forgotten, not fatal: the ids
+            // only save work and double counts of retries.
+            for line in text.lines() {
+                let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
+                if !wanted.contains(&head.id.as_ref()) || head.seen < self.today - self.horizon_days {
+                    continue;
+                }
+                if let Ok(r) = serde_json::from_str::<Remembered>(line) {
+                    out.insert(r.id.clone(), r);
                 }
             }
         }
@@ -108,20 +108,37 @@ impl<'a> Ids<'a> {
         }
         std::fs::create_dir_all(self.state.ids_dir()).map_err(|e| Error::io(self.state.ids_dir(), e))?;
         for (b, new) in by_bucket {
-            let mut bucket = self.read_bucket(b)?;
-            bucket.retain(|_, r| r.seen >= today - self.horizon_days);
-            for e in new {
-                bucket.insert(e.id.clone(), e);
+            // The lines kept as they are (by id, sorted), those past the horizon dropped,
+            // the new ones in their place.
+            let text = self.bucket_text(b)?;
+            let mut lines: BTreeMap<String, String> = BTreeMap::new();
+            for line in text.lines() {
+                let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
+                if head.seen >= today - self.horizon_days {
+                    lines.insert(head.id.into_owned(), line.to_string());
+                }
             }
-            let mut text = String::new();
-            for r in bucket.values() {
-                text.push_str(&serde_json::to_string(r).expect("serialises"));
+            for e in new {
+                lines.insert(e.id.clone(), serde_json::to_string(&e).expect("serialises"));
+            }
+            let mut text = String::with_capacity(text.len() + 256);
+            for line in lines.values() {
+                text.push_str(line);
                 text.push('\n');
             }
             write_atomic(&self.bucket(b), text.as_bytes())?;
         }
         Ok(())
     }
+}
+
+/// What a bucket's line is looked up and expired by, read without the rest.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "s")]
+    seen: i64,
 }
 
 #[cfg(test)]

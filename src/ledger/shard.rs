@@ -124,10 +124,17 @@ pub fn is_ledger_file(v: &Value) -> bool {
 impl LedgerFile {
     pub fn parse(bytes: &[u8]) -> Result<LedgerFile, BadFile> {
         let v = crate::json::parse(bytes).map_err(|p| BadFile(p.to_string()))?;
-        LedgerFile::from_value(&v)
+        LedgerFile::from_owned(v)
     }
 
     pub fn from_value(v: &Value) -> Result<LedgerFile, BadFile> {
+        LedgerFile::from_owned(v.clone())
+    }
+
+    /// [`LedgerFile::from_value`], moving the records and counters out of `v` instead of
+    /// copying them (a day's shard holds hundreds of records).
+    pub fn from_owned(mut v: Value) -> Result<LedgerFile, BadFile> {
+        let v = &mut v;
         if v.get("format").and_then(Value::as_str) != Some(FORMAT) {
             return Err(BadFile(format!("$.format: expected {FORMAT:?}")));
         }
@@ -136,7 +143,9 @@ impl LedgerFile {
             "shard" => {
                 let profile = profile_of(v)?;
                 let mut records = BTreeMap::new();
-                for (i, r) in field(v, "records")?.as_array().into_iter().flatten().enumerate() {
+                field(v, "records")?;
+                let mut list = v.get_mut("records").map(Value::take).unwrap_or_default();
+                for (i, r) in list.as_array_mut().into_iter().flatten().enumerate() {
                     let rec = Record {
                         rid: string(r, "rid").map_err(|e| BadFile(format!("records[{i}]: {e}")))?,
                         seq: r.get("seq").and_then(Value::as_u64).unwrap_or(0),
@@ -146,7 +155,10 @@ impl LedgerFile {
                             .and_then(Value::as_array)
                             .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
                             .unwrap_or_default(),
-                        body: field(r, "record").map_err(|e| BadFile(format!("records[{i}]: {e}")))?.clone(),
+                        body: {
+                            field(r, "record").map_err(|e| BadFile(format!("records[{i}]: {e}")))?;
+                            r["record"].take()
+                        },
                     };
                     records.insert(rec.rid.clone(), rec);
                 }
@@ -156,7 +168,7 @@ impl LedgerFile {
                     folded: v.get("folded").and_then(Value::as_u64).unwrap_or(0),
                     day: string(v, "day")?,
                     records,
-                    counters: v.get("counters").cloned().unwrap_or_else(|| json!({})),
+                    counters: v.get_mut("counters").map(Value::take).unwrap_or_else(|| json!({})),
                 }))
             }
             "device" => Ok(LedgerFile::Device(DeviceFile {
@@ -167,8 +179,8 @@ impl LedgerFile {
             "residual" => Ok(LedgerFile::Residual(Residual {
                 profile: profile_of(v)?,
                 device,
-                counters: v.get("counters").cloned().unwrap_or_else(|| json!({})),
-                local: v.get("local").cloned().unwrap_or(Value::Null),
+                counters: v.get_mut("counters").map(Value::take).unwrap_or_else(|| json!({})),
+                local: v.get_mut("local").map(Value::take).unwrap_or(Value::Null),
             })),
             "floors" => {
                 let mut floors = BTreeMap::new();
@@ -228,8 +240,17 @@ impl LedgerFile {
                 for r in recs {
                     out.push_str(if first { "\n    " } else { ",\n    " });
                     first = false;
-                    let line = json!({"rid": r.rid, "seq": r.seq, "rev": r.rev, "caps": r.caps, "record": r.body});
-                    out.push_str(&line.to_string());
+                    // As `json!({"rid", "seq", "rev", "caps", "record"}).to_string()` would
+                    // write it, without a deep copy of the record first.
+                    let _ = write!(
+                        out,
+                        "{{\"rid\":{},\"seq\":{},\"rev\":{},\"caps\":{},\"record\":{}}}",
+                        Value::from(r.rid.as_str()),
+                        r.seq,
+                        r.rev,
+                        serde_json::to_string(&r.caps).expect("serialises"),
+                        r.body
+                    );
                 }
                 out.push_str(if first { "]" } else { "\n  ]" });
             }
@@ -399,6 +420,15 @@ fn indent(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_line_is_what_json_would_write_of_it() {
+        let body = json!({"id": "a\"b\\c\u{1}é", "n": 1.5, "z": [1, {"y": null}], "a": true});
+        let r = Record { rid: "r\"1\n".into(), seq: 7, rev: 2, caps: vec!["x\"".into()], body: body.clone() };
+        let text = String::from_utf8(shard(std::slice::from_ref(&r), json!({})).render()).unwrap();
+        let want = json!({"rid": r.rid, "seq": r.seq, "rev": r.rev, "caps": r.caps, "record": body}).to_string();
+        assert!(text.contains(&format!("\n    {want}\n")), "{text}\nwant {want}");
+    }
 
     fn rec(rid: &str, seq: u64, rev: u64, tokens: u64) -> Record {
         Record { rid: rid.into(), seq, rev, caps: vec!["api".into(), "m".into()], body: json!({"tokens": tokens}) }
