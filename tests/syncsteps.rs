@@ -322,6 +322,11 @@ fn crash_at_every_step(mode: Mode, test: &str) {
         acked.push(machine.serve(&c, mode, profile));
         c.sync_until_ok(&machine.dir);
     }
+    // Refs packed, as a clone of a non-empty remote (or `git gc`) leaves them: updating the
+    // branch then locks `packed-refs` too, and a kill must not leave that lock behind.
+    for machine in &machines {
+        c.env.git(&machine.dir, &["pack-refs", "--all"]);
+    }
     let mut kills = Vec::new();
     // Renames (files, the index, refs: `main.lock` → `main`), fsyncs, the removals that
     // end a step (`move.json`, journal segments) and the link that takes `index.lock`.

@@ -18,6 +18,9 @@ pub enum RepoError {
     /// A ref moved between reading and updating it (someone else changed the branch).
     #[error("{branch} moved while git-tally was updating it (expected {expected}); nothing was lost, sync again")]
     RefMoved { branch: String, expected: String },
+    /// Another git process holds a lock the update needs (`<ref>.lock`, `packed-refs.lock`).
+    #[error("{} is held by another git process; nothing was changed, sync again", .0.display())]
+    RefLocked(PathBuf),
 }
 
 macro_rules! gx {
@@ -465,11 +468,14 @@ impl Repo {
             Err(e) => {
                 // Tell "someone moved it" (the value differs now) from other failures.
                 let now = self.resolve(branch).ok().flatten();
+                let locks = [self.repo.common_dir().join(format!("{branch}.lock")), self.packed_refs_lock()];
                 if now != expected {
                     Err(RepoError::RefMoved {
                         branch: branch.to_string(),
                         expected: expected.map_or_else(|| "no branch".to_string(), |o| o.to_string()),
                     })
+                } else if let Some(held) = locks.into_iter().find(|l| l.exists()) {
+                    Err(RepoError::RefLocked(held))
                 } else {
                     Err(RepoError::Failed { what: format!("updating {branch}"), message: e.to_string() })
                 }
@@ -733,6 +739,35 @@ impl Repo {
                 && e.metadata().is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()))
         });
         ours && std::fs::remove_file(&lock).is_ok()
+    }
+
+    fn packed_refs_lock(&self) -> PathBuf {
+        self.repo.common_dir().join("packed-refs.lock")
+    }
+
+    /// Removes the `packed-refs.lock` a killed [`Repo::set_branch`] left: updating a branch
+    /// locks `packed-refs` (to read it under the lock) when the file exists, and the lock
+    /// stays empty. Only an empty lock created at or after `since` (when the move that
+    /// updated the branch was recorded) is taken for that one, and only once it is a second
+    /// old: a git process that locks `packed-refs` writes the new file into its lock at
+    /// once and is done well within that. Returns whether it removed one.
+    pub fn release_stale_packed_refs_lock(&self, since: std::time::SystemTime) -> bool {
+        let lock = self.packed_refs_lock();
+        let stale = |m: &std::fs::Metadata| m.len() == 0 && m.modified().is_ok_and(|t| t >= since);
+        let Ok(meta) = std::fs::metadata(&lock) else { return false };
+        if !stale(&meta) {
+            return false;
+        }
+        let age = meta.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if let Some(wait) = std::time::Duration::from_secs(1).checked_sub(age) {
+            std::thread::sleep(wait);
+        }
+        match std::fs::metadata(&lock) {
+            Ok(again) if stale(&again) && again.modified().ok() == meta.modified().ok() => {
+                std::fs::remove_file(&lock).is_ok()
+            }
+            _ => false,
+        }
     }
 
     /// Removes the lock of `branch` that a killed [`Repo::set_branch`] left while moving it

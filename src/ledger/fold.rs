@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 /// What an event does to the ledger, decided once for every stream.
 #[derive(Clone, Debug)]
 pub(crate) enum Action {
-    /// A new event, counted in the shard of `day`.
-    New { day: String },
+    /// A new event, counted in the shard of `day` (in the native format, in `cell`, by
+    /// `amounts`).
+    New { day: String, cell: Vec<String>, amounts: Map<String, Value> },
     /// A later version of an event already counted (`prev`): the difference counts.
     Supersede { prev: Remembered },
     /// A retry: nothing to do.
@@ -32,20 +33,20 @@ pub(crate) fn decide(events: &[Event], remembered: &HashMap<String, Remembered>)
     for e in events {
         let id = e.id.clone().expect("journal events have ids");
         let prev = batch.get(&id).or_else(|| remembered.get(&id)).cloned();
-        let action = match &prev {
-            Some(p) if e.total_tokens <= p.total => Action::Duplicate,
-            Some(p) => Action::Supersede { prev: p.clone() },
-            None => Action::New { day: utc_day(e) },
-        };
-        if matches!(action, Action::Duplicate) {
-            actions.push(action);
+        if prev.as_ref().is_some_and(|p| e.total_tokens <= p.total) {
+            actions.push(Action::Duplicate);
             continue;
         }
+        let new = event_amounts(e);
         let (day, cell) = match &prev {
             Some(p) => (p.day.clone(), p.cell.clone()),
             None => (utc_day(e), native_cell(e)),
         };
-        let amounts = Value::Object(max_amounts(prev.as_ref().map(|p| &p.amounts), &event_amounts(e)));
+        let amounts = Value::Object(max_amounts(prev.as_ref().map(|p| &p.amounts), &new));
+        let action = match prev {
+            Some(prev) => Action::Supersede { prev },
+            None => Action::New { day: day.clone(), cell: cell.clone(), amounts: new },
+        };
         if !batch.contains_key(&id) {
             order.push(id.clone());
         }
@@ -150,10 +151,10 @@ impl<'l> Touched<'l> {
     pub(crate) fn apply(&mut self, e: &Event, action: &Action, segment: Option<u64>) -> Result<()> {
         let profile = self.stream.profile;
         let id = e.id.clone().expect("journal events have ids");
-        let (day, prev) = match action {
+        let (day, prev, new) = match action {
             Action::Duplicate => return Ok(()),
-            Action::New { day } => (day.clone(), None),
-            Action::Supersede { prev } => (prev.day.clone(), Some(prev.clone())),
+            Action::New { day, cell, amounts } => (day.clone(), None, Some((cell, amounts))),
+            Action::Supersede { prev } => (prev.day.clone(), Some(prev.clone()), None),
         };
         if let Some(n) = segment {
             if self.shard(&day)?.folded >= n {
@@ -162,27 +163,29 @@ impl<'l> Touched<'l> {
         }
         let of_event = profile.records.as_ref().and_then(|r| r.of_event);
         if profile.name == "tally" {
-            let new = event_amounts(e);
-            let delta: Map<String, Value> = match &prev {
-                None => new.clone(),
-                Some(p) => new
-                    .iter()
-                    .map(|(k, v)| {
-                        let old = p.amounts.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                        let d = (v.as_f64().unwrap_or(0.0) - old).max(0.0);
-                        (k.clone(), if v.is_f64() { json!(d) } else { json!(d as u64) })
-                    })
-                    .collect(),
-            };
-            let cell = match &prev {
-                Some(p) if p.cell.len() == 4 => p.cell.clone(),
-                _ => native_cell(e),
+            let supersede;
+            let (cell, delta): (&[String], &Map<String, Value>) = match (&prev, new) {
+                (_, Some((cell, amounts))) => (cell, amounts),
+                (Some(p), None) => {
+                    let delta = event_amounts(e)
+                        .iter()
+                        .map(|(k, v)| {
+                            let old = p.amounts.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                            let d = (v.as_f64().unwrap_or(0.0) - old).max(0.0);
+                            (k.clone(), if v.is_f64() { json!(d) } else { json!(d as u64) })
+                        })
+                        .collect();
+                    let cell = if p.cell.len() == 4 { p.cell.clone() } else { native_cell(e) };
+                    supersede = (cell, delta);
+                    (&supersede.0, &supersede.1)
+                }
+                (None, None) => unreachable!("a new event carries its cell"),
             };
             let hour = cell[0].get(11..13).unwrap_or("00").to_string();
             let path = [hour, cell[1].clone(), cell[2].clone(), cell[3].clone()];
             let file = self.stream.file.clone();
             let shard = self.shard(&day)?;
-            add_at(&mut shard.counters, &path, &delta).map_err(|err| Error::Failed(format!("{file}: {err}")))?;
+            add_at(&mut shard.counters, &path, delta).map_err(|err| Error::Failed(format!("{file}: {err}")))?;
             // When the day's first and last requests were (times, not counters: they join
             // as the earlier and the later).
             let ts = e.timestamp_text();

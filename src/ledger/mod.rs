@@ -696,7 +696,12 @@ pub(crate) fn today() -> i64 {
 
 /// The UTC day of an event: the shard it counts in.
 pub(crate) fn utc_day(e: &Event) -> String {
-    e.timestamp.with_timezone(&chrono::Utc).format("%Y-%m-%d").to_string()
+    use chrono::Datelike;
+    let u = e.timestamp.naive_utc();
+    if !(0..=9999).contains(&u.year()) {
+        return u.format("%Y-%m-%d").to_string();
+    }
+    format!("{:04}-{:02}-{:02}", u.year(), u.month(), u.day())
 }
 
 /// Files of other devices, grouped: device key → (path below its directory → bytes).

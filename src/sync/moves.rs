@@ -70,6 +70,11 @@ pub(super) fn recover(sync: &Sync) -> Result<()> {
         let _ = std::fs::remove_file(&path);
         return Ok(());
     };
+    // Killed while updating the branch (before or after the ref itself moved): the lock
+    // gix took on `packed-refs` stops every later ref update, git's too.
+    if let Ok(recorded) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+        repo.release_stale_packed_refs_lock(recorded);
+    }
     let now = repo.resolve(&record.branch).map_err(repo_err)?;
     if now == from {
         // Killed while moving the branch: its lock holds `to` and stops every git process.

@@ -49,6 +49,7 @@ impl Source for IngestSource<'_> {
 pub(crate) fn repo_err(e: crate::git::RepoError) -> Error {
     match e {
         crate::git::RepoError::Unusable(m) => Error::Usage(m),
+        e @ crate::git::RepoError::RefLocked(_) => Error::Transient(e.to_string()),
         other => Error::Failed(other.to_string()),
     }
 }
