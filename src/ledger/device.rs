@@ -29,7 +29,7 @@ pub enum Opened {
     /// A new clone: a new key.
     New(String),
     /// A copied `.git`: a new key; what the copy held of the original's state is dropped.
-    Rekeyed { old: String, new: String, why: String },
+    Rekeyed { old: String, new: String, why: String, inherited: Inherited },
 }
 
 impl Opened {
@@ -38,6 +38,31 @@ impl Opened {
             Opened::Same(k) | Opened::New(k) => k,
             Opened::Rekeyed { new, .. } => new,
         }
+    }
+}
+
+/// What tells, in a copy, the usage files the original left in the work tree from ones the
+/// copy's own applications wrote since.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inherited {
+    /// When the copy was made, as far as the file system tells (the change time of the
+    /// copied key file: a copy cannot keep it), in seconds and nanoseconds.
+    pub copied_at: Option<(i64, i64)>,
+    /// Hashes of files the original wrote or ingested (its bookkeeping, before it is
+    /// dropped).
+    pub known: Vec<String>,
+}
+
+impl Inherited {
+    /// Whether a usage file in the copy's work tree is the original's: not changed since
+    /// the copy was made, or a file the original wrote or ingested.
+    pub fn is_inherited(&self, path: &Path, bytes: &[u8]) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let unchanged = match (self.copied_at, std::fs::metadata(path)) {
+            (Some(at), Ok(m)) => (m.mtime(), m.mtime_nsec()) <= at,
+            _ => false,
+        };
+        unchanged || self.known.contains(&super::view::hash(bytes))
     }
 }
 
@@ -124,6 +149,7 @@ fn decide(state: &StateDir, path: &Path, here: &str) -> Result<Opened> {
         format!("this .git is a copy of {}", old.dir)
     };
     let new = new_key();
+    let inherited = inherited(state, path);
     // What the copy holds of the original's device (its own files, journal, remembered
     // ids, file-mode bookkeeping) is the original's to sync, not this clone's.
     for dir in ["own", "journal", "ids", "views"] {
@@ -134,7 +160,28 @@ fn decide(state: &StateDir, path: &Path, here: &str) -> Result<Opened> {
     }
     let _ = std::fs::remove_file(state.move_record());
     write_key(state, &new, &here)?;
-    Ok(Opened::Rekeyed { old: old.key, new, why })
+    Ok(Opened::Rekeyed { old: old.key, new, why, inherited })
+}
+
+/// See [`Inherited`]; read before the original's bookkeeping is dropped.
+fn inherited(state: &StateDir, key_file: &Path) -> Inherited {
+    use std::os::unix::fs::MetadataExt;
+    let copied_at = std::fs::metadata(key_file).ok().map(|m| (m.ctime(), m.ctime_nsec()));
+    let mut known = Vec::new();
+    for stream in state.own_streams() {
+        let residual = state.own_file(&stream, "residual.json");
+        let Ok(Ok(super::shard::LedgerFile::Residual(r))) =
+            std::fs::read(&residual).map(|b| super::shard::LedgerFile::parse(&b))
+        else {
+            continue;
+        };
+        for k in super::view::KNOWN {
+            if let Some(h) = r.local.get(k).and_then(serde_json::Value::as_str) {
+                known.push(h.to_string());
+            }
+        }
+    }
+    Inherited { copied_at, known }
 }
 
 fn write_key(state: &StateDir, key: &str, dir: &str) -> Result<()> {

@@ -135,7 +135,7 @@ impl Ledger {
         let state = StateDir::new(state_dir);
         let opened = device::open(&state, git_dir)?;
         let mut notices = Vec::new();
-        if let Opened::Rekeyed { old, new, why } = &opened {
+        if let Opened::Rekeyed { old, new, why, .. } = &opened {
             notices.push(format!(
                 "warning: {why}: this clone now counts as a new device ({new}, was {old}); what the original had not synced stays the original's"
             ));
@@ -158,12 +158,16 @@ impl Ledger {
             notices,
             recorded: Default::default(),
         };
-        if let Opened::Rekeyed { .. } = opened {
-            // The usage files in a copy's work tree are the original's (its applications'
-            // writes, its views), read by the original's sync: never this copy's writes.
+        if let Opened::Rekeyed { inherited, .. } = &opened {
+            // The usage files the copy found in its work tree are the original's (its
+            // applications' writes, its views), read by the original's sync: never this
+            // copy's writes. What the copy's own applications wrote since is.
             for stream in &ledger.streams {
-                if let Ok(bytes) = std::fs::read(ledger.top.join(&stream.file)) {
-                    ledger.mark_written(stream, &bytes)?;
+                let path = ledger.top.join(&stream.file);
+                if let Ok(bytes) = std::fs::read(&path) {
+                    if inherited.is_inherited(&path, &bytes) {
+                        ledger.mark_written(stream, &bytes)?;
+                    }
                 }
             }
         }
