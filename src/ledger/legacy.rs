@@ -213,6 +213,10 @@ impl Ledger {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
+                } else if e.file_name().to_string_lossy().starts_with(".git-tally-") {
+                    // A write a killed run left half done (its temporary file): not a
+                    // ledger file.
+                    continue;
                 } else if let Ok(rel) = p.strip_prefix(&root) {
                     let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
                     out.push((rel.to_string_lossy().into_owned(), bytes));

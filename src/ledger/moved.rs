@@ -22,6 +22,29 @@ pub struct Moved {
 }
 
 impl Ledger {
+    /// The first and last instant this device's files of `stream` know of (the native
+    /// cells' times, the records' timestamps); `None` where they tell none.
+    fn span(&self, stream: &Stream) -> Result<(Option<crate::profile::Instant>, Option<crate::profile::Instant>)> {
+        let (mut first, mut last) = (None, None);
+        let mut see = |t: Option<crate::profile::Instant>| {
+            if let Some(t) = t {
+                first = Some(first.map_or(t, |f: crate::profile::Instant| f.min(t)));
+                last = Some(last.map_or(t, |l: crate::profile::Instant| l.max(t)));
+            }
+        };
+        for day in self.own_days(stream)? {
+            let shard = self.own_shard(stream, &day)?;
+            if let Some(times) = shard.counters.get("times") {
+                see(times.get("first").and_then(crate::profile::parse_instant));
+                see(times.get("last").and_then(crate::profile::parse_instant));
+            }
+            for r in shard.records.values() {
+                see(r.body.get("timestamp").and_then(crate::profile::parse_instant));
+            }
+        }
+        Ok((first, last))
+    }
+
     /// Moves this device's usage of `from` (not configured) into the configured `to`.
     /// Call with the repository lock held, after folding.
     pub fn move_usage(&self, from: &str, to: &Stream) -> Result<Moved> {
@@ -39,6 +62,22 @@ impl Ledger {
             return Err(Error::Usage(format!(
                 "{from} holds {} usage and {} is {}: the formats differ, so its counts cannot be moved there (add it back with `git config --add tally.file {from}` to report it beside)",
                 old.profile.name, to.file, to.profile.name
+            )));
+        }
+        // `record` folds an event into every configured file that takes events: while both
+        // files were configured, this device counted the same events in each, and moving
+        // would count them twice. Moved only when this device's usage of the target
+        // starts after its last use of the old file.
+        let (old_last, new_first) = (self.span(old)?.1, self.span(to)?.0);
+        let overlap = match (old_last, new_first) {
+            (_, None) => false,
+            (Some(last), Some(first)) => first <= last,
+            (None, Some(_)) => true,
+        };
+        if overlap {
+            return Err(Error::Usage(format!(
+                "this device recorded usage in {} while {from} was still configured (or cannot tell): the same requests may be in both, and moving would count them twice; to report {from} beside it: git config --add tally.file {from}",
+                to.file
             )));
         }
         let device = format!("{}-moved-{:08x}", self.key, super::legacy::fnv(from.as_bytes()) as u32);

@@ -306,3 +306,76 @@ fn usage_of_a_mistyped_file_moves_into_the_configured_one_once() {
     assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
     assert_eq!(read_json(&repo.join("usage/usage.json")), view);
 }
+
+#[test]
+fn moving_usage_that_the_target_counted_too_is_refused() {
+    let env = Env::new();
+    let repo = clone_of_bare(&env, "repo");
+    // Both files configured: every recorded event is folded into each.
+    env.git(&repo, &["config", "tally.file", "usage/usage.json"]);
+    env.git(&repo, &["config", "--add", "tally.file", "usage/old.json"]);
+    assert!(run(&env, &repo, &["record", "--event", &event_line(0, 0)]).status.success());
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    env.git(&repo, &["config", "--unset-all", "tally.file"]);
+    env.git(&repo, &["config", "tally.file", "usage/usage.json"]);
+    let out = run(&env, &repo, &["move", "usage/old.json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("twice"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+    assert_eq!(read_json(&repo.join("usage/usage.json"))["totals"]["requests"], 1);
+}
+
+#[test]
+fn a_move_killed_at_any_rename_is_finished_by_running_it_again() {
+    let test = "ops::config::a_move_killed_at_any_rename_is_finished_by_running_it_again";
+    if !have("strace", test) {
+        return;
+    }
+    let mut killed = 0;
+    for n in 1.. {
+        assert!(n < 60, "a move never got through");
+        let env = Env::new();
+        let remote = env.path().join("repo-remote.git");
+        let repo = clone_of_bare(&env, "repo");
+        env.git(&repo, &["config", "tally.file", "usage/usgae.json"]);
+        for i in 0..2 {
+            assert!(run(&env, &repo, &["record", "--event", &event_line(0, i)]).status.success());
+        }
+        assert!(run(&env, &repo, &["sync"]).status.success(), "sync");
+        env.git(&repo, &["config", "tally.file", "usage/usage.json"]);
+        assert!(run(&env, &repo, &["record", "--event", &event_line(0, 2)]).status.success());
+        let out = env
+            .command_of(Path::new("strace"), &repo)
+            .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=rename,renameat,renameat2"])
+            .args(["-e", &format!("inject=rename,renameat,renameat2:signal=SIGKILL:when={n}")])
+            .arg(crate::common::bin())
+            .args(["move", "usage/usgae.json"])
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        let was_killed = out.status.signal() == Some(9) || out.status.code() == Some(128 + 9);
+        if was_killed {
+            killed += 1;
+            // Killed after the move was done (writing the view): nothing left to move.
+            let again = run(&env, &repo, &["move", "usage/usgae.json"]);
+            let said = String::from_utf8_lossy(&again.stderr);
+            assert!(
+                again.status.success() || (again.status.code() == Some(2) && said.contains("no usage of")),
+                "#{n}: the move again: {said}"
+            );
+        } else {
+            assert!(out.status.success(), "#{n}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(run(&env, &repo, &["sync"]).status.success(), "#{n}: sync");
+        let tree = env.git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+        assert!(!tree.contains(".git-tally-"), "#{n}: a temporary file committed:\n{tree}");
+        let fresh = env.path().join("fresh");
+        env.git(env.path(), &["clone", "-q", &format!("file://{}", remote.display()), fresh.to_str().unwrap()]);
+        assert!(run(&env, &fresh, &["sync"]).status.success(), "#{n}: the fresh clone's sync");
+        assert_eq!(read_json(&fresh.join("usage/usage.json"))["totals"]["requests"], 3, "#{n}: every request once");
+        if !was_killed {
+            break;
+        }
+    }
+    assert!(killed > 0, "strace killed no move: the test would prove nothing");
+}
