@@ -493,6 +493,18 @@ fn the_demo_converges_exactly() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("byte-identical files: yes") && stdout.contains("all 120 requests once: yes"), "{stdout}");
     assert_eq!(read_json(&dir.join("laptop").join(FILE))["totals"]["requests"], 120);
+    // The summary's tables: each machine's requests, and the models' adding up to all.
+    for machine in ["laptop", "server"] {
+        let row = stdout.lines().find(|l| l.trim_start().starts_with(machine)).unwrap_or_else(|| panic!("{stdout}"));
+        assert_eq!(row.split_whitespace().nth(1), Some("60"), "{row}");
+    }
+    let models: u64 = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("model"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(models, 120, "{stdout}");
 }
 
 #[test]
