@@ -379,3 +379,32 @@ fn a_move_killed_at_any_rename_is_finished_by_running_it_again() {
     }
     assert!(killed > 0, "strace killed no move: the test would prove nothing");
 }
+
+#[test]
+fn without_a_remote_sync_and_pull_commit_locally_and_say_how_to_add_one() {
+    let env = Env::new();
+    let repo = env.repo("repo");
+    let out = run(&env, &repo, &["record", "--event", &event_line(0, 0)]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "recorded 1 event");
+    for (i, cmd) in ["sync", "pull"].into_iter().enumerate() {
+        assert!(run(&env, &repo, &["record", "--event", &event_line(0, i + 1)]).status.success());
+        let out = run(&env, &repo, &[cmd]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {said}");
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 1, "{cmd}: one line: {said}");
+        assert!(lines[0].contains("no remote to sync with") && lines[0].contains("git remote add"), "{said}");
+        // Folded and committed locally: nothing pending, the ledger in HEAD.
+        let status: serde_json::Value =
+            serde_json::from_slice(&run(&env, &repo, &["status", "--json"]).stdout).unwrap();
+        assert_eq!(status["pending_events"], 0, "{status}");
+        let last = status["last_sync"].as_str().unwrap_or_else(|| panic!("{status}"));
+        assert!(chrono::DateTime::parse_from_rfc3339(last).is_ok(), "RFC 3339: {last}");
+        let tree = env.git(&repo, &["ls-tree", "-r", "--name-only", "HEAD"]);
+        assert!(tree.contains("usage/usage.ledger/"), "{cmd}: committed:\n{tree}");
+    }
+    // Reports work regardless.
+    let out = run(&env, &repo, &["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["totals"]["requests"], 3, "{s}");
+}
