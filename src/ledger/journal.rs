@@ -44,14 +44,14 @@ impl<'a> Journal<'a> {
         Ok(out)
     }
 
-    /// Appends whole lines durably (fsync) to the current segment.
-    pub fn append(&self, lines: &str) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
+    /// Appends whole lines durably (fsync) to the current segment; returns its number.
+    pub fn append(&self, lines: &str) -> Result<u64> {
         let _lock = self.lock("record")?;
         let n = self.segments()?.last().copied().unwrap_or(1);
-        append_durably(&self.state.segment(n), lines.as_bytes())
+        if !lines.is_empty() {
+            append_durably(&self.state.segment(n), lines.as_bytes())?;
+        }
+        Ok(n)
     }
 
     /// Starts a new segment if the current one holds events; returns the sealed segments

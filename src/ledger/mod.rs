@@ -117,10 +117,15 @@ pub struct Ledger {
     /// See [`Ledger::orphans`].
     orphans: Vec<Stream>,
     notices: Vec<String>,
-    /// Ids this process recorded and whose total (a long-running collector sees a replay
-    /// before the fold does).
-    recorded: std::cell::RefCell<std::collections::HashMap<String, u64>>,
+    /// Ids this process recorded, with their total and the journal segment they went to
+    /// (a long-running collector sees a replay before the fold does). Forgotten once their
+    /// segment is folded (the remembered ids have them then), so that a collector running
+    /// for months does not grow with every request it saw.
+    recorded: std::cell::RefCell<std::collections::HashMap<String, (u64, u64)>>,
 }
+
+/// How many ids `record` holds before it forgets those of folded segments.
+const RECORDED_PRUNE_AT: usize = 4096;
 
 impl Ledger {
     /// Opens the ledger of the work tree `top`, keeping state in `state_dir`; `profile_hints`
@@ -229,7 +234,7 @@ impl Ledger {
             let seen = self.recorded.borrow();
             events.retain(|e| {
                 let Some(id) = &e.id else { return true };
-                let total = [known.get(id).map(|r| r.total), seen.get(id).copied(), batch.get(id).copied()]
+                let total = [known.get(id).map(|r| r.total), seen.get(id).map(|s| s.0), batch.get(id).copied()]
                     .into_iter()
                     .flatten()
                     .max();
@@ -265,9 +270,14 @@ impl Ledger {
             text.push_str(&e.to_line());
             text.push('\n');
         }
-        self.journal().append(&text)?;
+        let segment = self.journal().append(&text)?;
         // Remembered once durable: a failed append leaves the retry free to succeed.
-        self.recorded.borrow_mut().extend(batch);
+        let mut recorded = self.recorded.borrow_mut();
+        recorded.extend(batch.into_iter().map(|(id, total)| (id, (total, segment))));
+        if recorded.len() >= RECORDED_PRUNE_AT {
+            let oldest = self.journal().segments()?.first().copied().unwrap_or(segment);
+            recorded.retain(|_, (_, s)| *s >= oldest);
+        }
         Ok(Recorded { recorded: events.len(), duplicates })
     }
 
@@ -717,4 +727,37 @@ pub(crate) fn by_device(files: Vec<(String, Vec<u8>)>) -> BTreeMap<String, Vec<(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod recorded_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_running_recorder_forgets_the_ids_of_folded_segments_and_still_counts_a_retry_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = dir.path().join(".git");
+        std::fs::create_dir_all(&git).unwrap();
+        let config = Config {
+            files: vec!["usage/usage.json".into()],
+            profile: Some("tally".into()),
+            device: "d".into(),
+            ..Config::default()
+        };
+        let ledger = Ledger::open(dir.path(), &git.join("tally"), &git, config, &|_| Default::default()).unwrap();
+        let event = |i: usize| {
+            let line = format!(
+                r#"{{"id":"r{i}","timestamp":"2026-11-30T10:00:00Z","provider":"p","model":"m","input_tokens":5,"output_tokens":1,"cost_usd":0.0}}"#
+            );
+            Event::parse(&line, chrono::Utc::now().fixed_offset(), "d").unwrap()
+        };
+        let batch = |from: usize, n: usize| (from..from + n).map(event).collect::<Vec<_>>();
+        assert_eq!(ledger.record(batch(0, RECORDED_PRUNE_AT)).unwrap().recorded, RECORDED_PRUNE_AT);
+        assert_eq!(ledger.record(batch(0, 1)).unwrap().duplicates, 1, "a replay before the fold");
+        assert_eq!(ledger.recorded.borrow().len(), RECORDED_PRUNE_AT, "nothing folded: all held");
+        ledger.fold().unwrap();
+        assert_eq!(ledger.record(batch(RECORDED_PRUNE_AT, 1)).unwrap().recorded, 1);
+        assert_eq!(ledger.recorded.borrow().len(), 1, "the folded segment's ids forgotten");
+        assert_eq!(ledger.record(batch(5, 1)).unwrap().duplicates, 1, "a replay after the fold: the ids remember it");
+    }
 }
