@@ -482,6 +482,8 @@ fn entry(key: &str, v: &Value) -> Option<Entry> {
 enum Field {
     Num(f64),
     Str(String),
+    /// An entry's fields (a table's top-level values are objects).
+    Object(Vec<(String, Field)>),
     Other,
 }
 
@@ -516,63 +518,11 @@ impl<'de> serde::Deserialize<'de> for Field {
                 Ok(Field::Other)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Field, A::Error> {
-                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Field::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// The fields of a table's entry (none when it is not an object).
-struct Fields(Vec<(String, Field)>);
-
-impl<'de> serde::Deserialize<'de> for Fields {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
-        match Field::deserialize_fields(d)? {
-            Some(f) => Ok(Fields(f)),
-            None => Ok(Fields(Vec::new())),
-        }
-    }
-}
-
-impl Field {
-    /// An object's fields, `None` for anything else.
-    fn deserialize_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<(String, Field)>>, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Option<Vec<(String, Field)>>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
-                while let Some((k, v)) = a.next_entry::<String, Field>()? {
-                    out.push((k, v));
+                while let Some(entry) = a.next_entry::<String, Field>()? {
+                    out.push(entry);
                 }
-                Ok(Some(out))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(None)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(None)
+                Ok(Field::Object(out))
             }
         }
         d.deserialize_any(V)
@@ -598,8 +548,8 @@ impl<'de> serde::Deserialize<'de> for Table {
                 while let Some(key) = a.next_key::<String>()? {
                     if key == META {
                         t.about = Some(a.next_value()?);
-                    } else if let Some(e) = entry_of(&key, &a.next_value::<Fields>()?.0) {
-                        t.entries.push(e);
+                    } else if let Field::Object(fields) = a.next_value::<Field>()? {
+                        t.entries.extend(entry_of(&key, &fields));
                     }
                 }
                 Ok(t)
