@@ -131,9 +131,7 @@ fn join_ledgers(sync: &Sync, tree: Oid, other: Oid) -> Result<Oid> {
     let mut edits = Vec::new();
     for s in sync.ledger.streams() {
         let dir = s.ledger_dir();
-        let sub = |t: Oid| -> Result<Option<Oid>> {
-            Ok(repo.entry(t, &dir).map_err(repo_err)?.filter(|(_, m)| *m == EntryMode::Tree).map(|(id, _)| id))
-        };
+        let sub = |t: Oid| super::tree::subtree(repo, t, &dir);
         let (a, b) = (sub(tree)?, sub(other)?);
         if a == b || b.is_none() {
             continue;
@@ -194,9 +192,7 @@ fn with_ledgers(sync: &Sync, others: Oid, a: Oid, b: Oid) -> Result<Oid> {
     let mut edits = Vec::new();
     for s in sync.ledger.streams() {
         let dir = s.ledger_dir();
-        let sub = |t: Oid| -> Result<Option<Oid>> {
-            Ok(repo.entry(t, &dir).map_err(repo_err)?.filter(|(_, m)| *m == EntryMode::Tree).map(|(id, _)| id))
-        };
+        let sub = |t: Oid| super::tree::subtree(repo, t, &dir);
         let joined = join_trees(repo, sub(a)?, sub(b)?, &dir)?;
         edits.push((dir.clone(), joined.map(|t| (t, EntryMode::Tree))));
         let view = repo.entry(a, &s.file).map_err(repo_err)?;

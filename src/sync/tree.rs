@@ -54,6 +54,11 @@ pub(crate) fn repo_err(e: crate::git::RepoError) -> Error {
     }
 }
 
+/// The tree at `path` below `tree` (`None`: absent, or not a directory).
+pub(crate) fn subtree(repo: &Repo, tree: Oid, path: &str) -> Result<Option<Oid>> {
+    Ok(repo.entry(tree, path).map_err(repo_err)?.filter(|(_, m)| *m == EntryMode::Tree).map(|(id, _)| id))
+}
+
 /// The join of two subtrees holding ledger files (`None`: absent). Files on one side
 /// only are kept; files on both with different content are joined.
 pub(crate) fn join_trees(repo: &Repo, a: Option<Oid>, b: Option<Oid>, path: &str) -> Result<Option<Oid>> {
