@@ -218,13 +218,13 @@ fn print_stats(doc: &Value) {
     let mut by_device: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut by_model: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     // The native view's cells: hour → device → provider → api → model → counters.
-    let children =
-        |v: &Value| v.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+    fn children(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
+        v.as_object().into_iter().flatten()
+    }
     for (_, devices) in children(&doc["hours"]) {
-        for (device, providers) in children(&devices) {
-            let apis = children(&providers).into_iter().flat_map(|(_, apis)| children(&apis));
-            for (_, models) in apis {
-                for (model, c) in children(&models) {
+        for (device, providers) in children(devices) {
+            for (_, models) in children(providers).flat_map(|(_, apis)| children(apis)) {
+                for (model, c) in children(models) {
                     let (r, tok) = (c["requests"].as_u64().unwrap_or(0), c["total_tokens"].as_u64().unwrap_or(0));
                     let d = by_device.entry(device.clone()).or_default();
                     d.0 += r;
