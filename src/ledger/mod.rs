@@ -246,6 +246,9 @@ impl Ledger {
             });
         }
         let duplicates = before - events.len();
+        if events.is_empty() {
+            return Ok(Recorded { recorded: 0, duplicates });
+        }
         // A cost is decided when an event is recorded, so that history does not change
         // when prices do: the one given, else an estimate from the price table.
         let prices = match events.iter().any(|e| e.cost_usd.is_none()) {
