@@ -177,3 +177,28 @@ fn token_counts_beyond_64_bits_are_an_error_not_a_saturated_sum() {
     }
     let _ = FILE;
 }
+
+/// A line in the journal that no `record` wrote (a damaged file) stopped every later sync
+/// with exit 1, and the events beside it never reached the remote.
+#[test]
+fn a_damaged_journal_line_is_set_aside_and_the_events_beside_it_are_synced() {
+    let c = cluster(2, "tally");
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    record(&c.env, a, "r1");
+    sync(&c.env, a);
+    record(&c.env, a, "r2");
+    let journal = a.join(".git/tally/journal");
+    let segment = std::fs::read_dir(&journal).unwrap().flatten().map(|e| e.path()).max().unwrap();
+    let mut text = std::fs::read_to_string(&segment).unwrap();
+    text.push_str("{\"bad\n");
+    std::fs::write(&segment, text).unwrap();
+    record(&c.env, a, "r3");
+    let said = sync(&c.env, a);
+    assert!(said.contains("line 2") && said.contains("not counted, kept in"), "{said}");
+    let kept = std::fs::read_dir(a.join(".git/tally/damaged")).unwrap().flatten().next().unwrap().path();
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "{\"bad\n");
+    sync(&c.env, b);
+    assert_eq!(requests(&c.env, b), 3, "r1, r2 and r3 on the other clone");
+    assert_eq!(requests(&c.env, a), 3);
+    assert!(std::fs::read_to_string(b.join(FILE)).unwrap().contains("\"r3\""));
+}

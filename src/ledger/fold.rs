@@ -317,9 +317,25 @@ impl Ledger {
             let now = chrono::Utc::now().fixed_offset();
             let mut events = Vec::new();
             for (i, line) in journal.lines(n)?.iter().enumerate() {
-                let mut e = Event::parse(line, now, &self.config.device).map_err(|err| {
-                    Error::Failed(format!("{} line {}: {err}", self.state.segment(n).display(), i + 1))
-                })?;
+                let mut e = match Event::parse(line, now, &self.config.device) {
+                    Ok(e) => e,
+                    Err(err) => {
+                        // Not written by `record` (which checks every event): a damaged
+                        // file. Set aside, never dropped, and never in the way of the
+                        // events beside it.
+                        let aside = self.state.root().join("damaged");
+                        self.state.ensure(&aside)?;
+                        let to = aside.join(format!("journal-{n:08}.jsonl"));
+                        super::journal::append_durably(&to, format!("{line}\n").as_bytes())?;
+                        eprintln!(
+                            "git-tally: warning: {} line {}: {err}; not counted, kept in {}",
+                            self.state.segment(n).display(),
+                            i + 1,
+                            to.display()
+                        );
+                        continue;
+                    }
+                };
                 if e.id.is_none() {
                     // Written by an older git-tally: an id as stable as the line's place.
                     e.id = Some(format!("{}-j{n}-{i}", self.key));
