@@ -594,3 +594,25 @@ fn a_sync_with_nothing_new_leaves_the_view_alone_but_rebuilds_one_removed_or_ove
     c.sync_until_ok(dir);
     assert_eq!(read_json(&file)["totals"]["requests"], 3);
 }
+
+/// Found by CI under load: an application's write of the same size within the same clock
+/// tick as git-tally's view write kept its modification time, and the next sync took the
+/// file for its own view and left it.
+#[test]
+fn a_view_overwritten_with_the_same_size_and_time_is_rebuilt() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    c.record(dir, &[event_line(0, 1), event_line(0, 2)]);
+    c.sync_until_ok(dir);
+    c.sync_until_ok(dir);
+    let file = dir.join(FILE);
+    let want = std::fs::read(&file).unwrap();
+    let when = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut other = want.clone();
+    let at = other.iter().position(|&b| b == b'1').unwrap();
+    other[at] = b'2';
+    std::fs::write(&file, &other).unwrap();
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(when).unwrap();
+    c.sync_until_ok(dir);
+    assert_eq!(std::fs::read(&file).unwrap(), want);
+}

@@ -625,12 +625,12 @@ impl Sync {
     }
 }
 
-/// A view's key with its file's size and modification time (the file is still the write
-/// the key was recorded for).
+/// A view's key with its file's size and content hash (the file is still the write the key
+/// was recorded for). Not the modification time: an application's write within the same
+/// clock tick, of the same size, would pass for git-tally's.
 fn with_file(key: &str, path: std::path::PathBuf) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(&path) {
-        Ok(m) => format!("{key} {} {}.{}\n", m.len(), m.mtime(), m.mtime_nsec()),
+    match std::fs::read(&path) {
+        Ok(bytes) => format!("{key} {} {}\n", bytes.len(), crate::ledger::file_hash(&bytes)),
         Err(_) => format!("{key} missing\n"),
     }
 }
