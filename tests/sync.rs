@@ -595,9 +595,8 @@ fn a_sync_with_nothing_new_leaves_the_view_alone_but_rebuilds_one_removed_or_ove
     assert_eq!(read_json(&file)["totals"]["requests"], 3);
 }
 
-/// Found by CI under load: an application's write of the same size within the same clock
-/// tick as git-tally's view write kept its modification time, and the next sync took the
-/// file for its own view and left it.
+/// A view overwritten with content of the same size and the same modification time (an
+/// application's write within one clock tick) is written again by the next sync.
 #[test]
 fn a_view_overwritten_with_the_same_size_and_time_is_rebuilt() {
     let c = cluster(1, "tally");

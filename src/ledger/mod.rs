@@ -29,7 +29,6 @@ pub use ingest::Ingested;
 pub use journal::Journal;
 pub use legacy::{Head as LegacyHead, LEGACY_DEVICE};
 pub use moved::Moved;
-pub(crate) use view::hash as file_hash;
 
 pub use shard::{LedgerFile, Record, Shard, FORMAT};
 pub use state::StateDir;

@@ -412,32 +412,12 @@ impl Sync {
         let reread = self.config.app_reads == crate::config::AppReads::AfterPull;
         for stream in self.ledger.streams() {
             let stream = &self.ledger.rechoose(stream, &|f| profile_hints(&self.repo, f));
-            // Nothing the view is made of changed since it was written, and the file is
-            // still that write: not built again (a timer's sync with nothing new would
-            // otherwise rebuild a large file every time).
-            let key = self.view_key(tree, stream)?;
-            let written = self.ledger.state().own_file(&stream.file, "view.key");
-            if key.is_some()
-                && std::fs::read_to_string(&written).ok()
-                    == key.as_ref().map(|k| with_file(k, self.repo.top().join(&stream.file)))
-            {
-                continue;
-            }
             let view = self.ledger.view(stream, &source, false)?;
-            let outcome = self.ledger.write_view(stream, &view, reread)?;
-            if outcome == crate::ledger::Written::PutBack {
+            if self.ledger.write_view(stream, &view, reread)? == crate::ledger::Written::PutBack {
                 r.warnings.push(format!(
                     "{}: the application wrote it while git-tally was syncing; its write is kept for the next sync",
                     stream.file
                 ));
-            }
-            match (&key, outcome) {
-                (Some(k), crate::ledger::Written::Written) => {
-                    crate::fsutil::write_replace(&written, with_file(k, self.repo.top().join(&stream.file)).as_bytes())?
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&written);
-                }
             }
         }
         if let Some(c) = head.commit {
@@ -447,28 +427,6 @@ impl Sync {
             }
         }
         Ok(())
-    }
-
-    /// What a stream's view is made of, when that can be named cheaply: HEAD's ledger
-    /// directory, this device's files once committed (none changed since), the carried
-    /// files, the profile. `None`: something is not committed yet (build the view).
-    fn view_key(&self, tree: Option<crate::git::Oid>, stream: &Stream) -> Result<Option<String>> {
-        if crate::ledger::dirty_count(self.ledger.state(), &stream.file) > 0 || !self.ledger.carried(stream)?.is_empty()
-        {
-            return Ok(None);
-        }
-        let dir = match tree {
-            Some(t) => self.repo.entry(t, &stream.ledger_dir()).map_err(repo_err)?.map(|(id, _)| id.to_string()),
-            None => None,
-        };
-        let own = self.remembered_own_tree(stream);
-        Ok(Some(format!(
-            "{} {} {} {}",
-            stream.profile.name,
-            dir.as_deref().unwrap_or("-"),
-            own.as_deref().unwrap_or("-"),
-            self.config.app_reads == crate::config::AppReads::AfterPull
-        )))
     }
 
     /// Pull-before-write: prepare, fetch, integrate, write the views.
@@ -622,16 +580,6 @@ impl Sync {
     /// The stream of a usage file.
     pub fn stream(&self, file: &str) -> Option<&Stream> {
         self.ledger.stream(file)
-    }
-}
-
-/// A view's key with its file's size and content hash (the file is still the write the key
-/// was recorded for). Not the modification time: an application's write within the same
-/// clock tick, of the same size, would pass for git-tally's.
-fn with_file(key: &str, path: std::path::PathBuf) -> String {
-    match std::fs::read(&path) {
-        Ok(bytes) => format!("{key} {} {}\n", bytes.len(), crate::ledger::file_hash(&bytes)),
-        Err(_) => format!("{key} missing\n"),
     }
 }
 
