@@ -6,6 +6,12 @@
 use std::fmt::Write as _;
 
 fn main() {
+    // The executable linked at a fixed address: the tables built here and chrono-tz's
+    // hold ~50,000 pointers, which a position-independent executable relocates at every
+    // start (1.1 ms of a 4 ms `record`; see scripts/bench-sync.sh).
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     let src = "src/prices/litellm-prices.json";
     println!("cargo:rerun-if-changed={src}");
     let text = std::fs::read_to_string(src).expect("the bundled price table");
