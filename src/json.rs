@@ -56,7 +56,7 @@ impl Layout {
     }
 
     /// Serialises `value` in this layout.
-    pub fn write(&self, value: &Value) -> Vec<u8> {
+    pub fn write(&self, value: &impl serde::Serialize) -> Vec<u8> {
         let mut out = Vec::with_capacity(4096);
         if self.bom {
             out.extend_from_slice(BOM);
@@ -175,6 +175,56 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A document's outline, enough to tell its shape (an export envelope) without the cost
+/// of parsing a large file: values of at most `limit` bytes of JSON parsed, larger
+/// objects as outlines of their own down to `depth` levels (below, empty), larger arrays
+/// as empty arrays. `None` if it is not JSON (an object's members are checked as they
+/// are read; a large array is not).
+pub fn outline(bytes: &[u8], limit: usize, depth: usize) -> Option<Value> {
+    outline_of(std::str::from_utf8(body(bytes).ok()?).ok()?, limit, depth)
+}
+
+fn outline_of(text: &str, limit: usize, depth: usize) -> Option<Value> {
+    let t = text.trim_start();
+    if text.len() <= limit || !(t.starts_with('{') || t.starts_with('[')) {
+        return serde_json::from_str(text).ok();
+    }
+    if t.starts_with('[') {
+        return Some(Value::Array(Vec::new()));
+    }
+    let mut out = serde_json::Map::new();
+    if depth > 0 {
+        let Members(members) = serde_json::from_str(text).ok()?;
+        for (k, raw) in members {
+            out.insert(k, outline_of(raw.get(), limit, depth - 1)?);
+        }
+    }
+    Some(Value::Object(out))
+}
+
+/// An object's members in order, their values unparsed.
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Parses a usage file. An empty (or whitespace-only) file is `Problem::Empty`; callers
 /// decide whether that means "empty document" (a missing ancestor) or an error.
 pub fn parse(bytes: &[u8]) -> Result<Value, Problem> {
@@ -246,6 +296,24 @@ pub fn canonical(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outline_keeps_small_values_and_the_shape_of_large_ones() {
+        let big: Vec<String> = (0..50).map(|i| format!("\"k{i}\": {{\"details\": [1, 2, 3]}}")).collect();
+        let text = format!("{{\"version\": 1, \"usage\": {{\"apis\": {{{}}}, \"n\": 2}}}}", big.join(", "));
+        let o = outline(text.as_bytes(), 100, 2).expect("JSON");
+        assert_eq!(o["version"], 1);
+        assert_eq!(o["usage"]["n"], 2);
+        // Below the depth, a large object is there but empty.
+        assert_eq!(o["usage"]["apis"], serde_json::json!({}));
+        // Small enough: all of it.
+        assert_eq!(outline(text.as_bytes(), 1 << 20, 0), Some(serde_json::from_str(&text).unwrap()));
+        // Member order is the file's.
+        let keys: Vec<&String> = o.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["version", "usage"]);
+        assert_eq!(outline(b"{\"a\": [1, 2", 4, 2), None);
+        assert_eq!(outline(b"  ", 4, 2), None);
+    }
 
     #[test]
     fn layout_round_trips_crlf_bom_and_four_spaces() {

@@ -123,6 +123,9 @@ pub fn is_ledger_file(v: &Value) -> bool {
 
 impl LedgerFile {
     pub fn parse(bytes: &[u8]) -> Result<LedgerFile, BadFile> {
+        if let Some(shard) = fast_shard(bytes) {
+            return Ok(LedgerFile::Shard(shard));
+        }
         let v = crate::json::parse(bytes).map_err(|p| BadFile(p.to_string()))?;
         LedgerFile::from_owned(v)
     }
@@ -417,9 +420,83 @@ fn indent(value: &Value) -> String {
     text.replace('\n', "\n  ")
 }
 
+/// A well-formed shard read straight into its types: a view reads every shard of every
+/// device, and most of their bytes are records. Anything else (another kind of file, an
+/// unexpected type, a duplicate key) is `None`, for [`LedgerFile::from_owned`] to read
+/// and, if it must, to explain.
+fn fast_shard(bytes: &[u8]) -> Option<Shard> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        format: String,
+        kind: String,
+        device: String,
+        profile: String,
+        day: String,
+        #[serde(default)]
+        folded: u64,
+        #[serde(default = "empty_object")]
+        counters: Value,
+        records: Vec<Rec>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Rec {
+        rid: String,
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        rev: u64,
+        #[serde(default)]
+        caps: Vec<String>,
+        record: Value,
+    }
+    fn empty_object() -> Value {
+        json!({})
+    }
+    let f: File = serde_json::from_slice(crate::json::body(bytes).ok()?).ok()?;
+    if f.format != FORMAT || f.kind != "shard" {
+        return None;
+    }
+    let records = f
+        .records
+        .into_iter()
+        .map(|r| (r.rid.clone(), Record { rid: r.rid, seq: r.seq, rev: r.rev, caps: r.caps, body: r.record }))
+        .collect();
+    Some(Shard {
+        profile: profile::by_name(&f.profile)?,
+        device: f.device,
+        day: f.day,
+        folded: f.folded,
+        records,
+        counters: f.counters,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_read_by_the_fast_path_is_what_the_general_reader_makes_of_it() {
+        let text = r#"{"format": "git-tally/2", "kind": "shard", "device": "d1", "profile": "cliproxyapi",
+            "day": "2026-01-02", "folded": 3, "counters": {"x": 1}, "extra": true,
+            "records": [{"rid": "a", "seq": 2, "rev": 1, "caps": ["k", "m"], "record": {"z": 1, "a": [2]}},
+                        {"rid": "b", "record": null}, {"rid": "a", "seq": 5, "record": {}}]}"#;
+        let fast = fast_shard(text.as_bytes()).expect("the fast path reads it");
+        let general = LedgerFile::from_owned(serde_json::from_str(text).unwrap()).unwrap();
+        assert_eq!(LedgerFile::Shard(fast), general);
+        // What the fast path leaves to the general reader.
+        for odd in [
+            text.replace("\"folded\": 3", "\"folded\": null"),
+            text.replace("\"caps\": [\"k\", \"m\"]", "\"caps\": [\"k\", 1]"),
+            text.replace("\"kind\": \"shard\"", "\"kind\": \"residual\""),
+            text.replace("\"extra\": true", "\"day\": \"2026-01-03\""),
+        ] {
+            assert!(fast_shard(odd.as_bytes()).is_none(), "{odd}");
+        }
+        let nulled = text.replace("\"counters\": {\"x\": 1}", "\"counters\": null");
+        let general = LedgerFile::from_owned(serde_json::from_str(&nulled).unwrap()).unwrap();
+        assert_eq!(LedgerFile::Shard(fast_shard(nulled.as_bytes()).unwrap()), general);
+    }
 
     #[test]
     fn a_record_line_is_what_json_would_write_of_it() {

@@ -81,13 +81,13 @@ impl Ledger {
         if let Some(own) = devices.get_mut(&self.key) {
             own.name = Some(self.config.device.clone());
         }
-        build(stream.profile, &devices).map_err(|e| Error::Failed(format!("{}: {e}", stream.file)))
+        build(stream.profile, devices).map_err(|e| Error::Failed(format!("{}: {e}", stream.file)))
     }
 
     /// The stream's usage file as every device's ledger makes it.
     pub fn view(&self, stream: &Stream, source: &dyn Source, with_journal: bool) -> Result<ViewDoc> {
         let devices = self.devices(stream, source, with_journal)?;
-        build(stream.profile, &devices).map_err(|e| Error::Failed(format!("{}: {e}", stream.file)))
+        build(stream.profile, devices).map_err(|e| Error::Failed(format!("{}: {e}", stream.file)))
     }
 
     /// Writes a view to the stream's file, atomically (the temporary file under
@@ -340,16 +340,37 @@ fn write_back_by_rename(path: &Path, bytes: &[u8], mut old: std::fs::File, seen:
 /// A view's bytes, laid out like the file there (CLIProxyAPI: an export envelope stays one).
 pub fn render(view: &ViewDoc, existing: Option<&[u8]>) -> Vec<u8> {
     let layout = existing.map(Layout::detect).unwrap_or_default();
-    let old = existing.and_then(|b| crate::json::parse(b).ok());
-    let doc = match (view.profile.envelope, &old) {
-        (Some((key, is_env)), Some(o)) if is_env(o) => {
-            let mut env = o.clone();
-            env[key] = view.doc.clone();
-            env
+    if let (Some((key, is_env)), Some(bytes)) = (view.profile.envelope, existing) {
+        // Whether the file there is an envelope is told from its outline: the file is the
+        // previous view, as large as the history, and only its shape matters.
+        if crate::json::outline(bytes, 1 << 16, 2).is_some_and(|o| is_env(&o)) {
+            if let Some(members) = crate::json::parse(bytes).ok().and_then(|v| match v {
+                Value::Object(m) => Some(m),
+                _ => None,
+            }) {
+                return layout.write(&Enveloped { members: &members, key, doc: &view.doc });
+            }
         }
-        _ => view.doc.clone(),
-    };
-    layout.write(&doc)
+    }
+    layout.write(&view.doc)
+}
+
+/// An export envelope's members with the document in place of its `key`'s.
+struct Enveloped<'a> {
+    members: &'a Map<String, Value>,
+    key: &'a str,
+    doc: &'a Value,
+}
+
+impl serde::Serialize for Enveloped<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.members.len()))?;
+        for (k, v) in self.members {
+            m.serialize_entry(k, if k == self.key { self.doc } else { v })?;
+        }
+        m.end()
+    }
 }
 
 /// A record to place in a view: its time, identity and body.
@@ -366,7 +387,7 @@ fn above(profile: &'static Profile, counters: &Value, floor: Option<&Value>) -> 
 /// The view of every device's data.
 pub(crate) fn build(
     profile: &'static Profile,
-    devices: &BTreeMap<String, DeviceData>,
+    devices: BTreeMap<String, DeviceData>,
 ) -> std::result::Result<ViewDoc, String> {
     // The floors every device recorded, per device they apply to, joined.
     let mut floors: BTreeMap<String, Floor> = BTreeMap::new();
@@ -380,28 +401,16 @@ pub(crate) fn build(
         }
     }
     if profile.name == "tally" {
-        return native(devices, &floors);
+        return native(&devices, &floors);
     }
     let rules = counter_rules(profile);
     let mut doc = (profile.empty)();
     let mut residual = json!({});
-    let mut placed: Vec<(Vec<String>, Value)> = Vec::new();
-    let mut contributions: Vec<(Vec<String>, Value)> = Vec::new();
-    for (key, d) in devices {
+    for (key, d) in &devices {
         let floor = floors.get(key);
         for s in &d.shards {
             let c = above(profile, &s.counters, floor.and_then(|f| f.days.get(&s.day)))?;
             residual = algebra::combine(rules, Op::Add, &residual, &c).map_err(|e| e.to_string())?;
-            for r in s.records.values() {
-                let seq = r.seq;
-                if floor.is_some_and(|f| seq <= f.reset_seq) {
-                    continue;
-                }
-                contributions.push((r.caps.clone(), r.body.clone()));
-                if floor.is_none_or(|f| seq > f.cleared_seq) {
-                    placed.push((r.caps.clone(), r.body.clone()));
-                }
-            }
         }
         if let Some(res) = &d.residual {
             let c = above(profile, res, floor.map(|f| &f.residual))?;
@@ -410,16 +419,35 @@ pub(crate) fn build(
     }
     doc = algebra::combine(rules, Op::Add, &doc, &residual).map_err(|e| e.to_string())?;
     if let Some(spec) = &profile.records {
-        for (caps, body) in &contributions {
-            let mut err = None;
-            (spec.contribute)(caps, body, &mut |path: &[&str], n: Num| {
-                if let Err(e) = add_num(&mut doc, path, n) {
-                    err = Some(e);
+        // What the records add to the counters, summed per counter in the order they come
+        // (as adding each to the document would), then put in the document once each.
+        let mut sums = Sums::default();
+        for (key, d) in &devices {
+            let floor = floors.get(key);
+            for r in d.shards.iter().flat_map(|s| s.records.values()) {
+                if floor.is_some_and(|f| r.seq <= f.reset_seq) {
+                    continue;
                 }
-            })
-            .map_err(|e| e.to_string())?;
-            if let Some(e) = err {
-                return Err(e);
+                let mut err = None;
+                (spec.contribute)(&r.caps, &r.body, &mut |path: &[&str], n: Num| {
+                    if let Err(e) = sums.add(&doc, path, n) {
+                        err = Some(e);
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+                if let Some(e) = err {
+                    return Err(e);
+                }
+            }
+        }
+        sums.put(&mut doc)?;
+        let mut placed: Vec<(Vec<String>, Value)> = Vec::new();
+        for (key, d) in devices {
+            let floor = floors.get(&key);
+            for r in d.shards.into_iter().flat_map(|s| s.records.into_values()) {
+                if floor.is_none_or(|f| r.seq > f.reset_seq && r.seq > f.cleared_seq) {
+                    placed.push((r.caps, r.body));
+                }
             }
         }
         // Records go where the format keeps them, oldest first.
@@ -475,7 +503,51 @@ fn records_of(profile: &Profile, doc: &Value) -> Vec<String> {
     crate::report::records(profile, doc).into_iter().map(|(_, v)| v.to_string()).collect()
 }
 
-fn add_num(doc: &mut Value, path: &[&str], n: Num) -> std::result::Result<(), String> {
+/// Sums per counter path, in the order paths first come, each starting from what the
+/// document holds there.
+#[derive(Default)]
+struct Sums {
+    index: std::collections::HashMap<String, usize>,
+    sums: Vec<(Vec<String>, Num)>,
+    key: String,
+}
+
+impl Sums {
+    fn add(&mut self, doc: &Value, path: &[&str], n: Num) -> std::result::Result<(), String> {
+        self.key.clear();
+        for p in path {
+            self.key.push_str(p);
+            self.key.push('\u{1f}');
+        }
+        let i = match self.index.get(self.key.as_str()) {
+            Some(&i) => i,
+            None => {
+                let mut at = Some(doc);
+                for k in path {
+                    at = at.and_then(|v| v.get(k));
+                }
+                let old = at.and_then(Num::from_value).and_then(|r| r.ok()).unwrap_or(Num::ZERO);
+                self.index.insert(self.key.clone(), self.sums.len());
+                self.sums.push((path.iter().map(|p| p.to_string()).collect(), old));
+                self.sums.len() - 1
+            }
+        };
+        let (p, sum) = &mut self.sums[i];
+        *sum = sum.plus(n).map_err(|_| format!("{}: the sum does not fit 64 bits", p.join(".")))?;
+        Ok(())
+    }
+
+    fn put(self, doc: &mut Value) -> std::result::Result<(), String> {
+        for (path, sum) in self.sums {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            set_num(doc, &path, sum)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets a counter, making the objects on its path.
+fn set_num(doc: &mut Value, path: &[&str], n: Num) -> std::result::Result<(), String> {
     let mut cur = doc;
     for k in &path[..path.len() - 1] {
         if !cur.is_object() {
@@ -485,12 +557,7 @@ fn add_num(doc: &mut Value, path: &[&str], n: Num) -> std::result::Result<(), St
     }
     let last = path[path.len() - 1];
     let Some(m) = cur.as_object_mut() else { return Err(format!("{}: not an object", path.join("."))) };
-    let old = m.get(last).and_then(Num::from_value).and_then(|r| r.ok()).unwrap_or(Num::ZERO);
-    let sum = old.plus(n).map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?;
-    m.insert(
-        last.to_string(),
-        sum.to_value().map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?,
-    );
+    m.insert(last.to_string(), n.to_value().map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?);
     Ok(())
 }
 
