@@ -100,6 +100,7 @@ impl Ledger {
         let path = self.top.join(&stream.file);
         let existing = std::fs::read(&path).ok();
         let bytes = render(view, existing.as_deref());
+        let written = hash(&bytes);
         let mut residual = self.own_residual(stream)?;
         let local = residual.local.as_object().cloned().unwrap_or_default();
         let known = |h: &str| KNOWN.iter().any(|k| local.get(*k).and_then(Value::as_str) == Some(h));
@@ -124,7 +125,7 @@ impl Ledger {
             }
             // Known before it is in place: killed between the rename and the bookkeeping
             // after it, the next run must not take the view for the application's write.
-            local.insert("writing".into(), json!(hash(&bytes)));
+            local.insert("writing".into(), json!(written));
             residual.local = Value::Object(local.clone());
             self.write_own_local(stream, &[("residual.json".into(), LedgerFile::Residual(residual.clone()))])?;
         }
@@ -134,7 +135,7 @@ impl Ledger {
         } else {
             true
         };
-        local.insert("written".into(), json!(hash(&bytes)));
+        local.insert("written".into(), json!(written));
         local.remove("writing");
         if kept && reread {
             local.insert("read".into(), view.residual.clone());
@@ -453,8 +454,10 @@ pub(crate) fn build(
         // Records go where the format keeps them, oldest first.
         let mut groups: BTreeMap<Vec<String>, Vec<Placed>> = BTreeMap::new();
         for (caps, body) in placed {
-            let text = body.to_string();
-            let (id, time) = (spec.identity)(&caps, &text).map_err(|e| e.to_string())?;
+            let (id, time) = match spec.identity_of_value.and_then(|f| f(&caps, &body)) {
+                Some(it) => it,
+                None => (spec.identity)(&caps, &body.to_string()).map_err(|e| e.to_string())?,
+            };
             groups.entry(caps).or_default().push((time, id, body));
         }
         let keep = (spec.keep_newest)(&doc);

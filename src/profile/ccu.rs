@@ -30,6 +30,7 @@ pub static USAGE: Profile = Profile {
     rules: USAGE_RULES,
     records: Some(RecordSpec {
         container: &["records"],
+        identity_of_value: None,
         identity: |_, text| {
             let r: CcuRecord<'_> = read_record(text)?;
             let time = r.timestamp.as_deref().and_then(instant_of);

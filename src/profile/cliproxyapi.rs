@@ -50,6 +50,7 @@ pub static CLIPROXYAPI: Profile = Profile {
     records: Some(RecordSpec {
         container: &["apis", "*", "models", "*", "details"],
         identity,
+        identity_of_value: Some(identity_of_value),
         contribute,
         contribution_by_identity: true,
         keep_newest: |_| None,
@@ -133,6 +134,51 @@ struct RawTokens {
     reasoning_tokens: Option<u64>,
     cached_tokens: Option<u64>,
     total_tokens: Option<u64>,
+}
+
+/// [`identity`] of a record as a value, where its fields have the types `identity` reads
+/// (`None` otherwise, for `identity` to decide and explain).
+fn identity_of_value(caps: &[String], r: &Value) -> Option<(String, Option<Instant>)> {
+    let r = r.as_object()?;
+    let (secs, nanos) = instant_of(r.get("timestamp")?.as_str()?)?;
+    let source = match r.get("source") {
+        None | Some(Value::Null) => "",
+        Some(Value::String(s)) => s,
+        Some(_) => return None,
+    };
+    let auth = match r.get("auth_index") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(n) => n.as_u64()?.to_string(),
+    };
+    let t = match r.get("tokens") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(t)) => Some(t),
+        Some(_) => return None,
+    };
+    let count = |f: &str| -> Option<Option<u64>> {
+        match t.and_then(|t| t.get(f)) {
+            None | Some(Value::Null) => Some(None),
+            Some(n) => n.as_u64().map(Some),
+        }
+    };
+    let (input, output, reasoning) = (count("input_tokens")?, count("output_tokens")?, count("reasoning_tokens")?);
+    let (input, output, reasoning) = (input.unwrap_or(0), output.unwrap_or(0), reasoning.unwrap_or(0));
+    let cached = count("cached_tokens")?.unwrap_or(0);
+    let total = match count("total_tokens")? {
+        Some(n) => n,
+        None => input.saturating_add(output).saturating_add(reasoning),
+    };
+    let failed = match r.get("failed") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return None,
+    };
+    let id = format!(
+        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{source}\u{1f}{auth}\u{1f}{}\u{1f}{input}/{output}/{reasoning}/{cached}/{total}",
+        caps[0], caps[1], failed as u8,
+    );
+    Some((id, Some((secs, nanos))))
 }
 
 fn identity(caps: &[String], text: &str) -> Result<(String, Option<Instant>), FieldError> {
@@ -261,6 +307,41 @@ fn invariants(doc: &Value, report: &mut super::Report<'_>) {
             if sum != total {
                 report((*s).into(), format!("buckets add up to {sum}, total_requests is {total}"));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_of_a_value_is_identity_of_its_text_or_leaves_it_to_identity() {
+        let caps = ["k".to_string(), "m".to_string()];
+        let same = [
+            r#"{"timestamp": "2026-01-02T03:04:05.5+02:00", "source": "s", "auth_index": "7",
+                "tokens": {"input_tokens": 1, "output_tokens": 2, "reasoning_tokens": 3, "cached_tokens": 4}, "failed": true}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "auth_index": 9, "tokens": {"total_tokens": 99, "input_tokens": null}}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "source": null, "auth_index": null, "tokens": null, "failed": null, "x": [1]}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "tokens": {"input_tokens": 18446744073709551615, "output_tokens": 1}}"#,
+        ];
+        for text in same {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(identity_of_value(&caps, &v), Some(identity(&caps, &v.to_string()).unwrap()), "{text}");
+        }
+        let left = [
+            r#"{"timestamp": 5}"#,
+            r#"{"source": "s"}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "auth_index": 1.5}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "auth_index": true}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "tokens": {"input_tokens": -1}}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "tokens": [1]}"#,
+            r#"{"timestamp": "2026-01-02T03:04:05Z", "failed": "no"}"#,
+        ];
+        for text in left {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(identity_of_value(&caps, &v), None, "{text}");
+            assert!(identity(&caps, &v.to_string()).is_err(), "{text}");
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct RecordSpec {
     /// with the same identity are one record. The time orders the output and tells
     /// which records are the newest.
     pub identity: Identity,
+    /// The same from the record as a value, where that is cheaper than its text (a view
+    /// orders every record); `None` where it cannot tell, and then `identity` decides.
+    pub identity_of_value: Option<IdentityOfValue>,
     /// What the record adds to the counters.
     pub contribute: fn(captures: &[String], record: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError>,
     /// True when `contribute` reads only identity fields, so two records with one identity
@@ -134,6 +137,8 @@ pub type OfEvent = fn(&Event, &str) -> (Vec<String>, Value);
 
 /// A record's identity and time, from its captures and JSON text.
 pub type Identity = fn(&[String], &str) -> Result<(String, Option<Instant>), FieldError>;
+/// The same from its value, where it can tell.
+pub type IdentityOfValue = fn(&[String], &Value) -> Option<(String, Option<Instant>)>;
 /// Recomputes derived values of a merged document from its records (JSON texts).
 pub type Finish = fn(&mut Value, &[&str]) -> Result<(), FieldError>;
 /// Applies one event to a document.

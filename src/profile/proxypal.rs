@@ -140,6 +140,7 @@ pub static HISTORY: Profile = Profile {
     rules: HISTORY_RULES,
     records: Some(RecordSpec {
         container: &["requests"],
+        identity_of_value: None,
         identity: |_, text| {
             let r = record_value(text)?;
             let time = r.get("timestamp").and_then(parse_instant);

@@ -69,6 +69,7 @@ pub static TALLY: Profile = Profile {
     rules: RULES,
     records: Some(RecordSpec {
         container: &["recent"],
+        identity_of_value: None,
         identity: |_, text| {
             let r = record_value(text)?;
             match r.get("id") {

@@ -55,6 +55,7 @@ pub static TALLY_V1: Profile = Profile {
     rules: RULES,
     records: Some(RecordSpec {
         container: &["recent"],
+        identity_of_value: None,
         identity: |_, text| {
             let r = record_value(text)?;
             match r.get("id") {
