@@ -152,6 +152,40 @@ fn record_while_a_sync_hangs(pull_max_age: Option<&str>) {
     assert_eq!(c.remote_view("tally")["totals"]["requests"], 3, "the record's event reached the remote");
 }
 
+/// The remote-tracking ref is locked for a moment when the sync fetches: by the push of a
+/// sync killed a moment before (its `git push` goes on and updates that ref), or of one
+/// running beside. The remote answers, so the fetch is tried again and the sync succeeds;
+/// a lock that stays is an error naming the ref, exit 3, with the usage committed.
+#[test]
+fn a_tracking_ref_locked_for_a_moment_is_fetched_again() {
+    let c = cluster(2, "tally");
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    c.record(a, &[event_line(0, 0)]);
+    c.sync_until_ok(a);
+    c.record(b, &[event_line(1, 0)]);
+    c.sync_until_ok(b);
+    c.record(a, &[event_line(0, 1)]);
+    let lock = a.join(".git/refs/remotes/origin/main.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(&lock, b"").unwrap();
+    let (code, out) = c.run(a, &["sync"]);
+    assert_eq!(code, 3, "a lock that stays is transient: {out}");
+    assert!(out.contains("refs/remotes/origin/main"), "{out}");
+    let releaser = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            std::fs::remove_file(&lock).unwrap();
+        })
+    };
+    let (code, out) = c.run(a, &["sync"]);
+    releaser.join().unwrap();
+    assert_eq!(code, 0, "{out}");
+    c.sync_until_ok(b);
+    assert_eq!(requests(a), 3);
+    assert_eq!(requests(b), 3);
+}
+
 /// Another git process (an editor's `git status`) holds `index.lock` while a sync commits
 /// or brings the upstream in; the user then commits a file of their own with plain git,
 /// from the index the sync could not update. Nothing of the usage is lost or reverted.

@@ -478,20 +478,33 @@ impl Git {
     /// fetch failed, so that `ls-remote` tells a missing branch from a failure by exit code.
     pub fn fetch(&self, remote: &str, branch: &str, into: &str) -> Result<Fetched, TransportError> {
         let spec = format!("+refs/heads/{branch}:{into}");
-        let out = self
-            .output(&["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", remote, &spec])
-            .map_err(|e| TransportError(e.to_string()))?;
-        if out.status.success() {
-            return Ok(Fetched::Fetched);
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        // `ls-remote --exit-code` exits 2 when the remote answers without the ref.
-        let probe = self
-            .output(&["ls-remote", "--exit-code", remote, &format!("refs/heads/{branch}")])
-            .map_err(|e| TransportError(e.to_string()))?;
-        match probe.status.code() {
-            Some(2) => Ok(Fetched::NoRemoteRef),
-            _ => Err(TransportError(format!("could not fetch {branch} from {remote}: {}", first_lines(&stderr)))),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = self
+                .output(&["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", remote, &spec])
+                .map_err(|e| TransportError(e.to_string()))?;
+            if out.status.success() {
+                return Ok(Fetched::Fetched);
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // `ls-remote --exit-code` exits 2 when the remote answers without the ref.
+            let probe = self
+                .output(&["ls-remote", "--exit-code", remote, &format!("refs/heads/{branch}")])
+                .map_err(|e| TransportError(e.to_string()))?;
+            match probe.status.code() {
+                Some(2) => return Ok(Fetched::NoRemoteRef),
+                // The remote answers with the branch: what failed is local, most often the
+                // tracking ref updated at that moment by another git process (a push of a
+                // sync killed a moment ago, or of one running beside): tried again.
+                Some(0) if attempt < 5 => std::thread::sleep(std::time::Duration::from_millis(100 * attempt)),
+                _ => {
+                    return Err(TransportError(format!(
+                        "could not fetch {branch} from {remote}: {}",
+                        first_lines(&stderr)
+                    )))
+                }
+            }
         }
     }
 

@@ -2,8 +2,8 @@
 //! `prepare` (under the repository lock: finish what a killed run left, fold the journal,
 //! ingest application writes, commit this device's changed files), a fetch (no lock: a
 //! `record` never waits on the network), an integration planned as data and done
-//! in-process, the views written back, and for `sync` and `flush` a push retried with
-//! backoff when another machine pushed first.
+//! in-process, the views written back, and for `sync` and `flush` a push (while the views
+//! are written) retried with backoff when another machine pushed first.
 //!
 //! git processes a sync starts: `fetch` (and `ls-remote` when it fails) and `push`.
 
@@ -518,45 +518,47 @@ impl Sync {
                 Fetched::Fetched => self.repo.resolve(&up.tracking).map_err(repo_err)?,
                 Fetched::NoRemoteRef => None,
             };
-            let head = {
-                let _lock = self.lock("sync", lock_wait)?;
-                self.check_safe()?;
-                moves::recover(self)?;
-                if let Some(u) = upstream {
-                    let plan = integrate::integrate(self, u, r)?;
-                    if plan != Plan::UpToDate {
-                        r.integrated = Some(plan);
-                    }
-                    // With tally.commitView the view follows the joined ledger.
-                    if self.config.commit_view {
-                        r.committed |= self.commit()?;
-                    }
+            let lock = self.lock("sync", lock_wait)?;
+            self.check_safe()?;
+            moves::recover(self)?;
+            if let Some(u) = upstream {
+                let plan = integrate::integrate(self, u, r)?;
+                if plan != Plan::UpToDate {
+                    r.integrated = Some(plan);
                 }
-                self.write_views(r)?;
-                let mut s = self.state();
-                s.last_pull = Some(now_secs());
-                if let Some(u) = upstream {
-                    s.last_synced = Some(u.to_string());
+                // With tally.commitView the view follows the joined ledger.
+                if self.config.commit_view {
+                    r.committed |= self.commit()?;
                 }
-                self.save_state(&s)?;
-                self.repo.head().map_err(repo_err)?
-            };
-            if !push {
-                return Ok(());
             }
-            let Some(commit) = head.commit else { return Ok(()) };
-            if Some(commit) == upstream {
-                return Ok(());
+            let mut s = self.state();
+            s.last_pull = Some(now_secs());
+            if let Some(u) = upstream {
+                s.last_synced = Some(u.to_string());
             }
-            match git.push(&up.remote, &commit, &up.branch) {
+            self.save_state(&s)?;
+            let head = self.repo.head().map_err(repo_err)?;
+            let to_push = head.commit.filter(|&c| push && Some(c) != upstream);
+            // The push runs while the views are written (both take a while, one on the
+            // network, one on the disk); the lock is released once the views are written.
+            let (views, pushed) = std::thread::scope(|scope| {
+                let (git, up) = (&git, &up);
+                let pushing = to_push.map(|c| scope.spawn(move || git.push(&up.remote, &c, &up.branch)));
+                let views = self.write_views(r);
+                drop(lock);
+                (views, pushing.map(|p| p.join().expect("the push thread does not panic")))
+            });
+            let (Some(commit), Some(pushed)) = (to_push, pushed) else { return views };
+            match pushed {
                 Ok(Pushed::Pushed) => {
                     r.pushed = true;
                     let mut s = self.state();
                     s.last_synced = Some(commit.to_string());
                     self.save_state(&s)?;
-                    return Ok(());
+                    return views;
                 }
                 Ok(Pushed::Rejected(why)) => {
+                    views?;
                     if attempt >= self.config.push_retries {
                         return Err(Error::Transient(format!(
                             "the push to {} was rejected {} times ({why}; others kept pushing); your commits are kept, sync again",
@@ -569,9 +571,10 @@ impl Sync {
                     sleep(backoff(attempt));
                 }
                 Err(e) => {
+                    views?;
                     return Err(Error::Transient(format!(
                         "{e}; your usage is committed locally and will be pushed by the next sync"
-                    )))
+                    )));
                 }
             }
         }
