@@ -608,9 +608,11 @@ fn native(
     // First and last instants per device name.
     let mut devs: BTreeMap<String, (String, String)> = BTreeMap::new();
     let instant = |v: &Value| crate::profile::parse_instant(v);
-    let mut recent: Vec<Value> = Vec::new();
-    for (key, d) in devices {
-        let name = d.name.clone().unwrap_or_else(|| key.clone());
+    // Records by reference, with their time read once (the sort compares each many times);
+    // only the newest are copied into the view.
+    let mut recent: Vec<(Option<profile::Instant>, &Value, &str)> = Vec::new();
+    let names: Vec<String> = devices.iter().map(|(key, d)| d.name.clone().unwrap_or_else(|| key.clone())).collect();
+    for ((key, d), name) in devices.iter().zip(&names) {
         let floor = floors.get(key);
         for s in &d.shards {
             let fday = floor.and_then(|f| f.days.get(&s.day));
@@ -659,7 +661,7 @@ fn native(
                             let cell = hours.entry(hour.clone()).or_insert_with(|| json!({}));
                             super::fold::add_at(
                                 cell,
-                                &[name.clone(), provider.clone(), api.clone(), model.clone()],
+                                &[name.to_string(), provider.clone(), api.clone(), model.clone()],
                                 &shown,
                             )?;
                             super::fold::add_at(&mut totals, &[], &shown)?;
@@ -671,20 +673,30 @@ fn native(
                 if floor.is_some_and(|f| r.seq <= f.reset_seq.max(f.cleared_seq)) {
                     continue;
                 }
-                let mut body = r.body.clone();
-                body["device"] = json!(name);
-                recent.push(body);
+                recent.push((r.body.get("timestamp").and_then(crate::profile::parse_instant), &r.body, name));
             }
         }
     }
-    recent.sort_by(|a, b| {
-        let t = |v: &Value| v.get("timestamp").and_then(crate::profile::parse_instant);
-        t(a).cmp(&t(b)).then_with(|| canonical(a).cmp(&canonical(b)))
-    });
-    if recent.len() > profile::RECENT_LIMIT {
-        let excess = recent.len() - profile::RECENT_LIMIT;
-        recent.drain(..excess);
-    }
+    let shown = |(_, body, name): &(Option<profile::Instant>, &Value, &str)| {
+        let mut body = (*body).clone();
+        body["device"] = json!(name);
+        body
+    };
+    // Newest last, ties by content. Only the newest are ordered by content: those from
+    // the time of the oldest kept one on (every record of that time may be kept).
+    recent.sort_by_key(|a| a.0);
+    let cut = recent.get(recent.len().saturating_sub(profile::RECENT_LIMIT)).map(|r| r.0);
+    let from = cut.map_or(0, |t| recent.partition_point(|r| r.0 < t));
+    let mut newest: Vec<(Option<profile::Instant>, String, Value)> = recent[from..]
+        .iter()
+        .map(|r| {
+            let v = shown(r);
+            (r.0, canonical(&v), v)
+        })
+        .collect();
+    newest.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let recent: Vec<Value> =
+        newest.drain(newest.len().saturating_sub(profile::RECENT_LIMIT)..).map(|(_, _, v)| v).collect();
     let first = devs.values().map(|d| d.0.clone()).min_by_key(|t| instant(&json!(t)));
     let last = devs.values().map(|d| d.1.clone()).max_by_key(|t| instant(&json!(t)));
     let mut doc = json!({ "format": profile::NATIVE_FORMAT });
