@@ -184,6 +184,23 @@ fn a_tracking_ref_locked_for_a_moment_is_fetched_again() {
     c.sync_until_ok(b);
     assert_eq!(requests(a), 3);
     assert_eq!(requests(b), 3);
+
+    // A lock left by a git process killed while updating the ref (found by an adversarial
+    // pass: a sync killed with its process group made every later sync exit 3): once it is
+    // older than any live update holds one, the next sync removes it and says so.
+    c.record(b, &[event_line(1, 1)]);
+    c.sync_until_ok(b);
+    c.record(a, &[event_line(0, 2)]);
+    std::fs::write(&lock, b"").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options().write(true).open(&lock).unwrap().set_modified(old).unwrap();
+    let (code, out) = c.run(a, &["sync"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("refs/remotes/origin/main.lock"), "the removal is told: {out}");
+    assert!(!lock.exists());
+    c.sync_until_ok(b);
+    assert_eq!(requests(a), 5);
+    assert_eq!(requests(b), 5);
 }
 
 /// Another git process (an editor's `git status`) holds `index.lock` while a sync commits

@@ -770,6 +770,23 @@ impl Repo {
         }
     }
 
+    /// Removes a lock on the ref a fetch writes (`refs/remotes/…`, or git-tally's own
+    /// `refs/tally/…`) that no process holds any more: a fetch or push killed while
+    /// updating that ref leaves it, and every later fetch fails on it. Only fetch and push
+    /// update those refs, each holding the lock for the moment of the update, so a lock
+    /// `older_than` that is a dead process's. Returns whether it removed one.
+    pub fn release_stale_tracking_lock(&self, tracking: &str, older_than: std::time::Duration) -> bool {
+        if !(tracking.starts_with("refs/remotes/") || tracking.starts_with("refs/tally/"))
+            || tracking.split('/').any(|c| c.is_empty() || c == "..")
+        {
+            return false;
+        }
+        let lock = self.repo.common_dir().join(format!("{tracking}.lock"));
+        let Ok(meta) = std::fs::symlink_metadata(&lock) else { return false };
+        let age = meta.modified().ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        age >= older_than && std::fs::remove_file(&lock).is_ok()
+    }
+
     /// Removes the lock of `branch` that a killed [`Repo::set_branch`] left while moving it
     /// to `new`: `<branch>.lock` holding exactly `new`, a commit git-tally made and recorded
     /// before it took the lock (another process moving the branch writes another commit).

@@ -483,6 +483,14 @@ impl Sync {
         // Fetch first, outside the lock: this device's files are brought up to what the
         // upstream holds of them before new events are folded in (see `catch_up`).
         let up = self.upstream();
+        if let Ok(up) = &up {
+            if self.repo.release_stale_tracking_lock(&up.tracking, STALE_REF_LOCK) {
+                r.warnings.push(format!(
+                    "removed {}.lock, left by a git process killed while updating it (every fetch failed on it)",
+                    up.tracking
+                ));
+            }
+        }
         let git = self.git().with_deadline(deadline);
         // Says that the network part is under way (never waited for: two syncs may fetch).
         let _net = Lock::acquire_at(&self.ledger.state().net_lock(), Duration::ZERO, "fetch and push").ok();
@@ -643,6 +651,10 @@ pub fn profile_hints(repo: &Repo, file: &str) -> crate::ledger::ProfileHints {
     };
     crate::ledger::ProfileHints { attribute, committed: if attribute.is_some() { None } else { committed() } }
 }
+
+/// How old a lock on the ref a fetch writes must be to be a dead process's (fetch and push
+/// hold it for the moment they update the ref).
+const STALE_REF_LOCK: Duration = Duration::from_secs(10);
 
 /// Exponential backoff with jitter: 50 ms × 2^attempt (at most 3.2 s), plus up to as much
 /// again at random, so that machines that collided do not collide again.
