@@ -202,3 +202,29 @@ fn a_damaged_journal_line_is_set_aside_and_the_events_beside_it_are_synced() {
     assert_eq!(requests(&c.env, a), 3);
     assert!(std::fs::read_to_string(b.join(FILE)).unwrap().contains("\"r3\""));
 }
+
+/// An application's write that holds, beside the snapshot, a copy of it under `usage` (the
+/// key of CLIProxyAPI's export envelope; the file is not an envelope): the copy's records
+/// are not where the format keeps records, and are not counted again under made-up api and
+/// model names (found by an adversarial pass: 6 requests and an api named "apis").
+#[test]
+fn records_outside_the_formats_places_are_not_counted_again() {
+    let c = cluster(2, "cliproxyapi");
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    for id in ["r1", "r2", "r3"] {
+        record(&c.env, a, id);
+    }
+    sync(&c.env, a);
+    let path = a.join(FILE);
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["usage"] = doc.clone();
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    sync(&c.env, a);
+    sync(&c.env, b);
+    for d in [a, b] {
+        assert_eq!(requests(&c.env, d), 3, "{}", d.display());
+        let view: Value = serde_json::from_slice(&std::fs::read(d.join(FILE)).unwrap()).unwrap();
+        assert_eq!(view["total_requests"], 3, "{}", d.display());
+        assert!(view["apis"].get("apis").is_none(), "{view}");
+    }
+}

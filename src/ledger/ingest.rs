@@ -51,7 +51,14 @@ pub(crate) fn records_in(profile: &Profile, doc_text: &[u8]) -> std::result::Res
     let root = usize::from(env.is_some());
     let mut found = Vec::new();
     if let Some(spec) = &profile.records {
-        for c in &input.containers {
+        // Only the places the format keeps records, under the envelope if there is one: a
+        // copy elsewhere (a snapshot under `usage` beside the snapshot) is not counted.
+        let in_place = |path: &[String]| {
+            env.is_none_or(|k| path.first().is_some_and(|p| p == k))
+                && path.len() == root + spec.container.len()
+                && spec.container.iter().zip(&path[root..]).all(|(p, k)| *p == "*" || p == k)
+        };
+        for c in input.containers.iter().filter(|c| in_place(&c.path)) {
             let caps: Vec<String> = spec
                 .container
                 .iter()
