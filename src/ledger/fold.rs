@@ -18,8 +18,9 @@ pub(crate) enum Action {
     /// A new event, counted in the shard of `day` (in the native format, in `cell`, by
     /// `amounts`).
     New { day: String, cell: Vec<String>, amounts: Map<String, Value> },
-    /// A later version of an event already counted (`prev`): the difference counts.
-    Supersede { prev: Remembered },
+    /// A later version of an event already counted (`prev`): the difference counts (in
+    /// the native format, in `cell`, by `delta`).
+    Supersede { prev: Remembered, cell: Vec<String>, delta: Map<String, Value> },
     /// A retry: nothing to do.
     Duplicate,
 }
@@ -44,7 +45,18 @@ pub(crate) fn decide(events: &[Event], remembered: &HashMap<String, Remembered>)
         };
         let amounts = Value::Object(max_amounts(prev.as_ref().map(|p| &p.amounts), &new));
         let action = match prev {
-            Some(prev) => Action::Supersede { prev },
+            Some(prev) => {
+                let delta = new
+                    .iter()
+                    .map(|(k, v)| {
+                        let old = prev.amounts.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                        let d = (v.as_f64().unwrap_or(0.0) - old).max(0.0);
+                        (k.clone(), if v.is_f64() { json!(d) } else { json!(d as u64) })
+                    })
+                    .collect();
+                let cell = if prev.cell.len() == 4 { prev.cell.clone() } else { native_cell(e) };
+                Action::Supersede { prev, cell, delta }
+            }
             None => Action::New { day: day.clone(), cell: cell.clone(), amounts: new },
         };
         if !batch.contains_key(&id) {
@@ -151,40 +163,22 @@ impl<'l> Touched<'l> {
     pub(crate) fn apply(&mut self, e: &Event, action: &Action, segment: Option<u64>) -> Result<()> {
         let profile = self.stream.profile;
         let id = e.id.clone().expect("journal events have ids");
-        let (day, prev, new) = match action {
+        let (day, prev, cell, delta) = match action {
             Action::Duplicate => return Ok(()),
-            Action::New { day, cell, amounts } => (day.clone(), None, Some((cell, amounts))),
-            Action::Supersede { prev } => (prev.day.clone(), Some(prev.clone()), None),
+            Action::New { day, cell, amounts } => (day, None, cell, amounts),
+            Action::Supersede { prev, cell, delta } => (&prev.day, Some(prev), cell, delta),
         };
         if let Some(n) = segment {
-            if self.shard(&day)?.folded >= n {
+            if self.shard(day)?.folded >= n {
                 return Ok(());
             }
         }
         let of_event = profile.records.as_ref().and_then(|r| r.of_event);
         if profile.name == "tally" {
-            let supersede;
-            let (cell, delta): (&[String], &Map<String, Value>) = match (&prev, new) {
-                (_, Some((cell, amounts))) => (cell, amounts),
-                (Some(p), None) => {
-                    let delta = event_amounts(e)
-                        .iter()
-                        .map(|(k, v)| {
-                            let old = p.amounts.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                            let d = (v.as_f64().unwrap_or(0.0) - old).max(0.0);
-                            (k.clone(), if v.is_f64() { json!(d) } else { json!(d as u64) })
-                        })
-                        .collect();
-                    let cell = if p.cell.len() == 4 { p.cell.clone() } else { native_cell(e) };
-                    supersede = (cell, delta);
-                    (&supersede.0, &supersede.1)
-                }
-                (None, None) => unreachable!("a new event carries its cell"),
-            };
             let hour = cell[0].get(11..13).unwrap_or("00").to_string();
             let path = [hour, cell[1].clone(), cell[2].clone(), cell[3].clone()];
             let file = self.stream.file.clone();
-            let shard = self.shard(&day)?;
+            let shard = self.shard(day)?;
             add_at(&mut shard.counters, &path, delta).map_err(|err| Error::Failed(format!("{file}: {err}")))?;
             // When the day's first and last requests were (times, not counters: they join
             // as the earlier and the later).
@@ -209,7 +203,7 @@ impl<'l> Touched<'l> {
             let apply = profile.apply.ok_or_else(|| {
                 Error::Usage(format!("{}: the {} profile does not take events", self.stream.file, profile.name))
             })?;
-            let shard = self.shard(&day)?;
+            let shard = self.shard(day)?;
             if shard.counters.as_object().is_none_or(|m| m.is_empty()) {
                 shard.counters = (profile.empty)();
             }
@@ -222,7 +216,7 @@ impl<'l> Touched<'l> {
                 // has no cost per entry, ccu files none per record): the shard's counters.
                 if let Some(extra) = beyond_record(profile, e, &caps, &body)? {
                     let file = self.stream.file.clone();
-                    let shard = self.shard(&day)?;
+                    let shard = self.shard(day)?;
                     shard.counters = crate::ledger::algebra::combine(
                         profile,
                         crate::ledger::algebra::Op::Add,
@@ -233,7 +227,7 @@ impl<'l> Touched<'l> {
                 }
             }
             let seq = self.seq();
-            let shard = self.shard(&day)?;
+            let shard = self.shard(day)?;
             let (seq, rev) = match shard.records.get(&id) {
                 Some(old) => (old.seq, old.rev + u64::from(prev.is_some())),
                 None => (seq, u64::from(prev.is_some())),
@@ -242,7 +236,7 @@ impl<'l> Touched<'l> {
             // Trimmed once per shard when written (`persist`), not per record: a day of
             // many requests would sort its list once for each.
         }
-        self.dirty.insert(day);
+        self.dirty.insert(day.clone());
         Ok(())
     }
 
