@@ -551,30 +551,29 @@ impl Sums {
 
 /// Sets a counter, making the objects on its path.
 fn set_num(doc: &mut Value, path: &[&str], n: Num) -> std::result::Result<(), String> {
-    let mut cur = doc;
-    for k in &path[..path.len() - 1] {
-        if !cur.is_object() {
-            *cur = json!({});
-        }
-        cur = cur.as_object_mut().expect("object").entry(k.to_string()).or_insert_with(|| json!({}));
-    }
-    let last = path[path.len() - 1];
-    let Some(m) = cur.as_object_mut() else { return Err(format!("{}: not an object", path.join("."))) };
-    m.insert(last.to_string(), n.to_value().map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?);
+    let m = container_at(doc, path).ok_or_else(|| format!("{}: not an object", path.join(".")))?;
+    let v = n.to_value().map_err(|_| format!("{}: the sum does not fit 64 bits", path.join(".")))?;
+    m.insert(path[path.len() - 1].to_string(), v);
     Ok(())
 }
 
 fn set_at(doc: &mut Value, path: &[String], v: Value) {
+    if let Some(m) = container_at(doc, path) {
+        m.insert(path[path.len() - 1].clone(), v);
+    }
+}
+
+/// The object holding the last key of `path`, the objects before it made (anything else
+/// there replaced); `None` if what holds it is not an object.
+fn container_at<'a>(doc: &'a mut Value, path: &[impl AsRef<str>]) -> Option<&'a mut Map<String, Value>> {
     let mut cur = doc;
     for k in &path[..path.len() - 1] {
         if !cur.is_object() {
             *cur = json!({});
         }
-        cur = cur.as_object_mut().expect("object").entry(k.clone()).or_insert_with(|| json!({}));
+        cur = cur.as_object_mut().expect("object").entry(k.as_ref()).or_insert_with(|| json!({}));
     }
-    if let Some(m) = cur.as_object_mut() {
-        m.insert(path[path.len() - 1].clone(), v);
-    }
+    cur.as_object_mut()
 }
 
 /// Writes the keys of map-like objects sorted, as the applications do.
