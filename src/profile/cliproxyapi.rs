@@ -162,23 +162,19 @@ fn identity_of_value(caps: &[String], r: &Value) -> Option<(String, Option<Insta
             Some(n) => n.as_u64().map(Some),
         }
     };
-    let (input, output, reasoning) = (count("input_tokens")?, count("output_tokens")?, count("reasoning_tokens")?);
-    let (input, output, reasoning) = (input.unwrap_or(0), output.unwrap_or(0), reasoning.unwrap_or(0));
-    let cached = count("cached_tokens")?.unwrap_or(0);
-    let total = match count("total_tokens")? {
-        Some(n) => n,
-        None => input.saturating_add(output).saturating_add(reasoning),
+    let tokens = RawTokens {
+        input_tokens: count("input_tokens")?,
+        output_tokens: count("output_tokens")?,
+        reasoning_tokens: count("reasoning_tokens")?,
+        cached_tokens: count("cached_tokens")?,
+        total_tokens: count("total_tokens")?,
     };
     let failed = match r.get("failed") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return None,
     };
-    let id = format!(
-        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{source}\u{1f}{auth}\u{1f}{}\u{1f}{input}/{output}/{reasoning}/{cached}/{total}",
-        caps[0], caps[1], failed as u8,
-    );
-    Some((id, Some((secs, nanos))))
+    Some(id_of(caps, (secs, nanos), source, &auth, failed, &tokens))
 }
 
 fn identity(caps: &[String], text: &str) -> Result<(String, Option<Instant>), FieldError> {
@@ -192,7 +188,19 @@ fn identity(caps: &[String], text: &str) -> Result<(String, Option<Instant>), Fi
             a.parse::<u64>().map_err(|_| FieldError::new("auth_index", "a string or an unsigned integer"))?.to_string()
         }
     };
-    let t = r.tokens.unwrap_or_default();
+    let source = r.source.as_deref().unwrap_or("");
+    Ok(id_of(caps, (secs, nanos), source, &auth, r.failed.unwrap_or(false), &r.tokens.unwrap_or_default()))
+}
+
+/// A detail's identity (see `identity`) from its fields, and its time.
+fn id_of(
+    caps: &[String],
+    (secs, nanos): Instant,
+    source: &str,
+    auth: &str,
+    failed: bool,
+    t: &RawTokens,
+) -> (String, Option<Instant>) {
     let (input, output, reasoning) =
         (t.input_tokens.unwrap_or(0), t.output_tokens.unwrap_or(0), t.reasoning_tokens.unwrap_or(0));
     let total = match t.total_tokens {
@@ -200,14 +208,13 @@ fn identity(caps: &[String], text: &str) -> Result<(String, Option<Instant>), Fi
         None => input.saturating_add(output).saturating_add(reasoning),
     };
     let id = format!(
-        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{}\u{1f}{auth}\u{1f}{}\u{1f}{input}/{output}/{reasoning}/{}/{total}",
+        "{}\u{1f}{}\u{1f}{secs}.{nanos:09}\u{1f}{source}\u{1f}{auth}\u{1f}{}\u{1f}{input}/{output}/{reasoning}/{}/{total}",
         caps[0],
         caps[1],
-        r.source.as_deref().unwrap_or(""),
-        r.failed.unwrap_or(false) as u8,
+        failed as u8,
         t.cached_tokens.unwrap_or(0),
     );
-    Ok((id, Some((secs, nanos))))
+    (id, Some((secs, nanos)))
 }
 
 fn contribute(caps: &[String], r: &Value, emit: &mut Emit<'_>) -> Result<(), FieldError> {
