@@ -57,10 +57,23 @@ fn replace_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(
 /// previous version (or, on some file systems, an empty file, read as "nothing known").
 /// A killed process still leaves the old or the new file, never a mix.
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::read(path).is_ok_and(|b| b == bytes) {
+    if holds(path, bytes) {
         return Ok(());
     }
     replace_with(path, bytes, 0o666, false)
+}
+
+/// [`write_atomic`], unless `path` holds `bytes` already (then nothing is written or
+/// flushed).
+pub fn write_atomic_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if holds(path, bytes) {
+        return Ok(());
+    }
+    write_atomic(path, bytes)
+}
+
+fn holds(path: &Path, bytes: &[u8]) -> bool {
+    std::fs::read(path).is_ok_and(|b| b == bytes)
 }
 
 /// This executable's path, for git to start it again as the merge driver (and for the

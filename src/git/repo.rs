@@ -776,9 +776,7 @@ impl Repo {
     /// update those refs, each holding the lock for the moment of the update, so a lock
     /// `older_than` that is a dead process's. Returns whether it removed one.
     pub fn release_stale_tracking_lock(&self, tracking: &str, older_than: std::time::Duration) -> bool {
-        if !(tracking.starts_with("refs/remotes/") || tracking.starts_with("refs/tally/"))
-            || tracking.split('/').any(|c| c.is_empty() || c == "..")
-        {
+        if !(tracking.starts_with("refs/remotes/") || tracking.starts_with("refs/tally/")) || !plain_ref(tracking) {
             return false;
         }
         let lock = self.repo.common_dir().join(format!("{tracking}.lock"));
@@ -792,7 +790,7 @@ impl Repo {
     /// before it took the lock (another process moving the branch writes another commit).
     /// Returns whether there was one.
     pub fn release_stale_ref_lock(&self, branch: &str, new: Oid) -> bool {
-        if !branch.starts_with("refs/heads/") || branch.split('/').any(|c| c.is_empty() || c == "..") {
+        if !branch.starts_with("refs/heads/") || !plain_ref(branch) {
             return false;
         }
         let lock = self.repo.common_dir().join(format!("{branch}.lock"));
@@ -801,4 +799,10 @@ impl Repo {
             _ => false,
         }
     }
+}
+
+/// Whether a ref name is a plain path below `.git` (no empty or `..` component), so that
+/// a lock file named after it is the ref's own.
+fn plain_ref(name: &str) -> bool {
+    !name.split('/').any(|c| c.is_empty() || c == "..")
 }

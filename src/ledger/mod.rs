@@ -506,11 +506,11 @@ impl Ledger {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
 
-            let name = self.state.own_file(&stream.file, "device.name");
-            if std::fs::read(&name).ok().as_deref() != Some(self.config.device.as_bytes()) {
-                self.state.ensure(&self.state.own_dir(&stream.file))?;
-                write_atomic(&name, self.config.device.as_bytes())?;
-            }
+            self.state.ensure(&self.state.own_dir(&stream.file))?;
+            crate::fsutil::write_atomic_changed(
+                &self.state.own_file(&stream.file, "device.name"),
+                self.config.device.as_bytes(),
+            )?;
         }
         Ok(())
     }
