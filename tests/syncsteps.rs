@@ -201,6 +201,40 @@ fn a_tracking_ref_locked_for_a_moment_is_fetched_again() {
     c.sync_until_ok(b);
     assert_eq!(requests(a), 5);
     assert_eq!(requests(b), 5);
+
+    // An old lock that no fetch fails on (nothing came in, so the ref is not updated) may
+    // be a live git process's (an `update-ref` transaction held open): left alone (found
+    // by an adversarial pass: it was removed on its age alone).
+    c.sync_until_ok(a);
+    c.record(a, &[event_line(0, 3)]);
+    std::fs::write(&lock, b"").unwrap();
+    std::fs::File::options().write(true).open(&lock).unwrap().set_modified(old).unwrap();
+    let (code, out) = c.run(a, &["sync"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(lock.exists(), "a lock no fetch failed on is left: {out}");
+    std::fs::remove_file(&lock).unwrap();
+}
+
+/// A sync's fetch leaves `FETCH_HEAD` alone: the user's own `git fetch origin feature`
+/// then `git merge FETCH_HEAD` merges the feature (found by an adversarial pass: the
+/// sync's fetch had replaced it with main, and the merge said "Already up to date").
+#[test]
+fn a_sync_leaves_the_users_fetch_head_alone() {
+    let c = cluster(2, "tally");
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    c.record(a, &[event_line(0, 0)]);
+    c.sync_until_ok(a);
+    c.sync_until_ok(b);
+    c.env.git(b, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(b.join("f.txt"), "f\n").unwrap();
+    c.env.git(b, &["add", "f.txt"]);
+    c.env.commit(b, "feature");
+    c.env.git(b, &["push", "-q", "origin", "feature"]);
+    c.env.git(a, &["fetch", "-q", "origin", "feature"]);
+    c.record(a, &[event_line(0, 1)]);
+    c.sync_until_ok(a);
+    let head = std::fs::read_to_string(a.join(".git/FETCH_HEAD")).unwrap();
+    assert!(head.contains("'feature'"), "{head}");
 }
 
 /// Another git process (an editor's `git status`) holds `index.lock` while a sync commits

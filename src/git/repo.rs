@@ -772,9 +772,10 @@ impl Repo {
 
     /// Removes a lock on the ref a fetch writes (`refs/remotes/…`, or git-tally's own
     /// `refs/tally/…`) that no process holds any more: a fetch or push killed while
-    /// updating that ref leaves it, and every later fetch fails on it. Only fetch and push
-    /// update those refs, each holding the lock for the moment of the update, so a lock
-    /// `older_than` that is a dead process's. Returns whether it removed one.
+    /// updating that ref leaves it, and every later fetch fails on it. Fetch and push hold
+    /// that lock for the moment of the update, so a lock `older_than` that, which a fetch
+    /// just failed on (call it only then), is taken for a dead process's. Returns whether
+    /// it removed one.
     pub fn release_stale_tracking_lock(&self, tracking: &str, older_than: std::time::Duration) -> bool {
         if !(tracking.starts_with("refs/remotes/") || tracking.starts_with("refs/tally/")) || !plain_ref(tracking) {
             return false;

@@ -483,18 +483,10 @@ impl Sync {
         // Fetch first, outside the lock: this device's files are brought up to what the
         // upstream holds of them before new events are folded in (see `catch_up`).
         let up = self.upstream();
-        if let Ok(up) = &up {
-            if self.repo.release_stale_tracking_lock(&up.tracking, STALE_REF_LOCK) {
-                r.warnings.push(format!(
-                    "removed {}.lock, left by a git process killed while updating it (every fetch failed on it)",
-                    up.tracking
-                ));
-            }
-        }
         let git = self.git().with_deadline(deadline);
         // Says that the network part is under way (never waited for: two syncs may fetch).
         let _net = Lock::acquire_at(&self.ledger.state().net_lock(), Duration::ZERO, "fetch and push").ok();
-        let mut first = up.as_ref().ok().map(|up| git.fetch(&up.remote, &up.branch, &up.tracking));
+        let mut first = up.as_ref().ok().map(|up| self.fetch(&git, up, r));
         {
             let _lock = self.lock("sync", lock_wait)?;
             self.check_safe()?;
@@ -508,7 +500,7 @@ impl Sync {
         let up = up?;
         let mut attempt = 0u32;
         loop {
-            let fetched = match first.take().unwrap_or_else(|| git.fetch(&up.remote, &up.branch, &up.tracking)) {
+            let fetched = match first.take().unwrap_or_else(|| self.fetch(&git, &up, r)) {
                 Ok(f) => f,
                 Err(e) => {
                     if attempt > 0 {
@@ -585,6 +577,23 @@ impl Sync {
                     )));
                 }
             }
+        }
+    }
+
+    /// Fetches the upstream. A fetch that failed on a lock of the tracking ref that a git
+    /// process killed while updating it left (older than [`STALE_REF_LOCK`]) is tried again
+    /// without it, with a warning; a lock no fetch fails on is left alone (it may be a live
+    /// process's).
+    fn fetch(&self, git: &Git, up: &Upstream, r: &mut Synced) -> Result<Fetched, crate::git::TransportError> {
+        match git.fetch(&up.remote, &up.branch, &up.tracking) {
+            Err(_) if self.repo.release_stale_tracking_lock(&up.tracking, STALE_REF_LOCK) => {
+                r.warnings.push(format!(
+                    "removed {}.lock, left by a git process killed while updating it (the fetch failed on it)",
+                    up.tracking
+                ));
+                git.fetch(&up.remote, &up.branch, &up.tracking)
+            }
+            fetched => fetched,
         }
     }
 
