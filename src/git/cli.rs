@@ -482,7 +482,15 @@ impl Git {
         loop {
             attempt += 1;
             let out = self
-                .output(&["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", remote, &spec])
+                .output(&[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-recurse-submodules",
+                    "--no-write-fetch-head",
+                    remote,
+                    &spec,
+                ])
                 .map_err(|e| TransportError(e.to_string()))?;
             if out.status.success() {
                 return Ok(Fetched::Fetched);
