@@ -228,3 +228,27 @@ fn records_outside_the_formats_places_are_not_counted_again() {
         assert!(view["apis"].get("apis").is_none(), "{view}");
     }
 }
+
+/// An application write that repeats a key: the last copy is the document (as every JSON
+/// reader takes it), so the records under the earlier copy are not counted a second time.
+#[test]
+fn a_repeated_key_in_an_application_write_counts_its_records_once() {
+    let c = cluster(2, "cliproxyapi");
+    let (a, b) = (&c.clones[0], &c.clones[1]);
+    for id in ["r1", "r2", "r3"] {
+        record(&c.env, a, id);
+    }
+    sync(&c.env, a);
+    let path = a.join(FILE);
+    let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    // `{"apis": <the same apis>, <the file's own members, apis among them>}`.
+    let repeated = format!("{{\"apis\": {},{}", doc["apis"], text.trim_start().strip_prefix('{').unwrap());
+    assert_eq!(serde_json::from_str::<Value>(&repeated).unwrap(), doc, "the same document to a JSON reader");
+    std::fs::write(&path, repeated).unwrap();
+    sync(&c.env, a);
+    sync(&c.env, b);
+    for d in [a, b] {
+        assert_eq!(requests(&c.env, d), 3, "{}", d.display());
+    }
+}

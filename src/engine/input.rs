@@ -165,6 +165,15 @@ impl<'de, 'c, 'p> Visitor<'de> for NodeSeed<'c, 'p, 'de> {
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Value, M::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                // A repeated key: the last one wins, as in the skeleton (and as serde_json
+                // and Go read it), so records captured under the earlier one are dropped.
+                let depth = self.ctx.path.len();
+                let prefix = &self.ctx.path;
+                self.ctx
+                    .out
+                    .retain(|c| !(c.path.len() > depth && c.path[..depth] == prefix[..] && c.path[depth] == key));
+            }
             let pats = self.ctx.patterns;
             let child: Vec<(usize, usize)> = self
                 .active
@@ -212,6 +221,17 @@ mod tests {
         assert_eq!(c.path, ["apis", "k", "models", "m", "details"]);
         assert_eq!(c.records.iter().map(|r| r.get()).collect::<Vec<_>>(), [r#"{"a": 1}"#, r#"{"b": [2]}"#]);
         assert_eq!(input.skeleton["apis"]["k"]["models"]["m"]["details"], Value::Array(vec![]));
+        assert_eq!(input.to_value(), serde_json::from_slice::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_the_last_value_and_its_records_only() {
+        // The records under an earlier copy of a key are not records of the document: a
+        // JSON reader (serde_json's, Go's) keeps the last value.
+        let text = br#"{"apis": {"k": {"models": {"m": {"details": [{"a": 1}]}}}}, "apis": {"k": {"models": {"m": {"details": [{"b": 2}], "details": [{"c": 3}]}}}}}"#;
+        let input = Input::parse(text, None).unwrap();
+        let got: Vec<_> = input.containers.iter().flat_map(|c| c.records.iter().map(|r| r.get())).collect();
+        assert_eq!(got, [r#"{"c": 3}"#]);
         assert_eq!(input.to_value(), serde_json::from_slice::<Value>(text).unwrap());
     }
 
