@@ -62,7 +62,8 @@ impl Spec {
         }
         // A duration starts with a digit and has a unit: a bare number is ambiguous.
         if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.bytes().any(|c| c.is_ascii_alphabetic()) {
-            if let Ok(d) = humantime::parse_duration(t) {
+            // At most a thousand years: a longer one is no period before now a date can hold.
+            if let Some(d) = humantime::parse_duration(t).ok().filter(|d| d.as_secs() <= 1000 * 31_557_600) {
                 return Ok(Spec::Ago(d));
             }
         }
@@ -241,6 +242,7 @@ mod tests {
         assert_eq!(b("2026-11-03T09:00:00Z", Side::Since, la), utc("2026-11-03T09:00:00Z"));
         assert_eq!(b("2026-11-03T01:00:00-08:00", Side::Until, Tz::UTC), utc("2026-11-03T09:00:00Z"));
         assert_eq!(b("7d", Side::Since, la), utc("2026-11-23T15:30:00Z"));
+        assert_eq!(b("1000y", Side::Since, la), utc("1026-11-23T15:30:00Z"), "the longest duration taken");
         assert_eq!(b("12h", Side::Since, Tz::UTC), utc("2026-11-30T03:30:00Z"));
         assert_eq!(b(" 1w 2d ", Side::Until, Tz::UTC), utc("2026-11-21T15:30:00Z"));
     }
@@ -261,6 +263,8 @@ mod tests {
             "2026-11-03T09:00:00",
             "-7d",
             "now",
+            "300000y",
+            "99999999999999d",
         ] {
             let err = Spec::parse(bad).unwrap_err();
             assert!(err.to_string().contains("use YYYY-MM-DD"), "{bad:?}: {err}");

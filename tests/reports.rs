@@ -516,7 +516,9 @@ fn since_and_until_refuse_what_they_do_not_understand() {
     let commands: [Vec<&str>; 3] =
         [vec!["stats", f], vec!["export", "--format", "json", f], vec!["report", "--html", page.to_str().unwrap(), f]];
     for cmd in &commands {
-        for bad in ["yesterday", "2026-13-45", "2026-11-5", "2026-02-30", "7", "last week", "2026-11-03T09:00"] {
+        for bad in
+            ["yesterday", "2026-13-45", "2026-11-5", "2026-02-30", "7", "last week", "2026-11-03T09:00", "300000y"]
+        {
             for flag in ["--since", "--until"] {
                 let out = env.tally(env.path()).args(cmd).args([flag, bad]).output().unwrap();
                 let err = String::from_utf8_lossy(&out.stderr);
@@ -524,7 +526,7 @@ fn since_and_until_refuse_what_they_do_not_understand() {
                 assert!(err.contains("use YYYY-MM-DD (2026-11-03), an RFC 3339 time"), "{cmd:?} {flag} {bad}: {err}");
             }
         }
-        for good in ["2026-11-03", "7d", "12h", "2026-11-03T09:00:00Z", "2026-11-03T01:00:00-08:00"] {
+        for good in ["2026-11-03", "7d", "12h", "2026-11-03T09:00:00Z", "2026-11-03T01:00:00-08:00", "900y"] {
             let out = env.tally(env.path()).args(cmd).args(["--since", good]).output().unwrap();
             assert!(out.status.success(), "{cmd:?} --since {good}: {}", String::from_utf8_lossy(&out.stderr));
         }
