@@ -393,26 +393,35 @@ impl Prices {
                 return Some(i);
             }
         }
-        // The longest key found inside the name (or the name inside a key), at word
-        // boundaries and never across a version number: `claude-sonnet-4-5-20251231` is
-        // `claude-sonnet-4-5`, `claude-sonnet-4-5` is not `claude-sonnet-4`.
+        // The key that is the name but for separators (`claude-sonnet-4.5`); else the
+        // longest key found inside the name; else the shortest key the name is found in
+        // (a provider's regional variant is a longer key). At word boundaries and never
+        // across a version number: `claude-sonnet-4-5-20251231` is `claude-sonnet-4-5`,
+        // `claude-sonnet-4-5` is not `claude-sonnet-4`.
         let norm = normalize(&name);
         let has_digit = norm.bytes().any(|b| b.is_ascii_digit());
-        let mut best: Option<(usize, &str)> = None;
+        let mut best: Option<((u8, isize), usize, &str)> = None;
         for (i, e) in self.entries.iter().enumerate() {
             let key = normalize(&e.key.to_ascii_lowercase());
-            let hit = contains_key(&norm, &key) || (has_digit && contains_key(&key, &norm));
-            if hit {
-                let better = match best {
-                    None => true,
-                    Some((_, b)) => key.len() > b.len() || (key.len() == b.len() && e.key.as_str() < b),
-                };
-                if better {
-                    best = Some((i, e.key.as_str()));
-                }
+            let len = key.len() as isize;
+            let rank = if key == norm {
+                (2, 0)
+            } else if contains_key(&norm, &key) {
+                (1, len)
+            } else if has_digit && contains_key(&key, &norm) {
+                (0, -len)
+            } else {
+                continue;
+            };
+            let better = match best {
+                None => true,
+                Some((r, _, k)) => rank > r || (rank == r && e.key.as_str() < k),
+            };
+            if better {
+                best = Some((rank, i, e.key.as_str()));
             }
         }
-        best.map(|(i, _)| i)
+        best.map(|(_, i, _)| i)
     }
 }
 

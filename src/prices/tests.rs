@@ -109,6 +109,9 @@ fn model_names_match_as_ccusage_matches_them() {
         ("CLAUDE-Sonnet-4-5", Some("claude-sonnet-4-5")),
         ("anthropic/claude-sonnet-4-5", Some("claude-sonnet-4-5")),
         ("openrouter/anthropic/claude-opus-4.6", Some("claude-opus-4-6")),
+        // The key but for separators, before any longer key holding it (a region's price).
+        ("claude-sonnet-4.5", Some("claude-sonnet-4-5")),
+        ("claude-haiku-4.5", Some("claude-haiku-4-5")),
         ("  claude-opus-4-6\t", Some("claude-opus-4-6")),
         // A date the table does not know, after a version it knows.
         ("claude-sonnet-4-5-20261231", Some("claude-sonnet-4-5")),
