@@ -393,9 +393,10 @@ impl Shard {
 }
 
 /// Of two versions of one record, whether `a` wins: the higher revision, then the larger
-/// text (a choice that does not depend on the order of the arguments).
+/// text, then the rest of the record (a choice that depends on the records alone, not on
+/// the order of the arguments).
 fn newer(a: &Record, b: &Record) -> bool {
-    (a.rev, crate::json::canonical(&a.body)) >= (b.rev, crate::json::canonical(&b.body))
+    (a.rev, crate::json::canonical(&a.body), a.seq, &a.caps) >= (b.rev, crate::json::canonical(&b.body), b.seq, &b.caps)
 }
 
 /// Records the native format keeps per device and day.
@@ -535,6 +536,15 @@ mod tests {
         assert_eq!(s.records["b"].rev, 1, "the later revision wins");
         assert_eq!(s.records.len(), 3);
         assert_eq!(ab.render(), b.join(&a).unwrap().render(), "equal states, equal bytes");
+        // Two versions alike but for their sequence number (or caps): one wins, whichever
+        // side it is on.
+        let (mut x, mut y) = (rec("e", 1, 0, 5), rec("e", 9, 0, 5));
+        let (l, r) = (shard(&[x.clone()], json!({})), shard(&[y.clone()], json!({})));
+        assert_eq!(l.join(&r).unwrap().render(), r.join(&l).unwrap().render(), "seq");
+        x.seq = 9;
+        y.caps = vec!["k".into()];
+        let (l, r) = (shard(&[x], json!({})), shard(&[y], json!({})));
+        assert_eq!(l.join(&r).unwrap().render(), r.join(&l).unwrap().render(), "caps");
     }
 
     #[test]
