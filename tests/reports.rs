@@ -156,6 +156,16 @@ fn restore_round_trips_and_stays_inside_the_repository() {
     let out = c.tally(dir).args(["restore", "--at", "HEAD~3", "--to", "../outside.json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(!c.env.path().join("outside.json").exists());
+    // Nor through a directory that is a link to somewhere else.
+    let elsewhere = c.env.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("link")).unwrap();
+    for to in ["link/escaped.json", "link/new/escaped.json"] {
+        let out = c.tally(dir).args(["restore", "--at", "HEAD~3", "--to", to]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{to}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("outside the repository"));
+    }
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written there");
     let out = c.tally(dir).args(["restore", "--at", "HEAD~3", "--to", "backup/usage-then.json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "no overwrite without --force");
     let out = c.tally(dir).args(["restore", "--at", "HEAD~2", "--force"]).output().unwrap();

@@ -102,6 +102,25 @@ fn normalise(top: &Path, p: &Path) -> PathBuf {
     out
 }
 
+/// Whether the directories `target` would be written in, symbolic links followed, are
+/// inside the work tree `top` and not in the git directory (`link/x.json`, where `link`
+/// points elsewhere, is not inside).
+fn resolves_inside(target: &Path, top: &Path, git_dir: &Path) -> bool {
+    let Some(mut dir) = target.parent() else { return false };
+    // The nearest directory that exists: the rest is created inside it.
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) => dir = p,
+            None => return false,
+        }
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    match (canon(dir), canon(top), canon(git_dir)) {
+        (Some(dir), Some(top), Some(git)) => dir.starts_with(&top) && !dir.starts_with(&git),
+        _ => false,
+    }
+}
+
 /// A revision, else a date (`2026-11-01`, `3 days ago`): the last commit before it.
 fn resolve(repo: &Repo, at: &str) -> Result<Oid> {
     if let Some(c) = repo.rev_parse(at) {
@@ -128,7 +147,7 @@ fn parse_when(at: &str, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
     }
     let ago = at.strip_suffix(" ago").unwrap_or(at);
     let d = humantime::parse_duration(ago).ok()?;
-    Some(now.timestamp() - d.as_secs() as i64)
+    now.timestamp().checked_sub(i64::try_from(d.as_secs()).ok()?)
 }
 
 pub fn restore(s: &Sync, args: &RestoreArgs) -> Result<i32> {
@@ -137,7 +156,11 @@ pub fn restore(s: &Sync, args: &RestoreArgs) -> Result<i32> {
     let view = view_at(s, stream, rev)?;
     let top = s.repo.top().to_path_buf();
     let target = normalise(&top, args.to.as_deref().unwrap_or(Path::new(&stream.file)));
-    if !target.starts_with(&top) || target == top || target.starts_with(s.repo.git_dir()) {
+    if !target.starts_with(&top)
+        || target == top
+        || target.starts_with(s.repo.git_dir())
+        || !resolves_inside(&target, &top, s.repo.git_dir())
+    {
         return Err(Error::Usage(format!(
             "refusing to write {}: outside the repository {}",
             target.display(),
