@@ -1,7 +1,7 @@
 //! A usage event: one request as a proxy or agent reports it (SPEC §5). Events are what
 //! `record` applies and what the property tests split across machines.
 
-use chrono::{DateTime, FixedOffset, SecondsFormat};
+use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -105,8 +105,40 @@ pub enum EventError {
     Overflow,
     #[error("{0} is above 2^53 (9007199254740992): not a token count")]
     TooLarge(&'static str),
-    #[error("cost_usd must be a finite, non-negative number")]
+    #[error("cost_usd must be a finite number from 0 to 1e9")]
     Cost,
+    #[error("timestamp {0:?} is outside the years 0001 to 9999")]
+    Year(String),
+}
+
+/// The largest cost one event may carry, in dollars: sums of many stay exact and finite.
+pub const MAX_COST: f64 = 1e9;
+
+/// Checks token counts by name: none above 2^53 (not real, and sums of them could overflow
+/// the ledger).
+pub fn check_counts(counts: &[(&'static str, u64)]) -> Result<(), EventError> {
+    match counts.iter().find(|(_, n)| *n > MAX_COUNT) {
+        Some((name, _)) => Err(EventError::TooLarge(name)),
+        None => Ok(()),
+    }
+}
+
+/// Checks that a time falls within the years 0001–9999, in its own offset and in UTC: the
+/// ledger files usage by UTC day, `YYYY-MM-DD`.
+pub fn check_time(t: &DateTime<FixedOffset>) -> Result<(), EventError> {
+    let ok = |y: i32| (1..=9999).contains(&y);
+    match ok(t.year()) && ok(t.to_utc().year()) {
+        true => Ok(()),
+        false => Err(EventError::Year(t.to_rfc3339())),
+    }
+}
+
+/// Checks a cost: finite, from 0 to [`MAX_COST`].
+pub fn check_cost(c: Option<f64>) -> Result<(), EventError> {
+    match c {
+        Some(c) if !(0.0..=MAX_COST).contains(&c) => Err(EventError::Cost),
+        _ => Ok(()),
+    }
 }
 
 impl Event {
@@ -131,26 +163,20 @@ impl Event {
                 .try_fold(0u64, |a, &b| a.checked_add(b))
                 .ok_or(EventError::Overflow)?,
         };
-        // Counts beyond 2^53 are not real, and sums of them could overflow the ledger.
-        for (name, n) in [
+        check_counts(&[
             ("input_tokens", input),
             ("output_tokens", output),
             ("reasoning_tokens", reasoning),
             ("cache_creation_tokens", cache_creation),
             ("cache_read_tokens", cache_read),
             ("total_tokens", total),
-        ] {
-            if n > MAX_COUNT {
-                return Err(EventError::TooLarge(name));
-            }
-        }
+        ])?;
         let timestamp = match w.timestamp {
             Some(s) => DateTime::parse_from_rfc3339(&s).map_err(|_| EventError::Timestamp(s))?,
             None => now,
         };
-        if w.cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
-            return Err(EventError::Cost);
-        }
+        check_time(&timestamp)?;
+        check_cost(w.cost_usd)?;
         let failed = w.failed.unwrap_or(matches!(w.status, Some(s) if s >= 400));
         let provider = w.provider.unwrap_or_default();
         let auth_index = match w.auth_index {

@@ -212,6 +212,71 @@ fn zero_token_synthetic_messages_are_not_requests() {
     assert_eq!(by_model["claude-opus-4-6"][0], 2);
 }
 
+/// A transcript line with a count no event can carry (above 2^53) or a time outside the
+/// years 0001–9999 is named by file and line and skipped, not reported as recorded and
+/// then dropped; `record` refuses the same (exit 2), nothing of its batch applied.
+#[test]
+fn counts_and_times_no_event_can_carry_are_named_by_file_and_line() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let data = c.env.path().join("claude");
+    let proj = data.join("projects/-home-dev");
+    std::fs::create_dir_all(&proj).unwrap();
+    let line = |n: u32, tokens: u64, ts: &str| {
+        format!(
+            r#"{{"type":"assistant","timestamp":"{ts}","requestId":"req_{n}","message":{{"id":"msg_{n}","model":"claude-opus-4-6","usage":{{"input_tokens":{tokens},"output_tokens":1}}}}}}"#
+        )
+    };
+    let text = [
+        line(1, 10, "2026-03-11T02:41:00Z"),
+        line(2, (1 << 53) + 1, "2026-03-11T02:42:00Z"),
+        line(3, 10, "0000-12-31T23:30:00-01:00"),
+        line(4, 10, "9999-12-31T23:30:00-01:00"),
+        line(5, 10, "2026-03-11T02:45:00Z"),
+    ]
+    .join("\n");
+    std::fs::write(proj.join("s.jsonl"), text + "\n").unwrap();
+    let run = import(&c, dir, "claude-code", &data);
+    assert!(run.stdout.contains(" 2 request(s) found, 2 recorded"), "{}", run.stdout);
+    for (n, what) in [(2, "above 2^53"), (3, "outside the years 0001 to 9999"), (4, "outside the years 0001 to 9999")] {
+        assert!(run.stderr.contains(&format!("s.jsonl:{n}: ")) && run.stderr.contains(what), "{n}: {}", run.stderr);
+    }
+    assert_eq!(stats_by(&c, dir, "model")["claude-opus-4-6"][0], 2);
+    // Codex: the same count in a turn.
+    let (home, file) = codex_home(&c);
+    let turn = |ts: &str, n: u64| {
+        format!(
+            r#"{{"timestamp":"{ts}","type":"event_msg","payload":{{"type":"token_count","info":{{"last_token_usage":{{"input_tokens":{n},"output_tokens":1}}}}}}}}"#
+        )
+    };
+    std::fs::write(
+        &file,
+        [turn("2026-11-03T09:00:00Z", 5), turn("2026-11-03T09:01:00Z", (1 << 53) + 1)].join("\n") + "\n",
+    )
+    .unwrap();
+    let run = import(&c, dir, "codex", &home);
+    assert!(
+        run.stderr.contains(&format!("{}:2: ", file.display())) && run.stderr.contains("above 2^53"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains(" 1 request(s) found, 1 recorded"), "{}", run.stdout);
+    // record: the whole batch refused.
+    for bad in [
+        r#"{"model":"m","input_tokens":1,"timestamp":"0000-01-01T00:00:00+01:00"}"#,
+        r#"{"model":"m","input_tokens":1,"timestamp":"9999-12-31T23:30:00-01:00"}"#,
+        r#"{"model":"m","input_tokens":1,"cost_usd":1e308}"#,
+    ] {
+        let out = c
+            .tally(dir)
+            .args(["record", "--event", r#"{"model":"ok","input_tokens":1}"#, "--event", bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!stats_by(&c, dir, "model").contains_key("ok"), "nothing of a refused batch");
+}
+
 /// Per-token prices of the generated models, written by hand from LiteLLM's table:
 /// (input, output, cache creation, cache read).
 const CLAUDE_PRICES: [(&str, [f64; 4]); 3] = [

@@ -162,7 +162,7 @@ fn parse(line: &[u8]) -> std::result::Result<Option<Found>, String> {
         serde_json::from_str::<Line<'_>>(text).map_err(|e| format!("not a Claude Code transcript line ({e})"))?;
     let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { return Ok(None) };
     let (Some(id), Some(usage)) = (msg.id, msg.usage) else { return Ok(None) };
-    Ok(request(&id, &rid, usage, msg.model.as_deref(), parsed.timestamp.as_deref()))
+    request(&id, &rid, usage, msg.model.as_deref(), parsed.timestamp.as_deref())
 }
 
 /// [`parse`] from the scanned spans; `None` to parse the line in full instead.
@@ -182,20 +182,42 @@ fn fast(f: &scan::ClaudeFields<'_>) -> Option<Option<Found>> {
         Some(t) => Some(scan::text(t)?),
         None => None,
     };
-    Some(request(&id, &rid, usage, model.as_deref(), ts.as_deref()))
+    match request(&id, &rid, usage, model.as_deref(), ts.as_deref()) {
+        Ok(found) => Some(found),
+        Err(_) => None, // the full parse words the error
+    }
 }
 
-/// One request, unless it is a zero-token `<synthetic>` message.
-fn request(id: &str, rid: &str, usage: Usage, model: Option<&str>, ts: Option<&str>) -> Option<Found> {
-    if usage.total() == 0 && model == Some("<synthetic>") {
-        return None;
+/// One request, unless it is a zero-token `<synthetic>` message; an error when it is not
+/// one an event can carry (a count above 2^53, a time outside the years 0001–9999).
+fn request(
+    id: &str,
+    rid: &str,
+    usage: Usage,
+    model: Option<&str>,
+    ts: Option<&str>,
+) -> std::result::Result<Option<Found>, String> {
+    use crate::event::{check_counts, check_time};
+    let u = &usage;
+    check_counts(&[
+        ("message.usage.input_tokens", u.input_tokens),
+        ("message.usage.output_tokens", u.output_tokens),
+        ("message.usage.cache_creation_input_tokens", u.cache_creation_input_tokens),
+        ("message.usage.cache_read_input_tokens", u.cache_read_input_tokens),
+    ])
+    .map_err(|e| e.to_string())?;
+    if let Some(t) = ts.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+        check_time(&t).map_err(|e| e.to_string())?;
     }
-    Some((
+    if usage.total() == 0 && model == Some("<synthetic>") {
+        return Ok(None);
+    }
+    Ok(Some((
         format!("claude-code:{id}:{rid}"),
         usage,
         model.unwrap_or("unknown").to_string(),
         ts.unwrap_or("").to_string(),
-    ))
+    )))
 }
 
 pub fn claude_code(store: &Store, dirs: &[PathBuf]) -> Result<Imported> {
@@ -320,7 +342,7 @@ mod tests {
         let parsed = serde_json::from_str::<Line<'_>>(text).map_err(|_| ())?;
         let (Some(msg), Some(rid)) = (parsed.message, parsed.request_id) else { return Ok(None) };
         let (Some(id), Some(usage)) = (msg.id, msg.usage) else { return Ok(None) };
-        Ok(request(&id, &rid, usage, msg.model.as_deref(), parsed.timestamp.as_deref()))
+        request(&id, &rid, usage, msg.model.as_deref(), parsed.timestamp.as_deref()).map_err(|_| ())
     }
 
     #[test]

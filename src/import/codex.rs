@@ -198,6 +198,24 @@ fn read_file(path: &Path, state: &mut FileState, turns: &mut Vec<Turn>, warnings
                 if usage.is_zero() {
                     return;
                 }
+                // What an event cannot carry is said here, with its line (a count above
+                // 2^53, a time outside the years 0001–9999).
+                let checked = crate::event::check_counts(&[
+                    ("payload.info.last_token_usage.input_tokens", usage.input_tokens),
+                    ("payload.info.last_token_usage.output_tokens", usage.output_tokens),
+                    ("payload.info.last_token_usage.cached_input_tokens", usage.cached_input_tokens),
+                    ("payload.info.last_token_usage.reasoning_output_tokens", usage.reasoning_output_tokens),
+                ])
+                .and_then(|()| {
+                    match parsed.timestamp.as_deref().map(chrono::DateTime::parse_from_rfc3339) {
+                        Some(Ok(t)) => crate::event::check_time(&t),
+                        _ => Ok(()),
+                    }
+                });
+                if let Err(e) = checked {
+                    warnings.push(line_warning(path, n, e));
+                    return;
+                }
                 state.turns += 1;
                 let session = state.session.clone().unwrap_or_else(|| fallback_session.clone());
                 let id = match info.total_token_usage {
