@@ -45,18 +45,19 @@ impl Counters {
         ]
     }
 
+    /// Adds `o` (a report's sums stop at the largest count rather than wrap).
     pub fn add(&mut self, o: &Counters) {
-        self.requests += o.requests;
-        self.failed += o.failed;
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.reasoning_tokens += o.reasoning_tokens;
-        self.cache_creation_tokens += o.cache_creation_tokens;
-        self.cache_read_tokens += o.cache_read_tokens;
-        self.total_tokens += o.total_tokens;
+        self.requests = self.requests.saturating_add(o.requests);
+        self.failed = self.failed.saturating_add(o.failed);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(o.reasoning_tokens);
+        self.cache_creation_tokens = self.cache_creation_tokens.saturating_add(o.cache_creation_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(o.cache_read_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(o.total_tokens);
         self.cost_usd += o.cost_usd;
         self.cost_estimated_usd += o.cost_estimated_usd;
-        self.unpriced += o.unpriced;
+        self.unpriced = self.unpriced.saturating_add(o.unpriced);
     }
 }
 
@@ -411,7 +412,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                     output_tokens: output,
                     cache_creation_tokens: u(&r, &["cache_creation_tokens"]),
                     cache_read_tokens: u(&r, &["cache_read_tokens"]).max(u(&r, &["tokensCached"])),
-                    total_tokens: u(&r, &["total_tokens"]).max(input + output),
+                    total_tokens: u(&r, &["total_tokens"]).max(input.saturating_add(output)),
                     cost_usd: r.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
                     unpriced: u64::from(r.get("cost_usd").is_none()),
                     ..Counters::default()
@@ -622,7 +623,7 @@ pub fn record_rows(profile: &Profile, doc: &Value) -> Vec<[String; 14]> {
             let output = tok(&["output_tokens", "tokensOut"]);
             let reasoning = tok(&["reasoning_tokens"]);
             let creation = tok(&["cache_creation_tokens"]);
-            let total = tok(&["total_tokens"]).max(input + output + reasoning);
+            let total = tok(&["total_tokens"]).max(input.saturating_add(output).saturating_add(reasoning));
             [
                 text(&r, &["id", "message_uuid"]),
                 timestamp,

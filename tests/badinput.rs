@@ -98,6 +98,14 @@ fn a_sum_that_overflows_is_an_error_not_a_wrap() {
     assert_eq!(code, 1);
     assert!(err.contains("does not fit a 64-bit integer") && err.contains("$.totals.requests"), "{err}");
     assert!(a.contains("18446744073709551614"), "both sides kept");
+    // A CLIProxyAPI detail without its total, whose parts sum beyond 64 bits: `check`
+    // names the record's place (the view of such a file would recompute a wrapped total).
+    let detail = br#"{"total_requests":1,"success_count":1,"failure_count":0,"total_tokens":0,"apis":{"k":{"total_requests":1,"total_tokens":0,"models":{"m":{"total_requests":1,"total_tokens":0,"details":[{"timestamp":"2026-01-01T10:00:00Z","source":"s","auth_index":"1","tokens":{"input_tokens":18446744073709551615,"output_tokens":1},"failed":false}]}}}}}"#;
+    std::fs::write(c.env.path().join("wrap.json"), detail).unwrap();
+    let out = c.env.tally(c.env.path()).args(["check", "--profile", "cliproxyapi", "wrap.json"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("wrap.json: $.apis.k.models.m.details: tokens") && err.contains("64 bits"), "{err}");
 }
 
 #[test]

@@ -223,7 +223,7 @@ fn merge_with<'a>(profile: &Profile, inputs: [Option<Input<'a>>; 3], ingest: boo
                 for (rec, sign, side) in terms {
                     if let Some(rec) = rec {
                         contribution(spec, caps, &root, rec.raw, sign, &mut acc)
-                            .map_err(|e| invalid(side, &root, e))?;
+                            .map_err(|e| invalid(side, &container_path(&root, spec, caps), e))?;
                     }
                 }
                 work.push((k.clone(), acc));
@@ -316,6 +316,18 @@ fn index_records<'a>(
         }
     }
     Ok(out)
+}
+
+/// Where a record of `caps` lives: `root`, then the profile's container with its wildcards
+/// filled in (`apis.k.models.m.details`), for messages that name a bad record's place.
+fn container_path(root: &[Seg], spec: &RecordSpec, caps: &[String]) -> Path {
+    let mut caps = caps.iter();
+    let mut path = root.to_vec();
+    for seg in spec.container {
+        let key = if *seg == "*" { caps.next().map_or("*", String::as_str) } else { seg };
+        path.push(Seg::Key(key.to_string()));
+    }
+    path
 }
 
 fn invalid(side: Side, path: &[Seg], e: impl fmt::Display) -> MergeError {
@@ -511,8 +523,9 @@ pub fn check(profile: &Profile, doc: &Value) -> Result<Vec<Finding>, MergeError>
         let mut explained: HashMap<Path, Num> = HashMap::new();
         for k in keys {
             let mut list = Vec::new();
-            contribution(spec, &containers.captures[k.0 as usize], &root, recs[k].raw, 1, &mut list)
-                .map_err(|e| invalid(Side::Ours, &root, e))?;
+            let caps = &containers.captures[k.0 as usize];
+            contribution(spec, caps, &root, recs[k].raw, 1, &mut list)
+                .map_err(|e| invalid(Side::Ours, &container_path(&root, spec, caps), e))?;
             for (p, n) in list {
                 let slot = explained.entry(p).or_insert(Num::ZERO);
                 *slot = slot.plus(n).map_err(|_| MergeError::Overflow { path: path_text(&root) })?;

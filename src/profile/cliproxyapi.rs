@@ -100,7 +100,10 @@ fn read_detail(r: &Value) -> Result<Detail, FieldError> {
     let output = field("output_tokens")?;
     let reasoning = field("reasoning_tokens")?;
     let total = match t.get("total_tokens") {
-        None | Some(Value::Null) => input + output + reasoning,
+        None | Some(Value::Null) => input
+            .checked_add(output)
+            .and_then(|n| n.checked_add(reasoning))
+            .ok_or_else(|| FieldError::new("tokens", "counts whose sum fits in 64 bits"))?,
         Some(_) => field("total_tokens")?,
     };
     let failed = match r.get("failed") {

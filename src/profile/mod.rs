@@ -307,11 +307,11 @@ pub fn summary(profile: &Profile, doc: &Value) -> Option<(u64, u64)> {
         }
         "tally" | "tally-v1" => Some((n(doc, &["totals", "requests"]), n(doc, &["totals", "total_tokens"]))),
         "proxypal-aggregate" => {
-            Some((n(doc, &["totalRequests"]), n(doc, &["totalTokensIn"]) + n(doc, &["totalTokensOut"])))
+            Some((n(doc, &["totalRequests"]), n(doc, &["totalTokensIn"]).saturating_add(n(doc, &["totalTokensOut"]))))
         }
         "proxypal-history" => Some((
             doc.get("requests").and_then(Value::as_array).map_or(0, |a| a.len() as u64),
-            n(doc, &["totalTokensIn"]) + n(doc, &["totalTokensOut"]),
+            n(doc, &["totalTokensIn"]).saturating_add(n(doc, &["totalTokensOut"])),
         )),
         "ccu-usage" => Some((n(doc, &["statistics", "total_records"]), n(doc, &["statistics", "total_tokens"]))),
         _ => None,
