@@ -38,11 +38,34 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
+            Error::Io { source, .. } if !io_transient(source) => exit::USAGE,
             Error::Git(_) | Error::Io { .. } | Error::Transient(_) => exit::TRANSIENT,
             Error::Usage(_) => exit::USAGE,
             Error::Failed(_) => exit::CONFLICT,
         }
     }
+}
+
+/// Whether a file-system error may go away by itself (a full disk, a busy or interrupted
+/// call): exit 3, safe to retry. A file that is missing, not permitted, read-only or of the
+/// wrong kind stays so until someone changes it: exit 2, like any other bad argument.
+fn io_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    !matches!(
+        e.kind(),
+        NotFound
+            | PermissionDenied
+            | AlreadyExists
+            | InvalidInput
+            | InvalidData
+            | IsADirectory
+            | NotADirectory
+            | ReadOnlyFilesystem
+            | DirectoryNotEmpty
+            | InvalidFilename
+            | FileTooLarge
+            | Unsupported
+    )
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -184,7 +184,7 @@ fn check_reports_paths_and_exit_codes() {
     assert!(err.contains("bad.json: $.usage.total_requests"), "{err}");
     assert!(err.contains(r#"bad.json: $.usage.apis.sk-cpa-dev-bravo-19d2.models["gemini-2.5-pro"].total_tokens: is 5 but its records add up to 24474"#), "{err}");
     assert!(err.contains("broken.json: line 1, column 12"), "{err}");
-    env.tally(dir).args(["check", "missing.json"]).assert().code(3);
+    env.tally(dir).args(["check", "missing.json"]).assert().code(2);
 }
 
 #[test]
@@ -236,4 +236,33 @@ fn a_child_git_that_exits_early_does_not_kill_the_driver() {
     let (code, err, a) = c.merge();
     assert_eq!(code, 0, "{err}");
     assert_eq!(a, "{\"requests\": 4}\n");
+}
+
+/// A file that is missing or cannot be written stays so until the user acts: exit 2 naming
+/// it, not 3 ("transient, safe to retry"), which a timer would retry for ever.
+#[test]
+fn files_that_cannot_be_read_or_written_are_usage_errors() {
+    let env = Env::new();
+    let dir = env.path();
+    std::fs::write(dir.join("u.json"), tally_doc(json!(1))).unwrap();
+    for args in [
+        vec!["check", "nope.json"],
+        vec!["stats", "nope.json"],
+        vec!["merge", "u.json", "nope.json", "u.json"],
+        vec!["export", "--out", "/nonexistent/x.csv", "u.json"],
+        vec!["report", "--html", "/nonexistent/x.html", "u.json"],
+    ] {
+        let out = env.tally(dir).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("nope.json") || err.contains("/nonexistent"), "{args:?}: {err}");
+    }
+    // A batch with a line that is not UTF-8: an invalid event named by its line.
+    let repo = dir.join("repo");
+    env.git(dir, &["init", "-q", repo.to_str().unwrap()]);
+    env.git(&repo, &["config", "tally.enabled", "false"]);
+    let out = env.tally(&repo).arg("record").write_stdin(&b"{\"model\":\"a\"}\n\xff\xfe\n"[..]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 2: not UTF-8") && err.contains("nothing of this batch was recorded"), "{err}");
 }

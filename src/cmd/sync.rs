@@ -6,7 +6,7 @@ use crate::event::Event;
 use crate::exit;
 use crate::ledger::{Ledger, NoSource};
 use crate::sync::{Plan, Sync, Synced};
-use std::io::{BufRead, IsTerminal};
+use std::io::IsTerminal;
 
 /// "1 event", "3 events".
 pub(crate) fn plural(n: usize, word: &str) -> String {
@@ -21,18 +21,28 @@ pub fn record(
 ) -> Result<i32> {
     let device = ledger.name().to_string();
     let now = chrono::Utc::now().fixed_offset();
-    let lines: Vec<String> = if !args.events.is_empty() {
-        args.events.clone()
+    // Each line, or `None` for one that is not UTF-8 (an invalid event like any other).
+    let lines: Vec<Option<String>> = if !args.events.is_empty() {
+        args.events.iter().cloned().map(Some).collect()
     } else {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
             return Err(Error::Usage("give events with --event JSON, or as JSON lines on stdin".into()));
         }
-        stdin.lock().lines().collect::<std::io::Result<_>>().map_err(|e| Error::io("stdin", e))?
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut stdin.lock(), &mut bytes).map_err(|e| Error::io("stdin", e))?;
+        bytes
+            .split(|&b| b == b'\n')
+            .map(|l| String::from_utf8(l.strip_suffix(b"\r").unwrap_or(l).to_vec()).ok())
+            .collect()
     };
     let mut events = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in lines.iter().enumerate() {
+        let Some(line) = line else {
+            bad.push(format!("line {}: not UTF-8", i + 1));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }
