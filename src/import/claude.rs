@@ -182,10 +182,8 @@ fn fast(f: &scan::ClaudeFields<'_>) -> Option<Option<Found>> {
         Some(t) => Some(scan::text(t)?),
         None => None,
     };
-    match request(&id, &rid, usage, model.as_deref(), ts.as_deref()) {
-        Ok(found) => Some(found),
-        Err(_) => None, // the full parse words the error
-    }
+    // An error: the full parse words it.
+    request(&id, &rid, usage, model.as_deref(), ts.as_deref()).ok()
 }
 
 /// One request, unless it is a zero-token `<synthetic>` message; an error when it is not
