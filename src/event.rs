@@ -111,6 +111,14 @@ pub enum EventError {
     Year(String),
 }
 
+/// Whether an event id is remembered for good rather than for `tally.idHorizon`: the ids
+/// of imported transcripts (`claude-code:…`, `codex:…`). A transcript can be read again at
+/// any time (a session resumed months later copies its history into a new file), and
+/// counting it once must not depend on when.
+pub fn remembered_for_good(id: &str) -> bool {
+    id.starts_with("claude-code:") || id.starts_with("codex:")
+}
+
 /// The largest cost one event may carry, in dollars: sums of many stay exact and finite.
 pub const MAX_COST: f64 = 1e9;
 

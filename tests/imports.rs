@@ -277,6 +277,58 @@ fn counts_and_times_no_event_can_carry_are_named_by_file_and_line() {
     assert!(!stats_by(&c, dir, "model").contains_key("ok"), "nothing of a refused batch");
 }
 
+/// A transcript read again long after it was first imported (a session resumed months
+/// later copies its history into a new file) counts once: the ids of imports outlive
+/// `tally.idHorizon`. Time is made to pass by ageing the ids' last-seen day, as a month
+/// without imports would.
+#[test]
+fn a_transcript_copied_long_after_its_import_counts_once() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let age_ids = || {
+        for f in std::fs::read_dir(dir.join(".git/tally/ids")).unwrap() {
+            let p = f.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let old = text.lines().map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v["s"] = Value::from(v["s"].as_i64().unwrap() - 400);
+                v.to_string() + "\n"
+            });
+            std::fs::write(&p, old.collect::<String>()).unwrap();
+        }
+    };
+    // Claude Code.
+    let data = c.env.path().join("claude");
+    let proj = data.join("projects/-home-dev");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s1.jsonl")).unwrap();
+    import(&c, dir, "claude-code", &data);
+    let first = stats_by(&c, dir, "model");
+    age_ids();
+    // Another import past the horizon rewrites the buckets (compacting what is kept).
+    std::fs::write(proj.join("other.jsonl"), r#"{"type":"assistant","timestamp":"2026-11-01T10:00:00Z","requestId":"req_new","message":{"id":"msg_new","model":"claude-opus-4-6","usage":{"input_tokens":1,"output_tokens":1}}}"#.to_string() + "\n").unwrap();
+    import(&c, dir, "claude-code", &data);
+    std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s2-resumed.jsonl")).unwrap();
+    let run = import(&c, dir, "claude-code", &data);
+    assert!(run.stdout.contains(" 0 recorded"), "{}", run.stdout);
+    let mut want = first;
+    want.get_mut("claude-opus-4-6").unwrap()[0] += 1;
+    assert_eq!(stats_by(&c, dir, "model")["claude-opus-4-6"][0], want["claude-opus-4-6"][0]);
+    // Codex.
+    let (home, file) = codex_home(&c);
+    std::fs::copy(fixture("codex-session-sample.jsonl"), &file).unwrap();
+    import(&c, dir, "codex", &home);
+    age_ids();
+    let resumed = file.with_file_name("rollout-2026-12-01T09-00-00-resumed.jsonl");
+    std::fs::copy(&file, &resumed).unwrap();
+    let run = import(&c, dir, "codex", &home);
+    assert!(run.stdout.contains(" 0 recorded"), "{}", run.stdout);
+    let by_model = stats_by(&c, dir, "model");
+    for (model, counts) in documented_by_model() {
+        assert_eq!(by_model[&model], counts, "{model}");
+    }
+}
+
 /// Per-token prices of the generated models, written by hand from LiteLLM's table:
 /// (input, output, cache creation, cache read).
 const CLAUDE_PRICES: [(&str, [f64; 4]); 3] = [

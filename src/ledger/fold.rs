@@ -34,7 +34,7 @@ pub(crate) fn decide(events: &[Event], remembered: &HashMap<String, Remembered>)
     for e in events {
         let id = e.id.clone().expect("journal events have ids");
         let prev = batch.get(&id).or_else(|| remembered.get(&id)).cloned();
-        if prev.as_ref().is_some_and(|p| e.total_tokens <= p.total) {
+        if prev.as_ref().is_some_and(|p| e.total_tokens <= p.total || p.compacted()) {
             actions.push(Action::Duplicate);
             continue;
         }
@@ -62,7 +62,8 @@ pub(crate) fn decide(events: &[Event], remembered: &HashMap<String, Remembered>)
         if !batch.contains_key(&id) {
             order.push(id.clone());
         }
-        batch.insert(id.clone(), Remembered { id, day, cell, total: e.total_tokens, amounts, seen: now });
+        let keep = crate::event::remembered_for_good(&id);
+        batch.insert(id.clone(), Remembered { id, day, cell, total: e.total_tokens, amounts, seen: now, keep });
         actions.push(action);
     }
     let remembered = order.into_iter().filter_map(|id| batch.remove(&id)).collect();

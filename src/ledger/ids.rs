@@ -31,6 +31,18 @@ pub struct Remembered {
     /// Days since the epoch when it was last seen (for the horizon).
     #[serde(rename = "s")]
     pub seen: i64,
+    /// Remembered past the horizon ([`crate::event::remembered_for_good`]); once past it,
+    /// without its cell and amounts (no later version is counted then).
+    #[serde(rename = "k", default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep: bool,
+}
+
+impl Remembered {
+    /// Whether it is kept past the horizon without its amounts: a later version of it can
+    /// no longer be counted by the difference, so it counts as seen.
+    pub fn compacted(&self) -> bool {
+        self.keep && self.amounts.is_null()
+    }
 }
 
 pub struct Ids<'a> {
@@ -85,7 +97,7 @@ impl<'a> Ids<'a> {
             // only save work and double counts of retries.
             for line in text.lines() {
                 let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
-                if !wanted.contains(&head.id.as_ref()) || head.seen < self.today - self.horizon_days {
+                if !wanted.contains(&head.id.as_ref()) || (!head.keep && head.seen < self.today - self.horizon_days) {
                     continue;
                 }
                 if let Ok(r) = serde_json::from_str::<Remembered>(line) {
@@ -97,7 +109,7 @@ impl<'a> Ids<'a> {
     }
 
     /// Remembers (or updates) entries; each bucket touched is rewritten atomically, without
-    /// the entries last seen before the horizon.
+    /// the entries last seen before the horizon (those kept for good lose their amounts).
     pub fn remember(&self, entries: Vec<Remembered>, today: i64) -> Result<()> {
         let mut by_bucket: BTreeMap<u8, Vec<Remembered>> = BTreeMap::new();
         for e in entries {
@@ -116,6 +128,12 @@ impl<'a> Ids<'a> {
                 let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
                 if head.seen >= today - self.horizon_days {
                     lines.insert(head.id.into_owned(), line.to_string());
+                } else if head.keep && head.amounts.is_none() {
+                    lines.insert(head.id.into_owned(), line.to_string());
+                } else if head.keep {
+                    let Ok(mut r) = serde_json::from_str::<Remembered>(line) else { continue };
+                    (r.amounts, r.cell) = (Value::Null, Vec::new());
+                    lines.insert(r.id.clone(), serde_json::to_string(&r).expect("serialises"));
                 }
             }
             for e in new {
@@ -139,6 +157,10 @@ struct Head<'a> {
     id: std::borrow::Cow<'a, str>,
     #[serde(rename = "s")]
     seen: i64,
+    #[serde(rename = "k", default)]
+    keep: bool,
+    #[serde(rename = "a", default)]
+    amounts: Option<serde::de::IgnoredAny>,
 }
 
 #[cfg(test)]
@@ -168,5 +190,31 @@ mod tests {
         assert!(later.lookup(["a", "b"]).unwrap().is_empty(), "forgotten after the horizon");
         later.remember(vec![e("a", 131)], 131).unwrap();
         assert!(later.lookup(["a"]).unwrap().contains_key("a"), "re-remembered");
+    }
+
+    #[test]
+    fn ids_kept_for_good_outlive_the_horizon_without_their_amounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let id = "claude-code:msg_1:req_1";
+        let kept = Remembered {
+            id: id.into(),
+            day: "2026-11-01".into(),
+            cell: vec!["2026-11-01T10".into()],
+            total: 5,
+            amounts: serde_json::json!({"requests": 1}),
+            seen: 100,
+            keep: true,
+        };
+        let ids = Ids::on(&state, 30, 100);
+        ids.remember(vec![kept.clone()], 100).unwrap();
+        let later = Ids::on(&state, 30, 400);
+        assert_eq!(later.lookup([id]).unwrap()[id], kept, "found as it was, past the horizon");
+        // The bucket rewritten past the horizon: still there, compacted.
+        let same_bucket = (0..).map(|i| format!("x{i}")).find(|x| bucket_of(x) == bucket_of(id)).unwrap();
+        later.remember(vec![Remembered { id: same_bucket, seen: 400, ..Default::default() }], 400).unwrap();
+        let found = &later.lookup([id]).unwrap()[id];
+        assert!(found.compacted() && found.total == 5 && found.cell.is_empty(), "{found:?}");
+        assert!(!kept.compacted());
     }
 }

@@ -234,10 +234,9 @@ impl Ledger {
             let seen = self.recorded.borrow();
             events.retain(|e| {
                 let Some(id) = &e.id else { return true };
-                let total = [known.get(id).map(|r| r.total), seen.get(id).map(|s| s.0), batch.get(id).copied()]
-                    .into_iter()
-                    .flatten()
-                    .max();
+                // An id kept for good past the horizon no longer counts a later version.
+                let known = known.get(id).map(|r| if r.compacted() { u64::MAX } else { r.total });
+                let total = [known, seen.get(id).map(|s| s.0), batch.get(id).copied()].into_iter().flatten().max();
                 if total.is_some_and(|t| e.total_tokens <= t) {
                     return false; // a retry: counts once
                 }
