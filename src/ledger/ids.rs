@@ -126,9 +126,7 @@ impl<'a> Ids<'a> {
             let mut lines: BTreeMap<String, String> = BTreeMap::new();
             for line in text.lines() {
                 let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
-                if head.seen >= today - self.horizon_days {
-                    lines.insert(head.id.into_owned(), line.to_string());
-                } else if head.keep && head.amounts.is_none() {
+                if head.seen >= today - self.horizon_days || (head.keep && head.amounts.is_none()) {
                     lines.insert(head.id.into_owned(), line.to_string());
                 } else if head.keep {
                     let Ok(mut r) = serde_json::from_str::<Remembered>(line) else { continue };
