@@ -615,3 +615,27 @@ fn a_view_overwritten_with_the_same_size_and_time_is_rebuilt() {
     c.sync_until_ok(dir);
     assert_eq!(std::fs::read(&file).unwrap(), want);
 }
+
+/// A remote that refuses the update itself (a hook, a protected branch) is not a race
+/// another push won: the sync says so at once (exit 3, nothing lost), without retrying.
+#[test]
+fn a_push_the_remote_refuses_is_said_to_be_refused_not_retried() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let hook = c.remote.join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho refused by policy >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    c.record(dir, &[r#"{"id":"a","model":"m","input_tokens":1}"#.to_string()]);
+    let t = std::time::Instant::now();
+    let out = c.tally(dir).arg("sync").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("refused the update") && err.contains("pre-receive hook declined"), "{err}");
+    assert!(!err.contains("others kept pushing"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "not retried with backoff");
+    std::fs::remove_file(&hook).unwrap();
+    let out = c.tally(dir).arg("sync").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = c.env.git(&c.remote, &["log", "-1", "--format=%s", "main"]);
+    assert!(log.contains("usage: 1 event from"), "{log}");
+}

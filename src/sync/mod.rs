@@ -361,7 +361,12 @@ impl Sync {
         let tree = self.repo.edit_tree(base, &edits).map_err(repo_err)?;
         let state = self.state();
         let n = state.uncommitted_events;
-        let message = format!("usage: {n} event{} from {}", if n == 1 { "" } else { "s" }, self.ledger.name());
+        // Events recorded; else what changed otherwise (an application's own write taken
+        // in, a view committed with tally.commitView).
+        let message = match n {
+            0 => format!("usage: update from {}", self.ledger.name()),
+            n => format!("usage: {n} event{} from {}", if n == 1 { "" } else { "s" }, self.ledger.name()),
+        };
         let parents: Vec<_> = head.commit.into_iter().collect();
         let commit = self.repo.commit(tree, &parents, &message, None, self.ledger.name()).map_err(repo_err)?;
         moves::move_to(self, &head, commit, "git-tally: commit usage")?;
@@ -555,7 +560,22 @@ impl Sync {
                     let mut s = self.state();
                     s.last_synced = Some(commit.to_string());
                     self.save_state(&s)?;
+                    if views.is_err() {
+                        eprintln!(
+                            "git-tally: pushed to {}/{}; writing the usage files failed (the next sync writes them):",
+                            up.remote, up.branch
+                        );
+                    }
                     return views;
+                }
+                Ok(Pushed::Rejected(why)) if why.starts_with("[remote rejected]") => {
+                    // The remote refused the update itself (a hook, a protected branch, a
+                    // lock left in it): not a race another push won, so not retried now.
+                    views?;
+                    return Err(Error::Transient(format!(
+                        "the remote {} refused the update of {}: {why}; your usage is committed locally and will be pushed by a sync once the remote accepts it",
+                        up.remote, up.branch
+                    )));
                 }
                 Ok(Pushed::Rejected(why)) => {
                     views?;
