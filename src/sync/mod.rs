@@ -568,9 +568,9 @@ impl Sync {
                     }
                     return views;
                 }
-                Ok(Pushed::Rejected(why)) if why.starts_with("[remote rejected]") => {
-                    // The remote refused the update itself (a hook, a protected branch, a
-                    // lock left in it): not a race another push won, so not retried now.
+                Ok(Pushed::Rejected(why)) if refused_by_policy(&why) => {
+                    // The remote refused the update itself (a hook, a protected branch): not
+                    // a race another push won, so not retried now.
                     views?;
                     return Err(Error::Transient(format!(
                         "the remote {} refused the update of {}: {why}; your usage is committed locally and will be pushed by a sync once the remote accepts it",
@@ -581,7 +581,7 @@ impl Sync {
                     views?;
                     if attempt >= self.config.push_retries {
                         return Err(Error::Transient(format!(
-                            "the push to {} was rejected {} times ({why}; others kept pushing); your commits are kept, sync again",
+                            "the push to {} was rejected {} times ({why}: others kept pushing, or the remote could not update the branch); your commits are kept, sync again",
                             up.remote,
                             attempt + 1
                         )));
@@ -694,8 +694,39 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
+/// Whether a rejected push was refused by the remote's policy (a hook, a protected branch,
+/// a denied update), which trying again does not change, rather than lost to another push
+/// (`[rejected] (fetch first)`, or `[remote rejected] (failed to update ref)` when the ref
+/// moved under the update).
+fn refused_by_policy(why: &str) -> bool {
+    why.starts_with("[remote rejected]")
+        && ["declined", "protected", "denied", "deny", "refusing", "not allowed", "checked out"]
+            .iter()
+            .any(|w| why.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::refused_by_policy;
+
+    #[test]
+    fn a_refusal_by_policy_is_told_from_a_lost_race() {
+        for why in [
+            "[remote rejected] (pre-receive hook declined)",
+            "[remote rejected] (hook declined)",
+            "[remote rejected] (protected branch hook declined)",
+            "[remote rejected] (branch is currently checked out)",
+            "[remote rejected] (deny updating a hidden ref)",
+        ] {
+            assert!(refused_by_policy(why), "{why}");
+        }
+        for why in
+            ["[rejected] (fetch first)", "[rejected] (non-fast-forward)", "[remote rejected] (failed to update ref)"]
+        {
+            assert!(!refused_by_policy(why), "{why}");
+        }
+    }
+
     use super::backoff;
     use std::time::Duration;
 
