@@ -960,3 +960,82 @@ fn the_daemon_collects_when_tally_collect_is_set_and_pushes_it_at_shutdown() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && said.contains("the collector cannot read the proxy"), "doctor:\n{said}");
 }
+
+/// One command of a RESP client (an array of bulk strings), or `None` at the end.
+fn read_command(r: &mut impl std::io::BufRead) -> Option<Vec<Vec<u8>>> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let n: usize = line.trim().strip_prefix('*')?.parse().ok()?;
+    let mut args = Vec::new();
+    for _ in 0..n {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+        let len: usize = line.trim().strip_prefix('$')?.parse().ok()?;
+        let mut arg = vec![0; len + 2];
+        std::io::Read::read_exact(r, &mut arg).ok()?;
+        arg.truncate(len);
+        args.push(arg);
+    }
+    Some(args)
+}
+
+/// A proxy whose subscriber connection gets `published` right after subscribing and is
+/// then closed (the proxy restarting), the first time only; the queue is empty.
+fn proxy_dropping_after(published: Vec<String>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (published, first) = (published.clone(), first.clone());
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(stream);
+                while let Some(cmd) = read_command(&mut r) {
+                    let reply: Vec<u8> = match cmd[0].to_ascii_uppercase().as_slice() {
+                        b"SUBSCRIBE" => {
+                            let mut m = b"*3\r\n$9\r\nsubscribe\r\n$5\r\nusage\r\n:1\r\n".to_vec();
+                            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                for p in &published {
+                                    m.extend(
+                                        format!("*3\r\n$7\r\nmessage\r\n$5\r\nusage\r\n${}\r\n{p}\r\n", p.len())
+                                            .bytes(),
+                                    );
+                                }
+                                out.write_all(&m).unwrap();
+                                let _ = out.shutdown(std::net::Shutdown::Both);
+                                return;
+                            }
+                            m
+                        }
+                        b"LPOP" => b"*-1\r\n".to_vec(),
+                        _ => b"+OK\r\n".to_vec(),
+                    };
+                    if out.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Records published while the collector drains the queue, then the connection drops:
+/// what was read before the drop is written, not discarded with the error.
+#[test]
+fn records_read_before_the_proxy_drops_the_connection_are_written() {
+    let m = machines(1);
+    let dir = &m.clones[0];
+    let records = generate(3, 21, "drop-");
+    let port = proxy_dropping_after(records.clone());
+    let mut collector = m.spawn(dir, &format!("redis://127.0.0.1:{port}"), &[], &m.env.path().join("collect.log"));
+    collector.wait_for("the reconnection", |l| l.contains(": subscribed"));
+    let (code, log) = collector.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(logged_records(&log), 3, "{log}");
+    m.sync(dir);
+    assert_eq!(totals_of(&m.stats_in_fresh_clone("day")), expected(&records));
+}

@@ -667,8 +667,11 @@ fn resp_session(run: &mut Run<'_>, resp: &resp::Resp, backoff: &mut Duration) ->
         // What is published meanwhile is written as it comes, not after a long drain: it is
         // off the proxy already, and a subscriber that falls far behind is dropped.
         if let Some(sub) = subscription.as_mut() {
-            let published = sub.ready(run.opts.batch, POLL)?;
+            let (published, error) = sub.ready(run.opts.batch, POLL);
             run.take(published, Via::Published).map_err(Interrupt::Fatal)?;
+            if let Some(e) = error {
+                return Err(Interrupt::Queue(e));
+            }
         }
         if !full || run.stopped() {
             break;

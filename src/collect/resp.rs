@@ -103,22 +103,29 @@ impl<'a> Subscription<'a> {
         rest
     }
 
-    /// What has been published and is already waiting (at most `max`), without waiting.
-    pub fn ready(&mut self, max: usize, poll: Duration) -> Result<Vec<Vec<u8>>, QueueError> {
-        self.pubsub.set_read_timeout(Some(Duration::from_millis(1))).map_err(lost)?;
+    /// What has been published and is already waiting (at most `max`), without waiting;
+    /// with the error that ended the read, if one did. What was read before the error is
+    /// off the proxy: the caller writes it before it handles the error.
+    pub fn ready(&mut self, max: usize, poll: Duration) -> (Vec<Vec<u8>>, Option<QueueError>) {
         let mut out = Vec::new();
-        let result = loop {
-            if out.len() >= max {
-                break Ok(out);
-            }
+        if let Err(e) = self.pubsub.set_read_timeout(Some(Duration::from_millis(1))) {
+            return (out, Some(lost(e)));
+        }
+        let mut error = None;
+        while out.len() < max {
             match self.next() {
                 Ok(Some(p)) => out.push(p),
-                Ok(None) => break Ok(out),
-                Err(e) => break Err(e),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
-        };
-        self.pubsub.set_read_timeout(Some(poll)).map_err(lost)?;
-        result
+        }
+        if let Err(e) = self.pubsub.set_read_timeout(Some(poll)) {
+            error = error.or(Some(lost(e)));
+        }
+        (out, error)
     }
 
     /// The next published payload; `None` when nothing came within the poll interval.
