@@ -984,12 +984,18 @@ fn read_command(r: &mut impl std::io::BufRead) -> Option<Vec<Vec<u8>>> {
 /// A proxy whose subscriber connection gets `published` right after subscribing and is
 /// then closed (the proxy restarting), the first time only; the queue is empty.
 fn proxy_dropping_after(published: Vec<String>) -> u16 {
+    fake_proxy(published, Vec::new())
+}
+
+/// A proxy as [`proxy_dropping_after`], whose first `LPOP` replies are `replies` (raw RESP).
+fn fake_proxy(published: Vec<String>, replies: Vec<Vec<u8>>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let replies = std::sync::Arc::new(Mutex::new(VecDeque::from(replies)));
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (published, first) = (published.clone(), first.clone());
+            let (published, first, replies) = (published.clone(), first.clone(), replies.clone());
             std::thread::spawn(move || {
                 let mut out = stream.try_clone().unwrap();
                 let mut r = std::io::BufReader::new(stream);
@@ -1010,7 +1016,7 @@ fn proxy_dropping_after(published: Vec<String>) -> u16 {
                             }
                             m
                         }
-                        b"LPOP" => b"*-1\r\n".to_vec(),
+                        b"LPOP" => replies.lock().unwrap().pop_front().unwrap_or(b"*-1\r\n".to_vec()),
                         _ => b"+OK\r\n".to_vec(),
                     };
                     if out.write_all(&reply).is_err() {
@@ -1036,6 +1042,39 @@ fn records_read_before_the_proxy_drops_the_connection_are_written() {
     let (code, log) = collector.terminate();
     assert_eq!(code, 0, "{log}");
     assert_eq!(logged_records(&log), 3, "{log}");
+    m.sync(dir);
+    assert_eq!(totals_of(&m.stats_in_fresh_clone("day")), expected(&records));
+}
+
+/// A pop reply of another shape than a list of bulk strings (a simple string, a nested
+/// array): its records are off the proxy, so they are taken, and no message quotes them
+/// (a record holds keys).
+#[test]
+fn records_in_a_pop_reply_of_another_shape_are_taken_and_never_quoted() {
+    let m = machines(1);
+    let dir = &m.clones[0];
+    let records: Vec<String> = generate(3, 5, "shape-")
+        .into_iter()
+        .map(|r| {
+            let mut v: Value = serde_json::from_str(&r).unwrap();
+            v["api_key"] = "sk-live-NEVERSHOWN".into();
+            v.to_string()
+        })
+        .collect();
+    let bulk = |r: &str| format!("${}\r\n{r}\r\n", r.len());
+    let replies = vec![
+        format!("+{}\r\n", records[0]).into_bytes(),
+        format!("*2\r\n{}*1\r\n{}", bulk(&records[1]), bulk(&records[2])).into_bytes(),
+        b":42\r\n".to_vec(),
+    ];
+    let port = fake_proxy(Vec::new(), replies);
+    let (code, out) = m.collect_once(dir, &format!("redis://127.0.0.1:{port}"), &["--batch", "1"]);
+    assert_eq!(code, 2, "an integer is not a reply of the usage queue: {out}");
+    assert!(out.contains("the reply holds an integer, not records"), "{out}");
+    assert!(!out.contains("NEVERSHOWN"), "{out}");
+    for f in walk(&dir.join(".git/tally")) {
+        assert!(!std::fs::read_to_string(&f).unwrap_or_default().contains("NEVERSHOWN"), "{}", f.display());
+    }
     m.sync(dir);
     assert_eq!(totals_of(&m.stats_in_fresh_clone("day")), expected(&records));
 }

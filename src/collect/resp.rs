@@ -63,12 +63,40 @@ impl Resp {
 
     /// Pops up to `count` of the oldest queued records (destructive).
     pub fn pop(con: &mut redis::Connection, count: usize) -> Result<Vec<Vec<u8>>, QueueError> {
-        let reply: Option<Vec<Vec<u8>>> =
-            redis::cmd("LPOP").arg(QUEUE).arg(count).query(con).map_err(|e| match e.code() {
-                Some(_) => QueueError::Protocol(format!("LPOP {QUEUE} {count}: {}", server_message(&e))),
-                None => lost(e),
-            })?;
-        Ok(reply.unwrap_or_default())
+        let reply: redis::Value = redis::cmd("LPOP").arg(QUEUE).arg(count).query(con).map_err(|e| match e.code() {
+            Some(_) => QueueError::Protocol(format!("LPOP {QUEUE} {count}: {}", server_message(&e))),
+            None => lost(e),
+        })?;
+        // The records are off the proxy now: every string in the reply is taken as one,
+        // whatever shape the reply has (a bulk string alone, a simple string, a nested
+        // array). A record is never put in a message: it can hold keys.
+        let mut records = Vec::new();
+        strings_of(reply, &mut records).map_err(|kind| {
+            QueueError::Protocol(format!(
+                "LPOP {QUEUE} {count}: the reply holds {kind}, not records; is this CLIProxyAPI's usage queue?"
+            ))
+        })?;
+        Ok(records)
+    }
+}
+
+/// The strings of a reply, in order; the kind of the first value that is not one.
+fn strings_of(v: redis::Value, out: &mut Vec<Vec<u8>>) -> Result<(), &'static str> {
+    use redis::Value as V;
+    match v {
+        V::Nil => Ok(()),
+        V::BulkString(b) => {
+            out.push(b);
+            Ok(())
+        }
+        V::SimpleString(s) => {
+            out.push(s.into_bytes());
+            Ok(())
+        }
+        V::Array(items) | V::Set(items) => items.into_iter().try_for_each(|i| strings_of(i, out)),
+        V::Int(_) => Err("an integer"),
+        V::Okay => Err("OK"),
+        _ => Err("a value of another kind"),
     }
 }
 
@@ -149,15 +177,25 @@ fn interrupted(e: &redis::RedisError) -> bool {
 }
 
 fn unreachable(e: redis::RedisError) -> QueueError {
-    QueueError::Unreachable(e.to_string())
+    QueueError::Unreachable(redacted(&e))
 }
 
 /// A connection that broke mid-way (the proxy restarting, say).
 fn lost(e: redis::RedisError) -> QueueError {
     if e.is_connection_refusal() {
-        QueueError::Unreachable(e.to_string())
+        QueueError::Unreachable(redacted(&e))
     } else {
-        QueueError::Lost(e.to_string())
+        QueueError::Lost(redacted(&e))
+    }
+}
+
+/// An error's text without the reply it may quote (`(value was …)`): a reply can hold
+/// records, and records keys.
+fn redacted(e: &redis::RedisError) -> String {
+    let text = e.to_string();
+    match text.find("(value was") {
+        Some(at) => format!("{}(reply not shown)", &text[..at]),
+        None => text,
     }
 }
 
@@ -166,6 +204,6 @@ fn server_message(e: &redis::RedisError) -> String {
     match (e.code(), e.detail()) {
         (Some(code), Some(detail)) => format!("{code} {detail}"),
         (Some(code), None) => code.to_string(),
-        _ => e.to_string(),
+        _ => redacted(e),
     }
 }
