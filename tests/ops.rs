@@ -299,3 +299,17 @@ fn completions_and_man_page_come_from_the_cli() {
     let man = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && man.contains(".TH GIT\\-TALLY") && man.contains("sync"), "{man}");
 }
+
+/// A flush timeout longer than a clock can hold is "for ever", not a crash.
+#[test]
+fn a_flush_timeout_beyond_any_clock_flushes() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    c.record(dir, &[event_line(0, 0)]);
+    for args in [vec!["flush", "--timeout", "18446744073709551615s"], vec!["flush"]] {
+        c.env.git(dir, &["config", "tally.flushTimeout", "18446744073709551615s"]);
+        let out = c.tally(dir).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(c.remote_view("tally")["totals"]["requests"], 1);
+}

@@ -447,7 +447,10 @@ impl Sync {
     /// The pre-shutdown sync: commit locally first (works offline), then push within
     /// `timeout`. Never hangs.
     pub fn flush(&self, timeout: Duration) -> Result<Synced> {
-        let deadline = Instant::now() + timeout;
+        // A timeout beyond what a clock holds is a century: for ever, in effect.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
         self.run(true, Some(deadline), &mut |d| {
             std::thread::sleep(d.min(deadline.saturating_duration_since(Instant::now())))
         })
