@@ -135,6 +135,7 @@ struct Record<'a> {
     latency_ms: Option<i64>,
     ttft_ms: Option<i64>,
     source: String,
+    auth_type: String,
     auth_index: Value,
     tokens: Option<Tokens>,
     token_breakdown: Option<Breakdown>,
@@ -227,6 +228,21 @@ impl Tokens {
     }
 }
 
+/// The record's `source` as the ledger may keep it: an account name (an OAuth login's
+/// e-mail) as it is; a credential — what the proxy gives as the source of an API-key
+/// login, or anything shaped like a key — only as its fingerprint.
+fn source_of(source: String, auth_type: &str) -> String {
+    let t = source.trim();
+    let api_key_login = matches!(auth_type.to_ascii_lowercase().replace(['-', '_'], "").as_str(), "apikey" | "key");
+    let key_prefix = ["sk-", "sk_", "AIza", "xai-", "gsk_", "pk-", "rk-"].iter().any(|p| t.starts_with(p));
+    // Long and unbroken, like a token: no '@', '.', spaces or '/' as names and hosts have.
+    let token_shaped = t.len() >= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if t.is_empty() || t.starts_with("sha256:") || !(api_key_login || key_prefix || token_shaped) {
+        return source;
+    }
+    fingerprint(t)
+}
+
 /// A stable id for a record without `request_id`: the same bytes replayed give the same id.
 fn content_id(payload: &[u8]) -> String {
     use sha2::Digest;
@@ -277,7 +293,7 @@ pub fn parse(payload: &[u8], device: &str, keep: &[KeepField]) -> Result<Payload
         provider,
         alias: if r.alias == model { String::new() } else { r.alias },
         model,
-        source: r.source,
+        source: source_of(r.source, &r.auth_type),
         auth_index,
         status,
         failed: r.failed,
@@ -377,6 +393,26 @@ mod tests {
         let line = e.to_line();
         for secret in ["SECRET", "203.0.113", "claude-cli", "rate limited"] {
             assert!(!line.contains(secret), "{secret} in {line}");
+        }
+    }
+
+    #[test]
+    fn a_source_that_is_a_credential_is_kept_as_its_fingerprint() {
+        let with = |source: &str, auth_type: &str| {
+            let text = SAMPLE
+                .replace("acct3@example.com", source)
+                .replace(r#""auth_type":"oauth""#, &format!(r#""auth_type":"{auth_type}""#));
+            usage(&text, &[]).event.source
+        };
+        // An API-key login's source is its key: kept as a fingerprint, whatever it looks like.
+        assert_eq!(with("plain-upstream-key", "api_key"), fingerprint("plain-upstream-key"));
+        // Shaped like a key, whatever the login.
+        for key in ["sk-proj-abc123", "AIzaSyD-EXAMPLEEXAMPLEEXAMPLE", "0123456789abcdef0123456789abcdef01"] {
+            assert_eq!(with(key, "oauth"), fingerprint(key), "{key}");
+        }
+        // Names stay names.
+        for name in ["acct3@example.com", "cli", "project-1", "team.example.com", ""] {
+            assert_eq!(with(name, "oauth"), name, "{name}");
         }
     }
 
