@@ -539,6 +539,10 @@ fn keep_names_what_stays_on_this_machine() {
         !committed.contains("rate limited") && !committed.contains("claude-cli"),
         "kept fields are never committed"
     );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join(".git/tally/collect-kept.jsonl")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "kept fields are readable by this user only: {mode:o}");
 }
 
 #[test]

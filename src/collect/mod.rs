@@ -297,9 +297,12 @@ fn write_kept(dir: &Path, batch: &[Collected]) -> crate::error::Result<()> {
         return Ok(());
     }
     let path = dir.join(KEPT_FILE);
+    // Failure bodies and client addresses: readable by this user only.
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| crate::error::Error::io(&path, e))?;
     f.write_all(text.as_bytes()).map_err(|e| crate::error::Error::io(&path, e))
