@@ -207,6 +207,14 @@ impl Config {
             c.files = files;
         }
         if c.per_machine {
+            // The device names a file: one name, not a path.
+            let name = c.device.trim();
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+                return Err(Error::Usage(format!(
+                    "tally.device = {:?}: with tally.layout per-machine it names usage_data_<device>.json, so it must be a plain name (no '/', not empty)",
+                    c.device
+                )));
+            }
             let dir = c.files[0].parent().map(PathBuf::from).unwrap_or_default();
             c.files = vec![dir.join(format!("usage_data_{}.json", c.device)), dir.join(MANIFEST)];
             // The layout's point is a file per machine in the repository.
@@ -241,6 +249,14 @@ mod tests {
         assert!(!c.enabled);
         assert_eq!(c.app_reads, AppReads::AfterPull);
         assert!(Config::from_pairs(&pairs(&[("tally.debounce", "soon")])).is_err());
+        // With a file per machine, the device names a file.
+        for bad in ["a/b", "", ".", "..", "a\\b"] {
+            let err =
+                Config::from_pairs(&pairs(&[("tally.layout", "per-machine"), ("tally.device", bad)])).unwrap_err();
+            assert!(err.to_string().contains("must be a plain name"), "{bad:?}: {err}");
+        }
+        let c = Config::from_pairs(&pairs(&[("tally.layout", "per-machine"), ("tally.device", "lap top")])).unwrap();
+        assert!(c.files[0].ends_with("usage_data_lap top.json"), "{:?}", c.files);
     }
 
     #[test]
