@@ -1082,3 +1082,39 @@ fn records_in_a_pop_reply_of_another_shape_are_taken_and_never_quoted() {
     m.sync(dir);
     assert_eq!(totals_of(&m.stats_in_fresh_clone("day")), expected(&records));
 }
+
+/// The ledger cannot be written for a while (here its journal is a file where a directory
+/// belongs; a permission, a full disk): records already taken from the queue are held and
+/// written once it can be, not given up on.
+#[test]
+fn records_taken_while_the_ledger_cannot_be_written_are_held_until_it_can() {
+    if !have("redis-server", "records_taken_while_the_ledger_cannot_be_written_are_held_until_it_can") {
+        return;
+    }
+    let m = machines(1);
+    let dir = &m.clones[0];
+    let redis = Redis::start(&m.env.path().join("redis"));
+    let mut collector = m.spawn(dir, &redis.url(), &[], &m.env.path().join("collect.log"));
+    collector.wait_for("the subscription", |l| l.contains(": subscribed"));
+    let journal = dir.join(".git/tally/journal");
+    let aside = dir.join(".git/tally/journal-aside");
+    if journal.exists() {
+        std::fs::rename(&journal, &aside).unwrap();
+    }
+    std::fs::write(&journal, "not a directory").unwrap();
+    let records = generate(5, 33, "held-");
+    let mut pub_con = redis.client();
+    for r in &records {
+        assert_eq!(Redis::publish(&mut pub_con, r), 1);
+    }
+    collector.wait_for("the write to be retried", |l| l.contains("holding them, trying again"));
+    std::fs::remove_file(&journal).unwrap();
+    if aside.exists() {
+        std::fs::rename(&aside, &journal).unwrap();
+    }
+    collector.wait_for("the records to be written", |l| logged_records(l) == 5);
+    let (code, log) = collector.terminate();
+    assert_eq!(code, 0, "{log}");
+    m.sync(dir);
+    assert_eq!(totals_of(&m.stats_in_fresh_clone("day")), expected(&records));
+}

@@ -550,7 +550,11 @@ impl Run<'_> {
             };
             self.state.error(format!("writing {} event(s): {error}", batch.len()));
             let patience_left = !self.opts.once || start.elapsed() < ONCE_WRITE_PATIENCE;
-            if error.exit_code() != crate::exit::TRANSIENT || self.stopped() || !patience_left {
+            // Any file-system error is waited out too (a full disk, a permission someone
+            // fixes): giving up would leave these records only in a message.
+            let retried =
+                error.exit_code() == crate::exit::TRANSIENT || matches!(error, crate::error::Error::Io { .. });
+            if !retried || self.stopped() || !patience_left {
                 return Err(CollectError::Write {
                     source: error,
                     unwritten: batch.iter().map(|c| c.event.to_line()).collect(),
