@@ -653,7 +653,7 @@ pub fn check_files(files: &mut [PathBuf], top: Option<&std::path::Path>, key: &s
 
 /// `path` with its longest existing ancestor resolved (symbolic links, `..`), the rest
 /// appended: where the file would be, even before it exists.
-fn canonical_ancestor(path: &std::path::Path) -> PathBuf {
+pub(crate) fn canonical_ancestor(path: &std::path::Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut at = path.to_path_buf();
     loop {

@@ -106,17 +106,10 @@ fn normalise(top: &Path, p: &Path) -> PathBuf {
 /// inside the work tree `top` and not in the git directory (`link/x.json`, where `link`
 /// points elsewhere, is not inside).
 fn resolves_inside(target: &Path, top: &Path, git_dir: &Path) -> bool {
-    let Some(mut dir) = target.parent() else { return false };
-    // The nearest directory that exists: the rest is created inside it.
-    while !dir.exists() {
-        match dir.parent() {
-            Some(p) => dir = p,
-            None => return false,
-        }
-    }
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    match (canon(dir), canon(top), canon(git_dir)) {
-        (Some(dir), Some(top), Some(git)) => dir.starts_with(&top) && !dir.starts_with(&git),
+    let Some(dir) = target.parent() else { return false };
+    let dir = crate::config::canonical_ancestor(dir);
+    match (std::fs::canonicalize(top), std::fs::canonicalize(git_dir)) {
+        (Ok(top), Ok(git)) => dir.starts_with(&top) && !dir.starts_with(&git),
         _ => false,
     }
 }
