@@ -142,7 +142,7 @@ pub fn check_time(t: &DateTime<FixedOffset>) -> Result<(), EventError> {
 }
 
 /// Checks a cost: finite, from 0 to [`MAX_COST`].
-pub fn check_cost(c: Option<f64>) -> Result<(), EventError> {
+fn check_cost(c: Option<f64>) -> Result<(), EventError> {
     match c {
         Some(c) if !(0.0..=MAX_COST).contains(&c) => Err(EventError::Cost),
         _ => Ok(()),
@@ -171,20 +171,10 @@ impl Event {
                 .try_fold(0u64, |a, &b| a.checked_add(b))
                 .ok_or(EventError::Overflow)?,
         };
-        check_counts(&[
-            ("input_tokens", input),
-            ("output_tokens", output),
-            ("reasoning_tokens", reasoning),
-            ("cache_creation_tokens", cache_creation),
-            ("cache_read_tokens", cache_read),
-            ("total_tokens", total),
-        ])?;
         let timestamp = match w.timestamp {
             Some(s) => DateTime::parse_from_rfc3339(&s).map_err(|_| EventError::Timestamp(s))?,
             None => now,
         };
-        check_time(&timestamp)?;
-        check_cost(w.cost_usd)?;
         let failed = w.failed.unwrap_or(matches!(w.status, Some(s) if s >= 400));
         let provider = w.provider.unwrap_or_default();
         let auth_index = match w.auth_index {
@@ -197,7 +187,7 @@ impl Event {
             Some(k) if is_fingerprint(k) => k.to_string(),
             Some(k) => fingerprint(k),
         };
-        Ok(Event {
+        let e = Event {
             id: w.id.filter(|s| !s.is_empty()),
             timestamp,
             api: w.api.unwrap_or_else(|| if provider.is_empty() { "default".into() } else { provider.clone() }),
@@ -223,7 +213,24 @@ impl Event {
             method: w.method.unwrap_or_default(),
             path: w.path.unwrap_or_default(),
             device: w.device.unwrap_or_else(|| device.to_string()),
-        })
+        };
+        e.check()?;
+        Ok(e)
+    }
+
+    /// Checks what no event may carry, whoever built it: a count above 2^53, a time
+    /// outside the years 0001–9999, a cost outside 0–1e9.
+    pub fn check(&self) -> Result<(), EventError> {
+        check_counts(&[
+            ("input_tokens", self.input_tokens),
+            ("output_tokens", self.output_tokens),
+            ("reasoning_tokens", self.reasoning_tokens),
+            ("cache_creation_tokens", self.cache_creation_tokens),
+            ("cache_read_tokens", self.cache_read_tokens),
+            ("total_tokens", self.total_tokens),
+        ])?;
+        check_time(&self.timestamp)?;
+        check_cost(self.cost_usd)
     }
 
     /// RFC 3339 in the event's own offset, as CLIProxyAPI writes it.

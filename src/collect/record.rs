@@ -313,15 +313,7 @@ pub fn parse(payload: &[u8], device: &str, keep: &[KeepField]) -> Result<Payload
         path: String::new(),
         device: device.to_string(),
     };
-    crate::event::check_counts(&[
-        ("input_tokens", event.input_tokens),
-        ("output_tokens", event.output_tokens),
-        ("reasoning_tokens", event.reasoning_tokens),
-        ("cache_creation_tokens", event.cache_creation_tokens),
-        ("cache_read_tokens", event.cache_read_tokens),
-        ("total_tokens", event.total_tokens),
-    ])?;
-    crate::event::check_time(&event.timestamp)?;
+    event.check()?;
     let kept = if keep.is_empty() { Map::new() } else { kept_fields(payload, keep) };
     Ok(Payload::Usage(Box::new(Collected { event, kept })))
 }
