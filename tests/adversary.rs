@@ -203,18 +203,25 @@ fn a_damaged_journal_line_is_set_aside_and_the_events_beside_it_are_synced() {
     assert!(std::fs::read_to_string(b.join(FILE)).unwrap().contains("\"r3\""));
 }
 
+/// Two CLIProxyAPI clones, the first with three requests recorded and synced: the
+/// application's file is there to be written over.
+fn three_requests_synced() -> crate::sync::Cluster {
+    let c = cluster(2, "cliproxyapi");
+    for id in ["r1", "r2", "r3"] {
+        record(&c.env, &c.clones[0], id);
+    }
+    sync(&c.env, &c.clones[0]);
+    c
+}
+
 /// An application's write that holds, beside the snapshot, a copy of it under `usage` (the
 /// key of CLIProxyAPI's export envelope; the file is not an envelope): the copy's records
 /// are not where the format keeps records, and are not counted again under made-up api and
 /// model names (found by an adversarial pass: 6 requests and an api named "apis").
 #[test]
 fn records_outside_the_formats_places_are_not_counted_again() {
-    let c = cluster(2, "cliproxyapi");
+    let c = three_requests_synced();
     let (a, b) = (&c.clones[0], &c.clones[1]);
-    for id in ["r1", "r2", "r3"] {
-        record(&c.env, a, id);
-    }
-    sync(&c.env, a);
     let path = a.join(FILE);
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     doc["usage"] = doc.clone();
@@ -233,12 +240,8 @@ fn records_outside_the_formats_places_are_not_counted_again() {
 /// reader takes it), so the records under the earlier copy are not counted a second time.
 #[test]
 fn a_repeated_key_in_an_application_write_counts_its_records_once() {
-    let c = cluster(2, "cliproxyapi");
+    let c = three_requests_synced();
     let (a, b) = (&c.clones[0], &c.clones[1]);
-    for id in ["r1", "r2", "r3"] {
-        record(&c.env, a, id);
-    }
-    sync(&c.env, a);
     let path = a.join(FILE);
     let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
     let doc: Value = serde_json::from_str(&text).unwrap();
