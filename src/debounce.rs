@@ -35,7 +35,7 @@ impl<K: Hash + Eq + Clone, P> Debouncer<K, P> {
                 None
             }
             _ => {
-                slot.window_end = Some(now + window);
+                slot.window_end = Some(now.saturating_add(window));
                 slot.queued = None;
                 Some(payload)
             }
@@ -51,7 +51,7 @@ impl<K: Hash + Eq + Clone, P> Debouncer<K, P> {
                 if now >= end {
                     match slot.queued.take() {
                         Some(p) => {
-                            slot.window_end = Some(now + self.window);
+                            slot.window_end = Some(now.saturating_add(self.window));
                             due.push((key.clone(), p));
                         }
                         None => slot.window_end = None,
@@ -112,6 +112,14 @@ mod tests {
             run(10, &changes, 26),
             [(0, "usage.json", 0), (10, "usage.json", 2), (21, "usage.json", 21), (26, "usage.json", 23)]
         );
+    }
+
+    #[test]
+    fn a_window_longer_than_a_clock_holds_is_for_ever() {
+        let mut d = Debouncer::new(Duration::MAX);
+        assert_eq!(d.change("a", 1, Duration::from_secs(5)), Some(1));
+        assert_eq!(d.change("a", 2, Duration::from_secs(6)), None, "queued");
+        assert!(d.tick(Duration::from_secs(1 << 40)).is_empty());
     }
 
     #[test]
