@@ -97,7 +97,7 @@ impl<'a> Ids<'a> {
             // only save work and double counts of retries.
             for line in text.lines() {
                 let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
-                if !wanted.contains(&head.id.as_ref()) || (!head.keep && head.seen < self.today - self.horizon_days) {
+                if !wanted.contains(&head.id.as_ref()) || (!head.kept() && head.seen < self.today - self.horizon_days) {
                     continue;
                 }
                 if let Ok(r) = serde_json::from_str::<Remembered>(line) {
@@ -128,9 +128,9 @@ impl<'a> Ids<'a> {
                 let Ok(head) = serde_json::from_str::<Head>(line) else { continue };
                 if head.seen >= today - self.horizon_days || (head.keep && head.amounts.is_none()) {
                     lines.insert(head.id.into_owned(), line.to_string());
-                } else if head.keep {
+                } else if head.kept() {
                     let Ok(mut r) = serde_json::from_str::<Remembered>(line) else { continue };
-                    (r.amounts, r.cell) = (Value::Null, Vec::new());
+                    (r.amounts, r.cell, r.keep) = (Value::Null, Vec::new(), true);
                     lines.insert(r.id.clone(), serde_json::to_string(&r).expect("serialises"));
                 }
             }
@@ -159,6 +159,13 @@ struct Head<'a> {
     keep: bool,
     #[serde(rename = "a", default)]
     amounts: Option<serde::de::IgnoredAny>,
+}
+
+impl Head<'_> {
+    /// Kept past the horizon: flagged so, or an import's id written before the flag was.
+    fn kept(&self) -> bool {
+        self.keep || crate::event::remembered_for_good(&self.id)
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +221,16 @@ mod tests {
         let found = &later.lookup([id]).unwrap()[id];
         assert!(found.compacted() && found.total == 5 && found.cell.is_empty(), "{found:?}");
         assert!(!kept.compacted());
+        // An import's id written before the flag was (no `k`): kept and compacted alike.
+        let old = "codex:s:10";
+        let line = format!("{{\"id\":\"{old}\",\"d\":\"2026-11-01\",\"t\":10,\"a\":{{\"requests\":1}},\"s\":100}}\n");
+        let bucket = state.ids_dir().join(format!("{:02x}.jsonl", bucket_of(old)));
+        let mut text = std::fs::read_to_string(&bucket).unwrap_or_default();
+        text.push_str(&line);
+        std::fs::write(&bucket, text).unwrap();
+        assert!(later.lookup([old]).unwrap().contains_key(old), "found past the horizon");
+        let other = (0..).map(|i| format!("y{i}")).find(|x| bucket_of(x) == bucket_of(old)).unwrap();
+        later.remember(vec![Remembered { id: other, seen: 400, ..Default::default() }], 400).unwrap();
+        assert!(later.lookup([old]).unwrap()[old].compacted());
     }
 }
