@@ -1051,13 +1051,13 @@ fn records_read_before_the_proxy_drops_the_connection_are_written() {
 }
 
 /// A pop reply of another shape than a list of bulk strings (a simple string, a nested
-/// array): its records are off the proxy, so they are taken, and no message quotes them
-/// (a record holds keys).
+/// array, an integer among the records): its records are off the proxy, so they are taken
+/// (before the reply is reported), and no message quotes them (a record holds keys).
 #[test]
 fn records_in_a_pop_reply_of_another_shape_are_taken_and_never_quoted() {
     let m = machines(1);
     let dir = &m.clones[0];
-    let records: Vec<String> = generate(3, 5, "shape-")
+    let records: Vec<String> = generate(5, 5, "shape-")
         .into_iter()
         .map(|r| {
             let mut v: Value = serde_json::from_str(&r).unwrap();
@@ -1069,7 +1069,7 @@ fn records_in_a_pop_reply_of_another_shape_are_taken_and_never_quoted() {
     let replies = vec![
         format!("+{}\r\n", records[0]).into_bytes(),
         format!("*2\r\n{}*1\r\n{}", bulk(&records[1]), bulk(&records[2])).into_bytes(),
-        b":42\r\n".to_vec(),
+        format!("*3\r\n{}:42\r\n{}", bulk(&records[3]), bulk(&records[4])).into_bytes(),
     ];
     let port = fake_proxy(Vec::new(), replies);
     let (code, out) = m.collect_once(dir, &format!("redis://127.0.0.1:{port}"), &["--batch", "1"]);

@@ -668,9 +668,12 @@ fn resp_session(run: &mut Run<'_>, resp: &resp::Resp, backoff: &mut Duration) ->
     *backoff = BACKOFF_FIRST;
     run.connected("draining the queue", "draining");
     loop {
-        let items = resp::Resp::pop(&mut pop_con, run.opts.batch)?;
+        let (items, error) = resp::Resp::pop(&mut pop_con, run.opts.batch)?;
         let full = items.len() >= run.opts.batch;
         run.take(items, Via::Queued).map_err(Interrupt::Fatal)?;
+        if let Some(e) = error {
+            return Err(Interrupt::Queue(e));
+        }
         // What is published meanwhile is written as it comes, not after a long drain: it is
         // off the proxy already, and a subscriber that falls far behind is dropped.
         if let Some(sub) = subscription.as_mut() {

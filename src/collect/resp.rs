@@ -61,26 +61,29 @@ impl Resp {
         }
     }
 
-    /// Pops up to `count` of the oldest queued records (destructive).
-    pub fn pop(con: &mut redis::Connection, count: usize) -> Result<Vec<Vec<u8>>, QueueError> {
+    /// Pops up to `count` of the oldest queued records (destructive), with the error that
+    /// ended the reading of the reply, if one did: the records before it are off the proxy,
+    /// and the caller writes them first.
+    pub fn pop(con: &mut redis::Connection, count: usize) -> Result<(Vec<Vec<u8>>, Option<QueueError>), QueueError> {
         let reply: redis::Value = redis::cmd("LPOP").arg(QUEUE).arg(count).query(con).map_err(|e| match e.code() {
             Some(_) => QueueError::Protocol(format!("LPOP {QUEUE} {count}: {}", server_message(&e))),
             None => lost(e),
         })?;
-        // The records are off the proxy now: every string in the reply is taken as one,
-        // whatever shape the reply has (a bulk string alone, a simple string, a nested
-        // array). A record is never put in a message: it can hold keys.
+        // Every string in the reply is taken as a record, whatever shape the reply has (a
+        // bulk string alone, a simple string, a nested array). A record is never put in a
+        // message: it can hold keys.
         let mut records = Vec::new();
-        strings_of(reply, &mut records).map_err(|kind| {
+        let error = strings_of(reply, &mut records).err().map(|kind| {
             QueueError::Protocol(format!(
                 "LPOP {QUEUE} {count}: the reply holds {kind}, not records; is this CLIProxyAPI's usage queue?"
             ))
-        })?;
-        Ok(records)
+        });
+        Ok((records, error))
     }
 }
 
-/// The strings of a reply, in order; the kind of the first value that is not one.
+/// The strings of a reply, in order, all of them; the kind of the first value that is not
+/// one.
 fn strings_of(v: redis::Value, out: &mut Vec<Vec<u8>>) -> Result<(), &'static str> {
     use redis::Value as V;
     match v {
@@ -93,7 +96,14 @@ fn strings_of(v: redis::Value, out: &mut Vec<Vec<u8>>) -> Result<(), &'static st
             out.push(s.into_bytes());
             Ok(())
         }
-        V::Array(items) | V::Set(items) => items.into_iter().try_for_each(|i| strings_of(i, out)),
+        V::Array(items) | V::Set(items) => {
+            // Past a bad value too: the strings after it are records as well.
+            let mut first = Ok(());
+            for i in items {
+                first = first.and(strings_of(i, out));
+            }
+            first
+        }
         V::Int(_) => Err("an integer"),
         V::Okay => Err("OK"),
         _ => Err("a value of another kind"),
