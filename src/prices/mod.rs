@@ -413,9 +413,11 @@ impl Prices {
             } else {
                 continue;
             };
+            // Ties: the first key in order; for a name found inside keys, the last (the
+            // newest dated release: an undated name is the current model).
             let better = match best {
                 None => true,
-                Some((r, _, k)) => rank > r || (rank == r && e.key.as_str() < k),
+                Some((r, _, k)) => rank > r || (rank == r && (e.key.as_str() < k) != (rank.0 == 0)),
             };
             if better {
                 best = Some((rank, i, e.key.as_str()));

@@ -112,6 +112,8 @@ fn model_names_match_as_ccusage_matches_them() {
         // The key but for separators, before any longer key holding it (a region's price).
         ("claude-sonnet-4.5", Some("claude-sonnet-4-5")),
         ("claude-haiku-4.5", Some("claude-haiku-4-5")),
+        // Found only inside dated keys of equal length: the newest release.
+        ("claude-3.7-sonnet", Some("anthropic.claude-3-7-sonnet-20250219-v1:0")),
         ("  claude-opus-4-6\t", Some("claude-opus-4-6")),
         // A date the table does not know, after a version it knows.
         ("claude-sonnet-4-5-20261231", Some("claude-sonnet-4-5")),
