@@ -229,15 +229,24 @@ impl Tokens {
 }
 
 /// The record's `source` as the ledger may keep it: an account name (an OAuth login's
-/// e-mail) as it is; a credential — what the proxy gives as the source of an API-key
-/// login, or anything shaped like a key — only as its fingerprint.
+/// e-mail) as it is; a credential — what the proxy gives as the source of an API-key or
+/// token login, or anything shaped like a key or token — only as its fingerprint.
 fn source_of(source: String, auth_type: &str) -> String {
     let t = source.trim();
-    let api_key_login = matches!(auth_type.to_ascii_lowercase().replace(['-', '_'], "").as_str(), "apikey" | "key");
-    let key_prefix = ["sk-", "sk_", "AIza", "xai-", "gsk_", "pk-", "rk-"].iter().any(|p| t.starts_with(p));
-    // Long and unbroken, like a token: no '@', '.', spaces or '/' as names and hosts have.
-    let token_shaped = t.len() >= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if t.is_empty() || t.starts_with("sha256:") || !(api_key_login || key_prefix || token_shaped) {
+    // `Bearer <token>`: the token is the credential.
+    let t = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => t[7..].trim_start(),
+        _ => t,
+    };
+    let login: String =
+        auth_type.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+    let credential_login = matches!(login.as_str(), "apikey" | "key" | "bearer" | "token" | "accesstoken");
+    let key_prefix =
+        ["sk-", "sk_", "AIza", "xai-", "gsk_", "pk-", "rk-", "ya29.", "eyJ"].iter().any(|p| t.starts_with(p));
+    // Long and unbroken, like a token or base64: no '@', '.', spaces as names and hosts have.
+    let token_shaped =
+        t.len() >= 32 && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'+' | b'='));
+    if t.is_empty() || t.starts_with("sha256:") || !(credential_login || key_prefix || token_shaped) {
         return source;
     }
     fingerprint(t)
@@ -399,8 +408,20 @@ mod tests {
         // An API-key login's source is its key: kept as a fingerprint, whatever it looks like.
         assert_eq!(with("plain-upstream-key", "api_key"), fingerprint("plain-upstream-key"));
         // Shaped like a key, whatever the login.
-        for key in ["sk-proj-abc123", "AIzaSyD-EXAMPLEEXAMPLEEXAMPLE", "0123456789abcdef0123456789abcdef01"] {
+        for key in [
+            "sk-proj-abc123",
+            "AIzaSyD-EXAMPLEEXAMPLEEXAMPLE",
+            "0123456789abcdef0123456789abcdef01",
+            "ya29.a0AfH6SMBexample",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ] {
             assert_eq!(with(key, "oauth"), fingerprint(key), "{key}");
+        }
+        // A bearer header's token; a token login of any spelling.
+        assert_eq!(with("Bearer sk-live-abc", "oauth"), fingerprint("sk-live-abc"));
+        for login in ["api key", "API-Key", "bearer", "access_token"] {
+            assert_eq!(with("plain-upstream-key", login), fingerprint("plain-upstream-key"), "{login}");
         }
         // Names stay names.
         for name in ["acct3@example.com", "cli", "project-1", "team.example.com", ""] {
