@@ -119,7 +119,20 @@ fn sync_push_commit_and_merge_work_without_git_tally_on_path() {
 /// Installs the driver, hooks and units with the git-tally at `exe`.
 fn install_with(env: &Env, exe: &Path, repo: &Path, xdg: &Path) {
     for args in [&["install"][..], &["hooks", "install"], &["systemd", "install", "--user", "--no-start"]] {
-        let out = env.command_of(exe, repo).env("XDG_CONFIG_HOME", xdg).args(args).output().unwrap();
+        // A binary copied a moment ago can be "busy" (ETXTBSY) while another test thread's
+        // fork still holds the copy's write descriptor: tried again shortly.
+        let run = || env.command_of(exe, repo).env("XDG_CONFIG_HOME", xdg).args(args).output();
+        let out = (0..50)
+            .map(|_| run())
+            .find(|r| {
+                let busy = matches!(r, Err(e) if e.raw_os_error() == Some(26)); // ETXTBSY
+                if busy {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                !busy
+            })
+            .unwrap_or_else(run)
+            .unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
