@@ -20,6 +20,7 @@ pub struct Counters {
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
     pub cache_creation_tokens: u64,
+    #[serde(alias = "cached_tokens")]
     pub cache_read_tokens: u64,
     pub total_tokens: u64,
     pub cost_usd: f64,
@@ -165,11 +166,11 @@ fn native_cell([hour, device, provider, api, model]: [&str; 5], counters: Counte
     }
 }
 
-/// `cells` of a native file read straight from its text, without building a `Value` tree:
+/// `cells` of a native file (or a 0.1 one) read straight from its text, without building a `Value` tree:
 /// `stats` over years of hourly data is mostly this read. `None` unless the text is a native
 /// file whose hours and counters have the expected types (keys without escapes): `cells`
 /// over the parsed document then decides, with the same result.
-pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
+pub fn native_cells(bytes: &[u8]) -> Option<(&'static Profile, (Counters, Vec<Cell>))> {
     type Models<'a> = BTreeMap<&'a str, Counters>;
     type Apis<'a> = BTreeMap<&'a str, Models<'a>>;
     #[derive(Deserialize)]
@@ -181,13 +182,37 @@ pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
         totals: Counters,
         #[serde(borrow, default)]
         hours: BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<&'a str, Apis<'a>>>>,
+        /// 0.1's per-day cells (`git-tally/1`): day, device, provider, model.
+        #[serde(borrow, default)]
+        days: BTreeMap<&'a str, BTreeMap<&'a str, Apis<'a>>>,
     }
     let doc: Native = serde_json::from_slice(crate::json::body(bytes).ok()?).ok()?;
+    let mut totals = Counters::default();
+    let mut cells = Vec::new();
+    if doc.format == crate::profile::V1_FORMAT {
+        for (day, devices) in doc.days {
+            for (device, providers) in devices {
+                for (provider, models) in providers {
+                    for (model, mut counters) in models {
+                        v1_unpriced(&mut counters);
+                        totals.add(&counters);
+                        cells.push(Cell {
+                            day: Some(day.to_string()),
+                            device: Some(device.to_string()),
+                            provider: Some(provider.to_string()),
+                            model: Some(model.to_string()),
+                            counters,
+                            ..Cell::default()
+                        });
+                    }
+                }
+            }
+        }
+        return Some((crate::profile::by_name("tally-v1")?, (doc.totals.max_with(totals), cells)));
+    }
     if doc.format != crate::profile::NATIVE_FORMAT || doc.kind.is_some() {
         return None;
     }
-    let mut totals = Counters::default();
-    let mut cells = Vec::new();
     for (hour, devices) in doc.hours {
         for (device, providers) in devices {
             for (provider, apis) in providers {
@@ -200,7 +225,14 @@ pub fn native_cells(bytes: &[u8]) -> Option<(Counters, Vec<Cell>)> {
             }
         }
     }
-    Some((doc.totals.max_with(totals), cells))
+    Some((crate::profile::by_name("tally")?, (doc.totals.max_with(totals), cells)))
+}
+
+/// 0.1 kept no mark of a cost nobody gave: zero with tokens is that.
+fn v1_unpriced(counters: &mut Counters) {
+    if counters.cost_usd == 0.0 && counters.total_tokens > 0 {
+        counters.unpriced = counters.requests;
+    }
 }
 
 fn day_of(ts: &str) -> Option<String> {
@@ -270,10 +302,7 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                     for (provider, models) in providers.as_object().into_iter().flatten() {
                         for (model, c) in models.as_object().into_iter().flatten() {
                             let mut counters = native_counters(c);
-                            // 0.1 kept no mark of a cost nobody gave: zero with tokens is that.
-                            if counters.cost_usd == 0.0 && counters.total_tokens > 0 {
-                                counters.unpriced = counters.requests;
-                            }
+                            v1_unpriced(&mut counters);
                             totals.add(&counters);
                             cells.push(Cell {
                                 day: Some(day.clone()),
@@ -667,7 +696,8 @@ mod tests {
             "devices": {}, "recent": []
         });
         let text = serde_json::to_vec_pretty(&doc).unwrap();
-        let (fast_totals, fast) = native_cells(&text).expect("a native file");
+        let (p, (fast_totals, fast)) = native_cells(&text).expect("a native file");
+        assert_eq!(p.name, "tally");
         let (totals, slow) = cells(tally, &doc);
         assert_eq!(fast_totals, totals);
         assert_eq!(fast_totals.requests, 99, "the file's totals where they exceed the cells'");
@@ -683,5 +713,27 @@ mod tests {
         for d in [wrong, escaped, other] {
             assert!(native_cells(&serde_json::to_vec(&d).unwrap()).is_none(), "{d}");
         }
+
+        // 0.1's per-day format too: `cached_tokens` is cache read; a zero cost with tokens
+        // is unpriced.
+        let v1 = crate::profile::by_name("tally-v1").unwrap();
+        let day = |n: u64, cost: f64| {
+            serde_json::json!({"requests": n, "failed": 1, "input_tokens": 10 * n, "cached_tokens": 7 * n,
+                               "total_tokens": 11 * n, "cost_usd": cost})
+        };
+        let doc = serde_json::json!({
+            "format": "git-tally/1", "recent_limit": 500, "totals": {"requests": 2},
+            "days": {
+                "2026-10-01": {"laptop": {"openai": {"gpt-5": day(3, 0.25), "gpt-5-mini": day(4, 0.0)}}},
+                "2026-10-02": {"server": {"anthropic": {"claude": day(5, 1.5)}}}
+            },
+            "devices": {}, "recent": []
+        });
+        let (p, (fast_totals, fast)) = native_cells(&serde_json::to_vec_pretty(&doc).unwrap()).expect("a 0.1 file");
+        assert_eq!(p.name, "tally-v1");
+        let (totals, slow) = cells(v1, &doc);
+        assert_eq!(fast_totals, totals);
+        assert_eq!((fast_totals.requests, fast_totals.cache_read_tokens, fast_totals.unpriced), (12, 84, 4));
+        assert_eq!(sorted(fast), sorted(slow));
     }
 }

@@ -160,8 +160,8 @@ pub fn stats(dir: &Path, proxy: Option<&Path>, args: &StatsArgs) -> Result<i32> 
     } else {
         // Native files are read without a document tree (years of daily cells).
         let read = std::fs::read(&path);
-        if let Some(found) = read.as_deref().ok().and_then(report::native_cells) {
-            return print_stats(args, &path, profile::by_name("tally").expect("native profile"), found, pending);
+        if let Some((profile, found)) = read.as_deref().ok().and_then(report::native_cells) {
+            return print_stats(args, &path, profile, found, pending);
         }
         let doc = parse_file(&path, read)?;
         (profile::detect(&[Some(&doc)]), doc)
