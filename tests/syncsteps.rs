@@ -105,6 +105,45 @@ fn an_integrating_sync_starts_no_merge_tree_and_at_most_four_git_processes() {
     assert_eq!(requests(b), 3);
 }
 
+/// The sync's fetch leaves git's automatic maintenance to a check beside the push: a
+/// repository that needs a `gc --auto` still gets it, and an up-to-date sync starts none.
+#[test]
+fn a_sync_that_adds_objects_runs_gits_automatic_gc() {
+    let c = cluster(1, "tally");
+    let a = &c.clones[0];
+    c.record(a, &[event_line(0, 0)]);
+    c.sync_until_ok(a);
+    // gc --auto when more than one loose object is estimated, in the foreground.
+    c.env.git(a, &["config", "gc.auto", "1"]);
+    c.env.git(a, &["config", "gc.autoDetach", "false"]);
+    let loose = |dir: &Path| -> u64 {
+        let out = c.env.git(dir, &["count-objects", "-v"]);
+        let count = out.lines().find_map(|l| l.strip_prefix("count: ")).expect("count-objects says count");
+        count.trim().parse().unwrap()
+    };
+    let objects_dir = a.join(".git/objects");
+    // git estimates the loose objects from objects/17 alone: a few there make it need a gc.
+    let fillers = c.env.path().join("fillers");
+    std::fs::create_dir_all(&fillers).unwrap();
+    let names: Vec<String> = (0..2000).map(|i| format!("{}/f{i}", fillers.display())).collect();
+    for (i, n) in names.iter().enumerate() {
+        std::fs::write(n, format!("filler {i}\n")).unwrap();
+    }
+    let mut args = vec!["hash-object"];
+    args.extend(names.iter().map(String::as_str));
+    let ids = c.env.git(a, &args);
+    let mut write = vec!["hash-object", "-w"];
+    write.extend(ids.lines().zip(&names).filter(|(id, _)| id.starts_with("17")).map(|(_, n)| n.as_str()));
+    assert!(write.len() >= 2 + 3, "enough fillers land in objects/17: {}", write.len() - 2);
+    c.env.git(a, &write);
+    let before = loose(a);
+    assert!(objects_dir.join("pack").read_dir().map_or(true, |mut d| d.next().is_none()), "no pack yet");
+    c.record(a, &[event_line(0, 1)]);
+    c.sync_until_ok(a);
+    assert!(loose(a) < before, "the loose objects were packed: {} of {before} left", loose(a));
+    assert!(objects_dir.join("pack").read_dir().unwrap().next().is_some(), "a pack was written");
+}
+
 #[test]
 fn a_record_while_a_sync_waits_on_a_hanging_remote_returns_at_once() {
     record_while_a_sync_hangs(None);

@@ -488,6 +488,9 @@ impl Git {
                     "--no-tags",
                     "--no-recurse-submodules",
                     "--no-write-fetch-head",
+                    // Checked by `maintenance` once there is something to pack, beside the
+                    // push instead of before everything else.
+                    "--no-auto-maintenance",
                     remote,
                     &spec,
                 ])
@@ -514,6 +517,13 @@ impl Git {
                 }
             }
         }
+    }
+
+    /// What git runs after a command that added objects (`git maintenance run --auto`: a
+    /// `gc --auto` that detaches when the repository needs one); the sync's fetch leaves it
+    /// to this. Its failure is not the sync's: it is ignored, as git ignores it.
+    pub fn maintenance(&self) {
+        let _ = self.output(&["maintenance", "run", "--auto", "--quiet"]);
     }
 
     /// Pushes `commit` to `branch` of `remote`, never forcing.

@@ -494,6 +494,11 @@ impl Sync {
         let git = self.git().with_deadline(deadline);
         // Says that the network part is under way (never waited for: two syncs may fetch).
         let _net = Lock::acquire_at(&self.ledger.state().net_lock(), Duration::ZERO, "fetch and push").ok();
+        // HEAD and the upstream before anything moved them (see `maintain` below).
+        let mut seen = (
+            self.repo.head().ok().and_then(|h| h.commit),
+            up.as_ref().ok().and_then(|up| self.repo.resolve(&up.tracking).ok().flatten()),
+        );
         let mut first = up.as_ref().ok().map(|up| self.fetch(&git, up, r));
         {
             let _lock = self.lock("sync", lock_wait)?;
@@ -547,11 +552,17 @@ impl Sync {
             self.save_state(&s)?;
             let head = self.repo.head().map_err(repo_err)?;
             let to_push = head.commit.filter(|&c| push && Some(c) != upstream);
+            // Objects came in or were written: git's own check for a gc (the fetch leaves it).
+            let maintain = (head.commit, upstream) != seen;
+            seen = (head.commit, upstream);
             // The push runs while the views are written (both take a while, one on the
             // network, one on the disk); the lock is released once the views are written.
             let (views, pushed) = std::thread::scope(|scope| {
                 let (git, up) = (&git, &up);
                 let pushing = to_push.map(|c| scope.spawn(move || git.push(&up.remote, &c, &up.branch)));
+                if maintain {
+                    scope.spawn(move || git.maintenance());
+                }
                 let views = self.write_views(r);
                 drop(lock);
                 (views, pushing.map(|p| p.join().expect("the push thread does not panic")))
