@@ -431,7 +431,7 @@ impl Repo {
         let email = env("GIT_COMMITTER_EMAIL")
             .or_else(|| self.config("user.email"))
             .unwrap_or_else(|| format!("git-tally@{fallback_name}"));
-        gix::actor::Signature { name: name.into(), email: email.into(), time: gix::date::Time::now_local_or_utc() }
+        gix::actor::Signature { name: name.into(), email: email.into(), time: now() }
     }
 
     /// Points `branch` at `new`, only if it still points at `expected` (`None`: it must
@@ -806,4 +806,12 @@ impl Repo {
 /// a lock file named after it is the ref's own.
 fn plain_ref(name: &str) -> bool {
     !name.split('/').any(|c| c.is_empty() || c == "..")
+}
+
+/// Now, with the local offset (`TZ`, else `/etc/localtime`), as git stamps commits. Read
+/// through chrono: gix's `Time::now_local_or_utc` loads jiff's whole time zone database
+/// first, about 1.5 ms of every sync.
+fn now() -> gix::date::Time {
+    let now = chrono::Local::now();
+    gix::date::Time { seconds: now.timestamp(), offset: now.offset().local_minus_utc() }
 }
