@@ -52,7 +52,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Record(args) => sync::record(&open_ledger(&dir, proxy)?, &dir, proxy, &args),
         Command::Collect(args) => collect::run(&dir, proxy, &args),
         Command::Pull | Command::Sync | Command::Flush(_) | Command::Daemon => {
-            let (ledger, note) = sync_disabled(&dir, proxy)?;
+            let (config, note) = sync_disabled(&dir, proxy)?;
             let what = match &cli.command {
                 Command::Pull => "pull",
                 Command::Sync => "sync",
@@ -64,13 +64,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                     println!("daemon: {note}; nothing to sync, not starting");
                     return Ok(crate::exit::OK);
                 }
-                return fold_only(&ledger, what, &note);
+                return fold_only(&ledger_with(&dir, config)?, what, &note);
             }
-            drop(ledger);
             if what == "daemon" {
                 return daemon::run(&dir, proxy);
             }
-            let s = open_sync(&dir, proxy)?;
+            let s = sync_with(&dir, config)?;
             match cli.command {
                 Command::Pull => sync::pull(&s),
                 Command::Sync => sync::sync(&s),
@@ -178,12 +177,7 @@ pub(crate) fn ledger_with(dir: &Path, config: Config) -> Result<Ledger> {
             let state = dir.join(".git-tally");
             Ledger::open(dir, &state, &state, config, &|_| Default::default())?
         }
-        None => {
-            return Err(Error::Usage(format!(
-                "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",
-                dir.display()
-            )))
-        }
+        None => return Err(not_a_work_tree(dir)),
     };
     for n in ledger.take_notices() {
         eprintln!("git-tally: {n}");
@@ -193,7 +187,20 @@ pub(crate) fn ledger_with(dir: &Path, config: Config) -> Result<Ledger> {
 
 /// The repository around `dir`, to sync.
 pub(crate) fn open_sync(dir: &Path, proxy: Option<&Path>) -> Result<Sync> {
-    let (config, _) = load_config(dir, proxy)?;
+    sync_with(dir, load_config(dir, proxy)?.0)
+}
+
+fn not_a_work_tree(dir: &Path) -> Error {
+    Error::Usage(format!(
+        "{} is not inside a git work tree; clone your usage repository, or set tally.enabled=false for local-only use",
+        dir.display()
+    ))
+}
+
+fn sync_with(dir: &Path, config: Config) -> Result<Sync> {
+    if crate::config::discover(dir).is_none() {
+        return Err(not_a_work_tree(dir));
+    }
     let repo = crate::git::Repo::open(dir).map_err(|e| Error::Usage(e.to_string()))?;
     let mut s = Sync::open_with(repo, config)?;
     for n in s.ledger.take_notices() {
@@ -301,7 +308,8 @@ pub(crate) fn current_view(dir: &Path, proxy: Option<&Path>, file: Option<&Path>
 
 /// The ledger, and why usage sync is off if it is — in the terms of the setting that
 /// turned it off (the proxy's YAML, or git config).
-fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Ledger, Option<String>)> {
+/// The configuration, and why sync is off (`None`: it is on).
+fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Config, Option<String>)> {
     let (config, proxy_config) = load_config(dir, proxy)?;
     let note = match (proxy, &proxy_config) {
         (Some(p), Some(pc)) => pc.sync_disabled(p),
@@ -310,7 +318,7 @@ fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Ledger, Option<Str
         }
         _ => None,
     };
-    Ok((ledger_with(dir, config)?, note))
+    Ok((config, note))
 }
 
 /// A sync command with usage sync off: the journal folded into the usage files, a note,
