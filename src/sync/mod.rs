@@ -87,6 +87,8 @@ pub struct Sync {
     pub ledger: Ledger,
     pub repo: Repo,
     config: Config,
+    /// The commits this run's `commit` made (see `integrate`).
+    made: std::sync::Mutex<Vec<crate::git::Oid>>,
 }
 
 impl Sync {
@@ -104,7 +106,7 @@ impl Sync {
         let state = repo.git_dir().join("tally");
         let hints = |file: &str| profile_hints(&repo, file);
         let ledger = Ledger::open(repo.top(), &state, repo.git_dir(), config.clone(), &hints)?;
-        Ok(Sync { ledger, repo, config })
+        Ok(Sync { ledger, repo, config, made: Default::default() })
     }
 
     pub fn config(&self) -> &Config {
@@ -370,6 +372,7 @@ impl Sync {
         let parents: Vec<_> = head.commit.into_iter().collect();
         let commit = self.repo.commit(tree, &parents, &message, None, self.ledger.name()).map_err(repo_err)?;
         moves::move_to(self, &head, commit, "git-tally: commit usage")?;
+        self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(commit);
         self.ledger.committed()?;
         self.ledger.carried_committed()?;
 
@@ -377,6 +380,12 @@ impl Sync {
 
         self.save_state(&State { uncommitted_events: 0, ..self.state() })?;
         Ok(true)
+    }
+
+    /// Whether this run's `commit` made `commit`: its ledger files are its parent's, or
+    /// grown from them (a commit never lowers a ledger file).
+    pub(crate) fn made_here(&self, commit: crate::git::Oid) -> bool {
+        self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&commit)
     }
 
     /// The id of this device's directory of a stream in HEAD.
