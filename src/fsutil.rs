@@ -26,6 +26,46 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// Writes `bytes` into a temporary file beside `path` and renames it over `path`; with
 /// `durable`, the file and the directory are flushed to the disk.
 fn replace_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<()> {
+    let dir = put(path, bytes, mode, durable)?;
+    if durable {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Atomic, durable replacements of several files whose directories are flushed once each,
+/// at [`Durable::finish`] (one flush for a hundred shards of one directory, not a hundred).
+/// Until then a power loss may undo any of the renames; a killed process leaves each file
+/// old or new, as [`write_atomic`] does.
+#[derive(Default)]
+pub struct Durable {
+    dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Durable {
+    /// Replaces `path` with `bytes` (flushed to the disk; its directory at `finish`).
+    pub fn write(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = put(path, bytes, 0o666, true)?;
+        self.dirs.insert(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Flushes the directories of every file written.
+    pub fn finish(self) {
+        for d in &self.dirs {
+            sync_dir(d);
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The temporary file and the rename of [`replace_with`]; returns the directory.
+fn put<'p>(path: &'p Path, bytes: &[u8], mode: u32, durable: bool) -> Result<&'p Path> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -44,12 +84,7 @@ fn replace_with(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> Result<(
         let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
     }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    if durable {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    Ok(dir)
 }
 
 /// [`write_atomic`] without waiting for the disk: for files that only save work or show

@@ -5,7 +5,6 @@
 
 use super::state::StateDir;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +118,7 @@ impl<'a> Ids<'a> {
             return Ok(());
         }
         std::fs::create_dir_all(self.state.ids_dir()).map_err(|e| Error::io(self.state.ids_dir(), e))?;
+        let mut durable = crate::fsutil::Durable::default();
         for (b, new) in by_bucket {
             // The lines kept as they are (by id, sorted), those past the horizon dropped,
             // the new ones in their place.
@@ -142,8 +142,9 @@ impl<'a> Ids<'a> {
                 text.push_str(line);
                 text.push('\n');
             }
-            write_atomic(&self.bucket(b), text.as_bytes())?;
+            durable.write(&self.bucket(b), text.as_bytes())?;
         }
+        durable.finish();
         Ok(())
     }
 }

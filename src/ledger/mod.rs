@@ -407,13 +407,15 @@ impl Ledger {
     /// Writes own files whose committed part did not change (local bookkeeping only).
     pub(crate) fn write_own_local(&self, stream: &Stream, files: &[(String, LedgerFile)]) -> Result<()> {
         self.state.ensure(&self.state.own_dir(&stream.file))?;
+        let mut durable = crate::fsutil::Durable::default();
         for (name, file) in files {
             let path = match file {
                 LedgerFile::Shard(s) => self.state.own_shard(&stream.file, &s.day),
                 _ => self.state.own_file(&stream.file, name),
             };
-            write_atomic(&path, &file.render_own())?;
+            durable.write(&path, &file.render_own())?;
         }
+        durable.finish();
         Ok(())
     }
 
