@@ -372,11 +372,13 @@ fn strays(env: &Env, dir: &Path) -> Vec<String> {
 /// gets through; after each kill, syncs again and checks every acknowledged event once on
 /// both clones, no file left in the work tree and a clean index. The other machine pushes
 /// first each time, so that every sync commits, integrates, writes the view and pushes.
+/// `paths`: only the calls on these files count (strace's `-P`).
 fn kill_at_each(
     c: &Cluster,
     mode: Mode,
     profile: &str,
     syscall: &str,
+    paths: &[&str],
     machines: &mut [Machine; 2],
     acked: &mut Vec<String>,
 ) -> usize {
@@ -398,6 +400,7 @@ fn kill_at_each(
         let out = env
             .command_of(Path::new("strace"), a)
             .args(["-qq", "-o", "/dev/null", "-e", &format!("trace={syscall}"), "-e", &format!("inject={inject}")])
+            .args(paths.iter().flat_map(|p| ["-P".to_string(), a.join(p).display().to_string()]))
             .arg(bin())
             .arg("sync")
             .output()
@@ -455,8 +458,11 @@ fn crash_at_every_step(mode: Mode, test: &str) {
     // Renames (files, the index, refs: `main.lock` → `main`), fsyncs, the removals that
     // end a step (`move.json`, journal segments) and the link that takes `index.lock`.
     for syscall in ["rename", "renameat", "fsync", "fdatasync", "unlink", "linkat"] {
-        kills.push(format!("{syscall}: {}", kill_at_each(&c, mode, profile, syscall, &mut machines, &mut acked)));
+        kills.push(format!("{syscall}: {}", kill_at_each(&c, mode, profile, syscall, &[], &mut machines, &mut acked)));
     }
+    // Between taking a lock and writing what it will hold: an empty lock file is left.
+    let locks = [".git/refs/heads/main.lock", ".git/packed-refs.lock", ".git/index.lock"];
+    kills.push(format!("lock writes: {}", kill_at_each(&c, mode, profile, "write", &locks, &mut machines, &mut acked)));
     c.sync_until_ok(&machines[1].dir);
     let want = single_machine(profile, &acked);
     assert_eq!(c.remote_view(profile), want, "{mode:?}: the remote");

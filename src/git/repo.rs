@@ -787,8 +787,9 @@ impl Repo {
     }
 
     /// Removes the lock of `branch` that a killed [`Repo::set_branch`] left while moving it
-    /// to `new`: `<branch>.lock` holding exactly `new`, a commit git-tally made and recorded
-    /// before it took the lock (another process moving the branch writes another commit).
+    /// to `new`: `<branch>.lock` holding `new`, a commit git-tally made and recorded before
+    /// it took the lock (another process moving the branch writes another commit), or the
+    /// start of it: killed between taking the lock and writing it leaves it empty.
     /// Returns whether there was one.
     pub fn release_stale_ref_lock(&self, branch: &str, new: Oid) -> bool {
         if !branch.starts_with("refs/heads/") || !plain_ref(branch) {
@@ -796,7 +797,9 @@ impl Repo {
         }
         let lock = self.repo.common_dir().join(format!("{branch}.lock"));
         match std::fs::read_to_string(&lock) {
-            Ok(text) if Oid::from_hex(&text) == Some(new) => std::fs::remove_file(&lock).is_ok(),
+            Ok(text) if Oid::from_hex(&text) == Some(new) || new.to_string().starts_with(text.trim_end()) => {
+                std::fs::remove_file(&lock).is_ok()
+            }
             _ => false,
         }
     }
