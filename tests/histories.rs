@@ -355,8 +355,18 @@ impl World {
         format!("{why}\n\ntranscript:\n{}", self.log.iter().map(|l| format!("  {l}\n")).collect::<String>())
     }
 
+    /// git as the user runs it. A sync killed while it moved a ref leaves that ref's lock,
+    /// and git then says to remove the file by hand: the user does and runs the command
+    /// again (the next git-tally run finishes the move the lock belonged to).
     fn git(&self, m: usize, args: &[&str]) -> Output {
-        self.env.git_output(&self.machines[m].dir, args)
+        let out = self.env.git_output(&self.machines[m].dir, args);
+        match (out.status.success(), left_lock(&text(&out))) {
+            (false, Some(lock)) if std::fs::remove_file(&lock).is_ok() => {
+                eprintln!("m{m}: removed {} as git said, and ran git {} again", lock.display(), args.join(" "));
+                self.env.git_output(&self.machines[m].dir, args)
+            }
+            _ => out,
+        }
     }
 
     /// git that must succeed.
@@ -1555,4 +1565,13 @@ fn a_copied_clones_own_application_write_before_its_first_sync_counts() {
             Sync { c: 2 },
         ],
     );
+}
+
+/// The lock file git names when it cannot take a lock that another (here: a killed)
+/// process left: `Unable to create '<path>.lock': File exists.`
+fn left_lock(said: &str) -> Option<PathBuf> {
+    let start = said.find("Unable to create '")? + "Unable to create '".len();
+    let len = said[start..].find("': File exists")?;
+    let path = &said[start..start + len];
+    path.ends_with(".lock").then(|| PathBuf::from(path))
 }
