@@ -66,6 +66,70 @@ fn a_restored_backup(profile: &str) {
     assert_eq!(requests(&c.env, m), 4, "{profile}: the restored clone too");
 }
 
+/// The same, when the restored clone's first command after the restore folds before any
+/// sync: an import, or a `clear-history`. Its new requests land in the hour its stale
+/// files already count, where the files its original pushed count more.
+fn a_restored_backup_then(step: &str) {
+    let c = cluster(1, "tally");
+    let m = &c.clones[0];
+    let line = |id: &str, second: u32| {
+        format!(
+            r#"{{"id":"{id}","timestamp":"2026-11-20T10:00:{second:02}Z","provider":"anthropic","api":"claude-code","model":"claude-sonnet-4-5","input_tokens":100,"output_tokens":10}}"#
+        )
+    };
+    let record_line = |l: String| {
+        let out = c.env.tally(m).args(["record", "--event", &l]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    for i in 1..=3 {
+        record_line(line(&format!("b{i}"), i));
+    }
+    sync(&c.env, m);
+    let snap = c.env.path().join("snapshot");
+    assert!(std::process::Command::new("cp").arg("-a").arg(m).arg(&snap).status().unwrap().success());
+    for i in 4..=6 {
+        record_line(line(&format!("b{i}"), i));
+    }
+    sync(&c.env, m);
+    std::fs::remove_dir_all(m).unwrap();
+    std::fs::rename(&snap, m).unwrap();
+    match step {
+        "import" => {
+            let dir = c.env.path().join("claude/projects/p");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("s.jsonl"),
+                r#"{"type":"assistant","sessionId":"s","requestId":"rq1","timestamp":"2026-11-20T10:30:00Z","message":{"id":"msg1","model":"claude-sonnet-4-5","usage":{"input_tokens":7,"output_tokens":10}}}"#
+                    .to_string()
+                    + "\n",
+            )
+            .unwrap();
+            let out = c.env.tally(m).args(["import", "claude-code"]).arg(c.env.path().join("claude")).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        _ => {
+            record_line(line("b7", 7));
+            let out = c.env.tally(m).args(["clear-history", "-y"]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    sync(&c.env, m);
+    sync(&c.env, m);
+    let f = fresh(&c.env, &c.remote, "tally");
+    assert_eq!(requests(&c.env, &f), 7, "{step}: a fresh clone holds the 6 recorded and the new one");
+    assert_eq!(requests(&c.env, m), 7, "{step}: the restored clone too");
+}
+
+#[test]
+fn a_clone_restored_from_a_backup_loses_nothing_it_imports_first() {
+    a_restored_backup_then("import");
+}
+
+#[test]
+fn a_clone_restored_from_a_backup_loses_nothing_it_clears_first() {
+    a_restored_backup_then("clear-history");
+}
+
 #[test]
 fn a_clone_restored_from_a_backup_loses_nothing_native() {
     a_restored_backup("tally");

@@ -277,10 +277,32 @@ fn counts_and_times_no_event_can_carry_are_named_by_file_and_line() {
     assert!(!stats_by(&c, dir, "model").contains_key("ok"), "nothing of a refused batch");
 }
 
+/// With sync on, an import leaves its requests in the journal for the next sync to fold
+/// (after it caught up with the remote); a session copied into a new file before that sync
+/// is not recorded, or said recorded, again.
+#[test]
+fn a_session_copied_before_the_next_sync_is_recorded_once() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let data = c.env.path().join("claude");
+    let proj = data.join("projects/-home-dev");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s1.jsonl")).unwrap();
+    let first = import(&c, dir, "claude-code", &data);
+    assert!(!first.stdout.contains(" 0 recorded"), "{}", first.stdout);
+    let counted = stats_by(&c, dir, "model");
+    std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s2-copy.jsonl")).unwrap();
+    let again = import(&c, dir, "claude-code", &data);
+    assert!(again.stdout.contains(" 0 recorded"), "{}", again.stdout);
+    assert_eq!(stats_by(&c, dir, "model"), counted, "before the sync");
+    c.sync_until_ok(dir);
+    assert_eq!(stats_by(&c, dir, "model"), counted, "after it");
+}
+
 /// A transcript read again long after it was first imported (a session resumed months
 /// later copies its history into a new file) counts once: the ids of imports outlive
 /// `tally.idHorizon`. Time is made to pass by ageing the ids' last-seen day, as a month
-/// without imports would.
+/// without imports would (each import synced, whose fold remembers its ids).
 #[test]
 fn a_transcript_copied_long_after_its_import_counts_once() {
     let c = cluster(1, "tally");
@@ -303,11 +325,13 @@ fn a_transcript_copied_long_after_its_import_counts_once() {
     std::fs::create_dir_all(&proj).unwrap();
     std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s1.jsonl")).unwrap();
     import(&c, dir, "claude-code", &data);
+    c.sync_until_ok(dir);
     let first = stats_by(&c, dir, "model");
     age_ids();
     // Another import past the horizon rewrites the buckets (compacting what is kept).
     std::fs::write(proj.join("other.jsonl"), r#"{"type":"assistant","timestamp":"2026-11-01T10:00:00Z","requestId":"req_new","message":{"id":"msg_new","model":"claude-opus-4-6","usage":{"input_tokens":1,"output_tokens":1}}}"#.to_string() + "\n").unwrap();
     import(&c, dir, "claude-code", &data);
+    c.sync_until_ok(dir);
     std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s2-resumed.jsonl")).unwrap();
     let run = import(&c, dir, "claude-code", &data);
     assert!(run.stdout.contains(" 0 recorded"), "{}", run.stdout);
@@ -318,6 +342,7 @@ fn a_transcript_copied_long_after_its_import_counts_once() {
     let (home, file) = codex_home(&c);
     std::fs::copy(fixture("codex-session-sample.jsonl"), &file).unwrap();
     import(&c, dir, "codex", &home);
+    c.sync_until_ok(dir);
     age_ids();
     let resumed = file.with_file_name("rollout-2026-12-01T09-00-00-resumed.jsonl");
     std::fs::copy(&file, &resumed).unwrap();

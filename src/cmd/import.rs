@@ -8,6 +8,8 @@ use crate::import;
 use crate::ledger::Ledger as Store;
 
 pub fn run(store: &Store, args: &ImportArgs) -> Result<i32> {
+    // Requests imported before and not folded yet are not recorded (or said recorded) again.
+    store.note_pending()?;
     let (name, r) = match args.source {
         ImportSource::ClaudeCode => {
             let dirs = if args.dirs.is_empty() { import::default_dirs() } else { args.dirs.clone() };
@@ -18,10 +20,14 @@ pub fn run(store: &Store, args: &ImportArgs) -> Result<i32> {
             ("codex", import::codex(store, &dirs)?)
         }
     };
-    // Folded now, so that a second import knows these requests (a copied session, a file
-    // read again) before the next sync — unless a sync holds the lock, which folds them.
-    if let Some(_lock) = crate::lock::Lock::try_acquire(store.state().lock_dir(), "import")? {
-        store.fold()?;
+    // With sync on, the requests wait in the journal as `record`'s events do: the next sync
+    // folds them after it has brought this device's files up to what the remote holds of
+    // them (a clone restored from a backup lags behind what its original pushed, and a fold
+    // into a lagging file would be lost to it). Kept locally only, they are folded now.
+    if !store.config().enabled {
+        if let Some(_lock) = crate::lock::Lock::try_acquire(store.state().lock_dir(), "import")? {
+            store.fold()?;
+        }
     }
     for w in r.warnings.iter().take(import::MAX_WARNINGS) {
         eprintln!("warning: {w}");

@@ -105,6 +105,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if !confirm("clear-history", &what, &args)? {
                 return Ok(crate::exit::CONFLICT);
             }
+            pull_first(&ledger, &dir, proxy, "clear-history");
             lower(&ledger, false)
         }
         Command::Reset(args) => {
@@ -116,12 +117,39 @@ pub fn run(cli: Cli) -> Result<i32> {
             if !confirm("reset", &what, &args)? {
                 return Ok(crate::exit::CONFLICT);
             }
+            pull_first(&ledger, &dir, proxy, "reset");
             lower(&ledger, true)
         }
-        Command::Move { from, to } => move_usage(&open_ledger(&dir, proxy)?, &from, to.as_deref()),
+        Command::Move { from, to } => {
+            let ledger = open_ledger(&dir, proxy)?;
+            pull_first(&ledger, &dir, proxy, "move");
+            move_usage(&ledger, &from, to.as_deref())
+        }
         Command::Import(args) => import::run(&open_ledger(&dir, proxy)?, &args),
         Command::Prices(args) => prices::run(&dir, proxy, &args),
         Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// How long `reset`, `clear-history` and `move` wait for the pull before them.
+const PULL_FIRST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A pull before a command that folds the journal and rewrites this device's files
+/// (`reset`, `clear-history`, `move`): the pull brings those files up to what the remote
+/// holds of them first (a clone restored from a backup lags behind what its original
+/// pushed; a fold into a lagging file is lost to it). Offline, the command goes on with
+/// what this clone holds, with a warning.
+fn pull_first(ledger: &Ledger, dir: &Path, proxy: Option<&Path>, what: &str) {
+    if !ledger.config().enabled {
+        return;
+    }
+    let Ok(s) = open_sync(dir, proxy) else { return };
+    if s.upstream().is_err() {
+        return; // nothing to pull from
+    }
+    let deadline = std::time::Instant::now() + PULL_FIRST;
+    if let Err(e) = s.run(false, Some(deadline), &mut |d| std::thread::sleep(d)) {
+        eprintln!("git-tally: warning: could not pull before the {what} ({e}); it applies to what this clone holds");
     }
 }
 

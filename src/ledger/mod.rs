@@ -283,6 +283,24 @@ impl Ledger {
         Ok(Recorded { recorded: events.len(), duplicates })
     }
 
+    /// Takes the events waiting in the journal (recorded, not folded yet) as recorded by
+    /// this process: a batch of `record` then counts none of them again, and says so.
+    pub fn note_pending(&self) -> Result<()> {
+        let journal = self.journal();
+        let now = chrono::Utc::now().fixed_offset();
+        let mut recorded = self.recorded.borrow_mut();
+        for n in journal.segments()? {
+            for line in journal.lines(n)? {
+                let Ok(e) = Event::parse(&line, now, &self.config.device) else { continue };
+                if let Some(id) = e.id {
+                    let entry = recorded.entry(id).or_insert((0, n));
+                    *entry = (entry.0.max(e.total_tokens), n);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Joins what a commit holds of this device's files into its own copy, which can lag
     /// behind it: a file lost or damaged here, a clone restored from a backup while the
     /// original went on and pushed. `committed`: `(path below this device's directory,
