@@ -94,6 +94,8 @@ pub struct Period {
     pub zone: Tz,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// What the user should know about the bounds (a time inside an hour counts the hour).
+    pub notes: Vec<String>,
 }
 
 impl Period {
@@ -105,15 +107,43 @@ impl Period {
         zone: Tz,
         now: DateTime<Utc>,
     ) -> Result<Period, PeriodError> {
-        let p = Period {
-            zone,
-            since: since.map(|s| s.resolve(Side::Since, now, zone)),
-            until: until.map(|u| u.resolve(Side::Until, now, zone)),
+        // Usage is kept by UTC hour: a time or a duration inside an hour takes in the whole
+        // hour, so that every report (and the records of an export) counts the same hours.
+        let mut notes = Vec::new();
+        let mut bound = |spec: &Spec, side: Side| {
+            let at = spec.resolve(side, now, zone);
+            if matches!(spec, Spec::Date(_)) {
+                return (at, at);
+            }
+            let floor = at
+                - Duration::seconds(at.timestamp().rem_euclid(3600))
+                - Duration::nanoseconds(at.timestamp_subsec_nanos().into());
+            let whole = match side {
+                Side::Since => floor,
+                Side::Until if floor == at => at,
+                Side::Until => floor + Duration::hours(1),
+            };
+            if whole != at && matches!(spec, Spec::Instant(_)) {
+                let (flag, from) = match side {
+                    Side::Since => ("--since", "from"),
+                    Side::Until => ("--until", "until"),
+                };
+                notes.push(format!(
+                    "usage is kept by UTC hour: {flag} {} counts the whole hour ({from} {})",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    whole.format("%Y-%m-%dT%H:%MZ")
+                ));
+            }
+            (at, whole)
         };
-        match (p.since, p.until) {
-            (Some(s), Some(u)) if u <= s => Err(PeriodError::Empty(s.to_rfc3339(), u.to_rfc3339())),
-            _ => Ok(p),
+        let since = since.map(|s| bound(s, Side::Since));
+        let until = until.map(|u| bound(u, Side::Until));
+        if let (Some((s, _)), Some((u, _))) = (since, until) {
+            if u <= s {
+                return Err(PeriodError::Empty(s.to_rfc3339(), u.to_rfc3339()));
+            }
         }
+        Ok(Period { zone, since: since.map(|b| b.1), until: until.map(|b| b.1), notes })
     }
 
     /// Whether the instant (an hour cell's start, say) is in the period.
@@ -323,6 +353,18 @@ mod tests {
         let open = Period::new(Some(&d("7d")), None, Tz::UTC, now).unwrap();
         assert_eq!(open.first_day(), NaiveDate::from_ymd_opt(2026, 11, 23));
         assert_eq!(open.last_day(), None);
+
+        // Times and durations inside an hour take in the whole hour (usage is kept by UTC
+        // hour), and a time given says so; a date in a whole-hour zone is whole hours.
+        let p = Period::new(Some(&d("2026-11-20T10:30:00Z")), Some(&d("2026-11-20T12:15:00+01:00")), la, now).unwrap();
+        assert_eq!((p.since, p.until), (Some(utc("2026-11-20T10:00:00Z")), Some(utc("2026-11-20T12:00:00Z"))));
+        assert_eq!(p.notes.len(), 2, "{:?}", p.notes);
+        assert!(p.notes[0].contains("--since 2026-11-20T10:30:00Z counts the whole hour (from 2026-11-20T10:00Z)"));
+        // 100 minutes before 15:30 is 13:50: until the end of that hour, without a note.
+        let p = Period::new(Some(&d("2026-11-20T10:00:00Z")), Some(&d("100m")), Tz::UTC, now).unwrap();
+        assert_eq!(p.until, Some(utc("2026-11-30T14:00:00Z")));
+        assert!(p.notes.is_empty(), "without a note: {:?}", p.notes);
+        assert!(Period::new(Some(&d("2026-11-20T10:30:00Z")), Some(&d("2026-11-20T10:20:00Z")), Tz::UTC, now).is_err());
     }
 
     #[test]

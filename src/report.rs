@@ -577,9 +577,9 @@ pub fn unlisted(cells: &[Cell], rows: &[[String; 14]], zone: chrono_tz::Tz) -> V
         e.1.add(&c.counters);
     }
     for r in rows {
-        let day = chrono::DateTime::parse_from_rfc3339(&r[1])
-            .map(|t| t.with_timezone(&zone).date_naive().to_string())
-            .unwrap_or_default();
+        // The local day of the hour that counts the record, as its cell's day is (they
+        // differ in a zone half an hour off UTC).
+        let day = hour_of(&r[1]).map(|h| h.with_timezone(&zone).date_naive().to_string()).unwrap_or_default();
         let n = |i: usize| r[i].parse::<u64>().unwrap_or(0);
         let key = (day, r[2].clone(), r[3].clone(), r[4].clone(), r[5].clone());
         if let Some((_, c)) = sums.get_mut(&key) {
@@ -594,7 +594,20 @@ pub fn unlisted(cells: &[Cell], rows: &[[String; 14]], zone: chrono_tz::Tz) -> V
             c.cost_usd = (c.cost_usd - r[13].parse::<f64>().unwrap_or(0.0)).max(0.0);
         }
     }
-    sums.into_values().filter(|(_, c)| c.requests > 0).collect()
+    // Requests, or tokens alone (a later version of a request counted before a reset).
+    sums.into_values()
+        .filter(|(_, c)| {
+            let tokens =
+                [c.input_tokens, c.output_tokens, c.reasoning_tokens, c.cache_creation_tokens, c.cache_read_tokens];
+            c.requests > 0 || c.total_tokens > 0 || tokens.iter().any(|&n| n > 0) || c.cost_usd >= 5e-7
+        })
+        .collect()
+}
+
+/// The UTC hour an RFC 3339 time falls in (its start): the ledger counts by these.
+pub fn hour_of(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&chrono::Utc);
+    chrono::DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(3600), 0)
 }
 
 /// Columns of a record row in exports.

@@ -467,6 +467,68 @@ fn an_export_never_drops_rows_silently() {
     assert_eq!(input, want, "and every token");
 }
 
+/// The CSV adds up to `stats` whatever the bounds and the zone: tokens a later version of a
+/// request added after a reset (no request), a request in an hour that spans local midnight
+/// half an hour off UTC, and bounds inside an hour (which take in the whole hour, with a
+/// note: usage is kept by UTC hour).
+#[test]
+fn the_csv_adds_up_to_stats_in_every_period_and_zone() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let ev = |id: &str, at: &str, input: u64| {
+        format!(r#"{{"id":"{id}","timestamp":"{at}","model":"gpt-5","provider":"openai","input_tokens":{input}}}"#)
+    };
+    c.record(dir, &[ev("x", "2026-11-20T10:00:00Z", 100)]);
+    c.sync_until_ok(dir);
+    assert!(c.tally(dir).args(["reset", "-y"]).status().unwrap().success());
+    c.record(
+        dir,
+        &[
+            ev("x", "2026-11-20T10:00:00Z", 500),
+            ev("a2", "2026-11-20T10:45:00Z", 200),
+            ev("a3", "2026-11-20T18:45:00Z", 300),
+        ],
+    );
+    c.sync_until_ok(dir);
+    let totals = |args: &[&str]| -> (u64, u64) {
+        let out = c.tally(dir).args(["stats", "--json"]).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["totals"]["requests"].as_u64().unwrap(), v["totals"]["input_tokens"].as_u64().unwrap())
+    };
+    let csv = |args: &[&str]| -> ((u64, u64), String) {
+        let out = c.tally(dir).args(["export", "--format", "csv"]).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let mut sums = (0, 0);
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            sums.0 += f[col("requests")].parse::<u64>().unwrap();
+            sums.1 += f[col("input_tokens")].parse::<u64>().unwrap();
+        }
+        (sums, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // After the reset: the later version's 400 more tokens (no request), a2 and a3.
+    assert_eq!(totals(&["--timezone", "UTC"]), (2, 900));
+    for args in [
+        &["--timezone", "UTC"][..],
+        &["--timezone", "Asia/Kolkata"],
+        &["--timezone", "Asia/Kolkata", "--since", "2026-11-21"],
+        &["--timezone", "Asia/Kolkata", "--until", "2026-11-20"],
+        &["--timezone", "UTC", "--since", "2026-11-20T10:30:00Z"],
+        &["--timezone", "UTC", "--until", "2026-11-20T10:30:00Z"],
+    ] {
+        let (sums, _) = csv(args);
+        assert_eq!(sums, totals(args), "{args:?}: the CSV rows add up to stats");
+    }
+    // A bound inside an hour counts the whole hour, and says so.
+    assert_eq!(totals(&["--timezone", "UTC", "--until", "2026-11-20T10:30:00Z"]), (1, 600));
+    let (_, said) = csv(&["--timezone", "UTC", "--since", "2026-11-20T10:30:00Z"]);
+    assert!(said.contains("counts the whole hour (from 2026-11-20T10:00Z)"), "{said}");
+}
+
 /// A cells row says how many requests it stands for in its `requests` column.
 fn cell_requests(f: &[&str], header: &[&str]) -> u64 {
     let i = header.iter().position(|h| *h == "requests").expect("a requests column");

@@ -148,6 +148,11 @@ pub fn axis_step(max: f64, integer: bool) -> f64 {
 
 /// Rounds every `cost_usd`-like number in `v` to a millionth of a dollar, so that JSON
 /// shows `0.2`, not `0.20000000000000012`.
+/// A cost as CSV text: to a millionth of a dollar, as JSON reports round it (no float noise).
+pub fn money_text(x: f64) -> String {
+    ((x * 1e6).round() / 1e6).to_string()
+}
+
 pub fn round_costs(v: &mut Value) {
     match v {
         Value::Object(map) => {

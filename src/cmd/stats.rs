@@ -108,7 +108,12 @@ fn period_of(p: &PeriodArgs) -> Result<Period> {
         Some(z) => z,
         None => period::zone(None).map_err(|e| Error::Usage(format!("TZ: {e}; or pass --timezone NAME")))?,
     };
-    Period::new(p.since.as_ref(), p.until.as_ref(), zone, chrono::Utc::now()).map_err(|e| Error::Usage(e.to_string()))
+    let period = Period::new(p.since.as_ref(), p.until.as_ref(), zone, chrono::Utc::now())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    for n in &period.notes {
+        eprintln!("git-tally: note: {n}");
+    }
+    Ok(period)
 }
 
 /// The first and last day (`YYYY-MM-DD`) of the period, for reports whose cells are days. A
@@ -299,9 +304,10 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
             let (_, mut cells) = report::cells(profile, &doc);
             report::localize(&mut cells, period.zone);
             let (keep, _) = keep_cells(&args.period, &period);
-            let in_period = |ts: &str| match chrono::DateTime::parse_from_rfc3339(ts) {
-                Ok(t) => period.contains(t.with_timezone(&chrono::Utc)),
-                Err(_) => since.is_none() && until.is_none(),
+            // A record is in the period when the hour that counts it is (as its cell is).
+            let in_period = |ts: &str| match report::hour_of(ts) {
+                Some(hour) => period.contains(hour),
+                None => since.is_none() && until.is_none(),
             };
             let rows = report::record_rows(profile, &doc);
             for row in &rows {
@@ -333,7 +339,7 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
                         c.cache_creation_tokens.to_string(),
                         c.cache_read_tokens.to_string(),
                         c.total_tokens.to_string(),
-                        c.cost_usd.to_string(),
+                        render::money_text(c.cost_usd),
                     ]);
                 }
             }
