@@ -87,8 +87,9 @@ pub struct Sync {
     pub ledger: Ledger,
     pub repo: Repo,
     config: Config,
-    /// The commits this run's `commit` made (see `integrate`).
-    made: std::sync::Mutex<Vec<crate::git::Oid>>,
+    /// The commit this run's `commit` made last (see `integrate`); a daemon's `Sync` runs
+    /// many times, so each run starts without one.
+    made: std::sync::Mutex<Option<crate::git::Oid>>,
 }
 
 impl Sync {
@@ -372,7 +373,7 @@ impl Sync {
         let parents: Vec<_> = head.commit.into_iter().collect();
         let commit = self.repo.commit(tree, &parents, &message, None, self.ledger.name()).map_err(repo_err)?;
         moves::move_to(self, &head, commit, "git-tally: commit usage")?;
-        self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(commit);
+        *self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(commit);
         self.ledger.committed()?;
         self.ledger.carried_committed()?;
 
@@ -382,10 +383,10 @@ impl Sync {
         Ok(true)
     }
 
-    /// Whether this run's `commit` made `commit`: its ledger files are its parent's, or
-    /// grown from them (a commit never lowers a ledger file).
+    /// Whether `commit` is the one this run's `commit` made last: its ledger files are its
+    /// parent's, or grown from them (a commit never lowers a ledger file).
     pub(crate) fn made_here(&self, commit: crate::git::Oid) -> bool {
-        self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&commit)
+        *self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == Some(commit)
     }
 
     /// The id of this device's directory of a stream in HEAD.
@@ -473,6 +474,7 @@ impl Sync {
 
     /// The whole run, with the sleep between push attempts injected (tests).
     pub fn run(&self, push: bool, deadline: Option<Instant>, sleep: &mut dyn FnMut(Duration)) -> Result<Synced> {
+        *self.made.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         let mut r = Synced::default();
         let result = self.run_inner(push, deadline, sleep, &mut r);
         let mut s = self.state();
