@@ -334,9 +334,8 @@ pub(crate) fn current_view(dir: &Path, proxy: Option<&Path>, file: Option<&Path>
     Ok(Some((ledger.top().join(&stream.file), Some((view.profile, view.doc)))))
 }
 
-/// The ledger, and why usage sync is off if it is — in the terms of the setting that
-/// turned it off (the proxy's YAML, or git config).
-/// The configuration, and why sync is off (`None`: it is on).
+/// The configuration, and why usage sync is off if it is — in the terms of the setting
+/// that turned it off (the proxy's YAML, or git config).
 fn sync_disabled(dir: &Path, proxy: Option<&Path>) -> Result<(Config, Option<String>)> {
     let (config, proxy_config) = load_config(dir, proxy)?;
     let note = match (proxy, &proxy_config) {

@@ -146,20 +146,25 @@ pub fn axis_step(max: f64, integer: bool) -> f64 {
     }
 }
 
-/// Rounds every `cost_usd`-like number in `v` to a millionth of a dollar, so that JSON
-/// shows `0.2`, not `0.20000000000000012`.
-/// A cost as CSV text: to a millionth of a dollar, as JSON reports round it (no float noise).
-pub fn money_text(x: f64) -> String {
-    ((x * 1e6).round() / 1e6).to_string()
+/// A cost to a millionth of a dollar: `0.2`, not `0.20000000000000012`.
+fn to_millionth(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }
 
+/// A cost as CSV text, rounded as JSON reports round it.
+pub fn money_text(x: f64) -> String {
+    to_millionth(x).to_string()
+}
+
+/// Rounds every `cost_usd`-like number in `v` to a millionth of a dollar, so that JSON
+/// shows `0.2`, not `0.20000000000000012`.
 pub fn round_costs(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, x) in map.iter_mut() {
                 if k.starts_with("cost") {
                     if let Some(f) = x.as_f64().filter(|_| x.is_f64()) {
-                        *x = serde_json::Number::from_f64((f * 1e6).round() / 1e6).map_or(Value::Null, Value::Number);
+                        *x = serde_json::Number::from_f64(to_millionth(f)).map_or(Value::Null, Value::Number);
                         continue;
                     }
                 }
