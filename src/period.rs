@@ -115,9 +115,7 @@ impl Period {
             if matches!(spec, Spec::Date(_)) {
                 return (at, at);
             }
-            let floor = at
-                - Duration::seconds(at.timestamp().rem_euclid(3600))
-                - Duration::nanoseconds(at.timestamp_subsec_nanos().into());
+            let floor = hour_start(at);
             let whole = match side {
                 Side::Since => floor,
                 Side::Until if floor == at => at,
@@ -160,6 +158,11 @@ impl Period {
     pub fn last_day(&self) -> Option<NaiveDate> {
         self.until.map(|u| local_day(u - Duration::nanoseconds(1), self.zone))
     }
+}
+
+/// The start of the UTC hour `t` falls in: usage is counted by these hours.
+pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    t - Duration::seconds(t.timestamp().rem_euclid(3600)) - Duration::nanoseconds(t.timestamp_subsec_nanos().into())
 }
 
 /// `text` as a `--since` or `--until` bound, as a UTC instant (see [`Spec::resolve`]).

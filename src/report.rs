@@ -166,10 +166,10 @@ fn native_cell([hour, device, provider, api, model]: [&str; 5], counters: Counte
     }
 }
 
-/// `cells` of a native file (or a 0.1 one) read straight from its text, without building a `Value` tree:
-/// `stats` over years of hourly data is mostly this read. `None` unless the text is a native
-/// file whose hours and counters have the expected types (keys without escapes): `cells`
-/// over the parsed document then decides, with the same result.
+/// `cells` of a native file (or a 0.1 one) read straight from its text, without building a
+/// `Value` tree: `stats` over years of hourly data is mostly this read. `None` unless the
+/// text is a native file whose hours and counters have the expected types (keys without
+/// escapes): `cells` over the parsed document then decides, with the same result.
 pub fn native_cells(bytes: &[u8]) -> Option<(&'static Profile, (Counters, Vec<Cell>))> {
     type Models<'a> = BTreeMap<&'a str, Counters>;
     type Apis<'a> = BTreeMap<&'a str, Models<'a>>;
@@ -193,17 +193,10 @@ pub fn native_cells(bytes: &[u8]) -> Option<(&'static Profile, (Counters, Vec<Ce
         for (day, devices) in doc.days {
             for (device, providers) in devices {
                 for (provider, models) in providers {
-                    for (model, mut counters) in models {
-                        v1_unpriced(&mut counters);
-                        totals.add(&counters);
-                        cells.push(Cell {
-                            day: Some(day.to_string()),
-                            device: Some(device.to_string()),
-                            provider: Some(provider.to_string()),
-                            model: Some(model.to_string()),
-                            counters,
-                            ..Cell::default()
-                        });
+                    for (model, counters) in models {
+                        let cell = v1_cell([day, device, provider, model], counters);
+                        totals.add(&cell.counters);
+                        cells.push(cell);
                     }
                 }
             }
@@ -228,10 +221,19 @@ pub fn native_cells(bytes: &[u8]) -> Option<(&'static Profile, (Counters, Vec<Ce
     Some((crate::profile::by_name("tally")?, (doc.totals.max_with(totals), cells)))
 }
 
-/// 0.1 kept no mark of a cost nobody gave: zero with tokens is that.
-fn v1_unpriced(counters: &mut Counters) {
+/// A cell of 0.1's `days` (day, device, provider, model). 0.1 kept no mark of a cost
+/// nobody gave: zero with tokens is that.
+fn v1_cell([day, device, provider, model]: [&str; 4], mut counters: Counters) -> Cell {
     if counters.cost_usd == 0.0 && counters.total_tokens > 0 {
         counters.unpriced = counters.requests;
+    }
+    Cell {
+        day: Some(day.to_string()),
+        device: Some(device.to_string()),
+        provider: Some(provider.to_string()),
+        model: Some(model.to_string()),
+        counters,
+        ..Cell::default()
     }
 }
 
@@ -301,17 +303,9 @@ pub fn cells(profile: &Profile, doc: &Value) -> (Counters, Vec<Cell>) {
                 for (device, providers) in devices.as_object().into_iter().flatten() {
                     for (provider, models) in providers.as_object().into_iter().flatten() {
                         for (model, c) in models.as_object().into_iter().flatten() {
-                            let mut counters = native_counters(c);
-                            v1_unpriced(&mut counters);
-                            totals.add(&counters);
-                            cells.push(Cell {
-                                day: Some(day.clone()),
-                                device: Some(device.clone()),
-                                provider: Some(provider.clone()),
-                                model: Some(model.clone()),
-                                counters,
-                                ..Cell::default()
-                            });
+                            let cell = v1_cell([day, device, provider, model], native_counters(c));
+                            totals.add(&cell.counters);
+                            cells.push(cell);
                         }
                     }
                 }
@@ -606,8 +600,8 @@ pub fn unlisted(cells: &[Cell], rows: &[[String; 14]], zone: chrono_tz::Tz) -> V
 
 /// The UTC hour an RFC 3339 time falls in (its start): the ledger counts by these.
 pub fn hour_of(ts: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&chrono::Utc);
-    chrono::DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(3600), 0)
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
+    Some(crate::period::hour_start(t.with_timezone(&chrono::Utc)))
 }
 
 /// Columns of a record row in exports.
