@@ -27,6 +27,15 @@ fn import(c: &crate::sync::Cluster, dir: &Path, what: &str, data: &Path) -> Run 
     run
 }
 
+/// A Claude Code data directory in the test's directory, with one project in it:
+/// `(data, project)`.
+fn claude_project(c: &crate::sync::Cluster) -> (PathBuf, PathBuf) {
+    let data = c.env.path().join("claude");
+    let proj = data.join("projects/-home-dev");
+    std::fs::create_dir_all(&proj).unwrap();
+    (data, proj)
+}
+
 /// Per-key counters from `stats --json --by <by>` after folding what was recorded.
 fn stats_by(c: &crate::sync::Cluster, dir: &Path, by: &str) -> BTreeMap<String, [u64; 5]> {
     // stats counts what is recorded, folded or not.
@@ -195,9 +204,7 @@ fn bad_codex_lines_are_named_and_the_rest_is_imported() {
 fn zero_token_synthetic_messages_are_not_requests() {
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
-    let data = c.env.path().join("claude");
-    let proj = data.join("projects/-home-dev");
-    std::fs::create_dir_all(&proj).unwrap();
+    let (data, proj) = claude_project(&c);
     let mut text = std::fs::read_to_string(fixture("claude-code-sample.jsonl")).unwrap();
     text.push_str(r#"{"type":"assistant","timestamp":"2026-03-11T02:41:00.000Z","requestId":"req_synthetic","message":{"id":"msg_synthetic","model":"<synthetic>","role":"assistant","content":[{"type":"text","text":"No response requested."}],"usage":{"input_tokens":0,"output_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}}"#);
     text.push('\n');
@@ -219,9 +226,7 @@ fn zero_token_synthetic_messages_are_not_requests() {
 fn counts_and_times_no_event_can_carry_are_named_by_file_and_line() {
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
-    let data = c.env.path().join("claude");
-    let proj = data.join("projects/-home-dev");
-    std::fs::create_dir_all(&proj).unwrap();
+    let (data, proj) = claude_project(&c);
     let line = |n: u32, tokens: u64, ts: &str| {
         format!(
             r#"{{"type":"assistant","timestamp":"{ts}","requestId":"req_{n}","message":{{"id":"msg_{n}","model":"claude-opus-4-6","usage":{{"input_tokens":{tokens},"output_tokens":1}}}}}}"#
@@ -284,9 +289,7 @@ fn counts_and_times_no_event_can_carry_are_named_by_file_and_line() {
 fn a_session_copied_before_the_next_sync_is_recorded_once() {
     let c = cluster(1, "tally");
     let dir = &c.clones[0];
-    let data = c.env.path().join("claude");
-    let proj = data.join("projects/-home-dev");
-    std::fs::create_dir_all(&proj).unwrap();
+    let (data, proj) = claude_project(&c);
     std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s1.jsonl")).unwrap();
     let first = import(&c, dir, "claude-code", &data);
     assert!(!first.stdout.contains(" 0 recorded"), "{}", first.stdout);
@@ -320,9 +323,7 @@ fn a_transcript_copied_long_after_its_import_counts_once() {
         }
     };
     // Claude Code.
-    let data = c.env.path().join("claude");
-    let proj = data.join("projects/-home-dev");
-    std::fs::create_dir_all(&proj).unwrap();
+    let (data, proj) = claude_project(&c);
     std::fs::copy(fixture("claude-code-sample.jsonl"), proj.join("s1.jsonl")).unwrap();
     import(&c, dir, "claude-code", &data);
     c.sync_until_ok(dir);
