@@ -529,6 +529,31 @@ fn the_csv_adds_up_to_stats_in_every_period_and_zone() {
     assert!(said.contains("counts the whole hour (from 2026-11-20T10:00Z)"), "{said}");
 }
 
+/// A bound inside a day, on a day whose requests go beyond the native format's 500 listed
+/// records: the cells rows of an export hold only the hours in the period, as `stats` does.
+#[test]
+fn cells_rows_of_an_export_keep_to_the_hours_of_the_period() {
+    let c = cluster(1, "tally");
+    let dir = &c.clones[0];
+    let ev = |id: String, at: String| {
+        format!(r#"{{"id":"{id}","timestamp":"{at}","model":"gpt-5","provider":"openai","input_tokens":10}}"#)
+    };
+    let mut lines: Vec<String> = (0..30).map(|i| ev(format!("old{i}"), format!("2026-11-20T01:{i:02}:00Z"))).collect();
+    lines.extend((0..500).map(|i| ev(format!("new{i}"), format!("2026-11-20T20:{:02}:{:02}Z", i / 60, i % 60))));
+    c.record(dir, &lines);
+    c.sync_until_ok(dir);
+    for args in [&["--since", "2026-11-20T20:30:00Z"][..], &["--until", "2026-11-20T02:00:00Z"], &[]] {
+        let out = c.tally(dir).args(["stats", "--json", "--timezone", "UTC"]).args(args).output().unwrap();
+        let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = c.tally(dir).args(["export", "--format", "csv", "--timezone", "UTC"]).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let csv = String::from_utf8(out.stdout).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let sum: u64 = csv.lines().skip(1).map(|l| cell_requests(&l.split(',').collect::<Vec<_>>(), &header)).sum();
+        assert_eq!(sum, stats["totals"]["requests"].as_u64().unwrap(), "{args:?}:\n{csv}");
+    }
+}
+
 /// A cells row says how many requests it stands for in its `requests` column.
 fn cell_requests(f: &[&str], header: &[&str]) -> u64 {
     let i = header.iter().position(|h| *h == "requests").expect("a requests column");

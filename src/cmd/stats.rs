@@ -303,25 +303,24 @@ pub fn export(dir: &Path, proxy: Option<&Path>, args: &ExportArgs) -> Result<i32
             w(&header);
             let (_, mut cells) = report::cells(profile, &doc);
             report::localize(&mut cells, period.zone);
+            // The cells and the records of the period only, before what the records do not
+            // list is summed per day: a bound inside a day keeps the hours in the period.
             let (keep, _) = keep_cells(&args.period, &period);
+            cells.retain(|c| keep(c));
             // A record is in the period when the hour that counts it is (as its cell is).
             let in_period = |ts: &str| match report::hour_of(ts) {
                 Some(hour) => period.contains(hour),
                 None => since.is_none() && until.is_none(),
             };
-            let rows = report::record_rows(profile, &doc);
+            let mut rows = report::record_rows(profile, &doc);
+            rows.retain(|row| in_period(&row[1]));
             for row in &rows {
-                if in_period(&row[1]) {
-                    let mut line = vec!["record".to_string(), "1".to_string()];
-                    line.extend(row.iter().cloned());
-                    w(&line);
-                }
+                let mut line = vec!["record".to_string(), "1".to_string()];
+                line.extend(row.iter().cloned());
+                w(&line);
             }
             if profile.name == "tally" {
                 for (key, rest) in report::unlisted(&cells, &rows, period.zone) {
-                    if !keep(&key) {
-                        continue;
-                    }
                     let c = &rest;
                     w(&[
                         "cells".to_string(),
