@@ -788,17 +788,21 @@ impl Repo {
 
     /// Removes the lock of `branch` that a killed [`Repo::set_branch`] left while moving it
     /// to `new`: `<branch>.lock` holding `new`, a commit git-tally made and recorded before
-    /// it took the lock (another process moving the branch writes another commit), or the
-    /// start of it: killed between taking the lock and writing it leaves it empty.
+    /// it took the lock (another process moving the branch writes another commit). Killed
+    /// between taking the lock and writing it leaves it empty (or holding the start of
+    /// `new`), as a live git process's is while it works (`reflog expire` for the whole
+    /// rewrite): such a lock goes only once it is `older_than`.
     /// Returns whether there was one.
-    pub fn release_stale_ref_lock(&self, branch: &str, new: Oid) -> bool {
+    pub fn release_stale_ref_lock(&self, branch: &str, new: Oid, older_than: std::time::Duration) -> bool {
         if !branch.starts_with("refs/heads/") || !plain_ref(branch) {
             return false;
         }
         let lock = self.repo.common_dir().join(format!("{branch}.lock"));
         match std::fs::read_to_string(&lock) {
-            Ok(text) if Oid::from_hex(&text) == Some(new) || new.to_string().starts_with(text.trim_end()) => {
-                std::fs::remove_file(&lock).is_ok()
+            Ok(text) if Oid::from_hex(&text) == Some(new) => std::fs::remove_file(&lock).is_ok(),
+            Ok(text) if new.to_string().starts_with(text.trim_end()) => {
+                let age = std::fs::metadata(&lock).ok().and_then(|m| m.modified().ok()?.elapsed().ok());
+                age.is_some_and(|a| a >= older_than) && std::fs::remove_file(&lock).is_ok()
             }
             _ => false,
         }

@@ -706,8 +706,8 @@ pub fn profile_hints(repo: &Repo, file: &str) -> crate::ledger::ProfileHints {
     crate::ledger::ProfileHints { attribute, committed: if attribute.is_some() { None } else { committed() } }
 }
 
-/// How old a lock on the ref a fetch writes must be to be a dead process's (fetch and push
-/// hold it for the moment they update the ref).
+/// How old a lock on a ref must be to be a dead process's when nothing in it says whose it
+/// is (fetch and push hold the tracking ref's for the moment they update it).
 const STALE_REF_LOCK: Duration = Duration::from_secs(10);
 
 /// Exponential backoff with jitter: 50 ms × 2^attempt (at most 3.2 s), plus up to as much

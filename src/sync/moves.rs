@@ -78,7 +78,7 @@ pub(super) fn recover(sync: &Sync) -> Result<()> {
     let now = repo.resolve(&record.branch).map_err(repo_err)?;
     if now == from {
         // Killed while moving the branch: its lock holds `to` and stops every git process.
-        repo.release_stale_ref_lock(&record.branch, to);
+        repo.release_stale_ref_lock(&record.branch, to, super::STALE_REF_LOCK);
     }
     if now == Some(to) || now == from {
         let from_tree = from.map(|c| repo.tree_of(c)).transpose().map_err(repo_err)?;
